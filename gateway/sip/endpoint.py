@@ -1,0 +1,377 @@
+"""The sans-IO SIP endpoint: transport layer rules plus the transaction layer (§17, §18).
+
+Rules (aioquic ``QuicConnection`` style):
+
+* Input: ``receive(data, peer, now)`` for each datagram or stream frame, and
+  ``handle_timer(now)`` when ``get_timer()`` is due.  Peer garbage never raises:
+  it becomes a :class:`MessageRejected` event (and a stateless 4xx/5xx when the
+  request is routable).
+* Output: ``next_event()`` for the transaction user, ``datagrams_to_send()``
+  for the shell, which writes them to ``(transport, host, port)``.
+* Commands from the TU: ``send_request``, ``send_response``, ``send_cancel``,
+  ``send_stateless`` (ACK for 2xx), ``transport_failed``.
+* Server transactions are matched by branch, sent-by and method (§17.2.3);
+  client transactions by branch and CSeq method (§17.1.3).  Requests get
+  ``received``/``rport`` on their top Via (§18.2.1, RFC 3581) and responses go
+  back where §18.2.2 says.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import events as ev
+from .errors import RemoteProtocolError
+from .events import Peer
+from .message import Headers, Request, Response, build_response, parse_message, validate_request
+from .transaction import (
+    Deliver,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    Send,
+    TimedOut,
+    Transaction,
+)
+from .uri import Params
+
+#: RFC 3261 §8.1.1.7 magic cookie that marks an RFC 3261 branch.
+MAGIC_COOKIE = "z9hG4bK"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """What the endpoint needs to know about itself."""
+
+    #: ``transport -> (host, port)`` written in the Via sent-by of our requests.
+    local: dict[str, tuple[str, int]]
+    #: Server / User-Agent header value.
+    user_agent: str = "helppoint-gateway"
+    #: Option tags we support (anything else in Require gets a 420).
+    supported: frozenset[str] = frozenset({"timer", "replaces", "100rel"})
+    #: Largest message accepted, in bytes.
+    max_message_size: int = 65536
+    #: Most header fields accepted in one message.
+    max_headers: int = 256
+    #: Random id source (branch, tags); replaced in tests for determinism.
+    token: Callable[[], str] = field(default=lambda: secrets.token_hex(8))
+
+
+def _server_key(request: Request) -> str:
+    """§17.2.3 matching key: branch, sent-by and method (ACK matches INVITE)."""
+    via = request.top_via
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch or ""
+    host, port = via.sent_by
+    if branch.startswith(MAGIC_COOKIE):
+        return f"s|{branch}|{host}|{port}|{method}"
+    # RFC 2543 peers: Request-URI, tags, Call-ID, CSeq number and top Via (§17.2.3).
+    from_tag = request.from_.tag or ""
+    return f"s2543|{request.uri}|{from_tag}|{request.call_id}|{request.cseq[0]}|{via}|{method}"
+
+
+def _client_key(branch: str, method: str) -> str:
+    return f"c|{branch}|{'INVITE' if method == 'ACK' else method}"
+
+
+def _stamp_via(request: Request, peer: Peer) -> Request:
+    """Add ``received`` and fill ``rport`` on the top Via (§18.2.1, RFC 3581 §4)."""
+    via = request.top_via
+    params: Params = via.params
+    changed = False
+    if via.host != peer[1]:
+        params = tuple(p for p in params if p[0].lower() != "received") + (("received", peer[1]),)
+        changed = True
+    if via.rport is not None:
+        params = tuple((k, str(peer[2]) if k.lower() == "rport" else v) for k, v in params)
+        changed = True
+    if not changed:
+        return request
+    first_name, first_value = next((k, v) for k, v in request.headers if k.lower() in ("via", "v"))
+    rest = first_value.split(",", 1)
+    new_value = str(via.with_params(params)) + ("," + rest[1] if len(rest) > 1 else "")
+    return request.with_headers(request.headers.replace(first_name, new_value))
+
+
+def response_destination(request: Request, source: Peer) -> Peer:
+    """Where responses to *request* go (§18.2.2, RFC 3581 §4)."""
+    if source[0] != "UDP":
+        return source
+    via = request.top_via
+    host = via.received or via.host
+    if via.rport:
+        return (source[0], host, int(via.rport))
+    return (source[0], host, via.port or 5060)
+
+
+class SipEndpoint:
+    """One shared, single-threaded SIP endpoint (transport + transaction layers)."""
+
+    def __init__(self, config: EndpointConfig) -> None:
+        self.config = config
+        self._events: deque[ev.Event] = deque()
+        self._out: list[tuple[bytes, Peer]] = []
+        self._txs: dict[str, Transaction] = {}
+        self._peers: dict[str, Peer] = {}
+        self._sources: dict[str, Peer] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        # ACKs for 2xx carry a new branch: match them to the INVITE by Call-ID and CSeq.
+        self._accepted: dict[tuple[str, int], str] = {}
+        # CANCELs we must hold until a provisional arrives (§9.1).
+        self._pending_cancel: dict[str, Request] = {}
+
+    # -- outputs -------------------------------------------------------------
+    def next_event(self) -> ev.Event | None:
+        """The next event for the TU, or None."""
+        return self._events.popleft() if self._events else None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Peer]]:
+        """Everything to put on the wire, with its destination."""
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        """The next time ``handle_timer`` must be called, or None."""
+        heap = self._heap
+        while heap:
+            at, _, key = heap[0]
+            tx = self._txs.get(key)
+            if tx is not None and tx.deadline() == at:
+                return at
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every transaction timer due at *now*."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, _, key = heapq.heappop(heap)
+            tx = self._txs.get(key)
+            if tx is None or tx.deadline() != at:
+                continue
+            self._apply(tx, tx.handle_timer(now))
+
+    @property
+    def transaction_count(self) -> int:
+        """Number of live transactions (for metrics and drain)."""
+        return len(self._txs)
+
+    # -- input ---------------------------------------------------------------
+    def receive(self, data: bytes, peer: Peer, now: float) -> None:
+        """Feed one datagram or one framed stream message."""
+        try:
+            message = parse_message(
+                data, max_size=self.config.max_message_size, max_headers=self.config.max_headers
+            )
+        except RemoteProtocolError as exc:
+            self._events.append(ev.MessageRejected(peer, 0, str(exc)))
+            return
+        if isinstance(message, Response):
+            self._receive_response(message, peer, now)
+        else:
+            self._receive_request(message, peer, now)
+
+    def _reject(self, request: Request, peer: Peer, status: int, reason: str) -> None:
+        self._events.append(ev.MessageRejected(peer, status, reason))
+        if request.method == "ACK":
+            return
+        try:
+            response = build_response(request, status, reason, to_tag=self.config.token())
+            dest = response_destination(request, peer)
+        except RemoteProtocolError:
+            self._events.append(ev.MessageRejected(peer, 0, "unroutable: " + reason))
+            return
+        self._out.append((bytes(self._decorate(response)), dest))
+
+    def _receive_request(self, request: Request, peer: Peer, now: float) -> None:
+        verdict = validate_request(request, self.config.supported)
+        if verdict is not None:
+            status, reason = verdict
+            self._reject(request, peer, status, reason)
+            return
+        try:
+            request = _stamp_via(request, peer)
+            key = _server_key(request)
+        except RemoteProtocolError as exc:
+            self._reject(request, peer, exc.status, str(exc))
+            return
+        tx = self._txs.get(key)
+        if request.method == "ACK":
+            if tx is not None and isinstance(tx, InviteServerTransaction) and tx.state.value != "Accepted":
+                self._apply(tx, tx.receive_request(request, now))
+                return
+            accepted_key = self._accepted.get((request.call_id, request.cseq[0]))
+            if accepted_key is not None and accepted_key in self._txs:
+                self._apply(self._txs[accepted_key], self._txs[accepted_key].receive_request(request, now))
+            self._events.append(ev.RequestReceived(request, peer, None))
+            return
+        if tx is not None:
+            self._apply(tx, tx.receive_request(request, now))
+            return
+        reliable = peer[0] != "UDP"
+        if request.method == "CANCEL":
+            self._receive_cancel(request, peer, key, reliable, now)
+            return
+        cls = InviteServerTransaction if request.method == "INVITE" else NonInviteServerTransaction
+        tx = cls(key, request, reliable, now)
+        self._txs[key] = tx
+        self._sources[key] = peer
+        self._peers[key] = response_destination(request, peer)
+        tx.start(now)
+        if request.method == "INVITE":
+            # §17.2.1: a 100 Trying stops the client's retransmissions at once.
+            self._apply(tx, tx.send_response(self._decorate(build_response(request, 100)), now))
+        self._events.append(ev.RequestReceived(request, peer, key))
+
+    def _receive_cancel(self, cancel: Request, peer: Peer, key: str, reliable: bool, now: float) -> None:
+        invite_key = key.rsplit("|", 1)[0] + "|INVITE"
+        invite_tx = self._txs.get(invite_key)
+        tx = NonInviteServerTransaction(key, cancel, reliable, now)
+        self._txs[key] = tx
+        self._peers[key] = response_destination(cancel, peer)
+        tx.start(now)
+        pending = invite_tx is not None and invite_tx.state.value == "Proceeding"
+        status = 200 if pending else 481
+        self._apply(tx, tx.send_response(self._decorate(build_response(cancel, status, to_tag=self.config.token())), now))
+        if pending:
+            self._events.append(ev.CancelReceived(cancel, peer, invite_key))
+
+    def _receive_response(self, response: Response, peer: Peer, now: float) -> None:
+        try:
+            via = response.top_via
+            _, method = response.cseq
+        except RemoteProtocolError as exc:
+            self._events.append(ev.MessageRejected(peer, 0, str(exc)))
+            return
+        key = _client_key(via.branch or "", method)
+        tx = self._txs.get(key)
+        if tx is None or not isinstance(tx, InviteClientTransaction | NonInviteClientTransaction):
+            return  # §18.1.2: a response matching no transaction is discarded
+        outputs = tx.receive_response(response, now)
+        self._apply(tx, outputs, source=peer)
+        if response.status >= 100 and response.status < 200 and key in self._pending_cancel:
+            self._start_cancel(key, now)
+        elif response.status >= 200:
+            self._pending_cancel.pop(key, None)
+
+    # -- commands from the TU --------------------------------------------------
+    def _decorate(self, message: Response) -> Response:
+        if message.headers.get("Server") is None:
+            return message.with_headers(message.headers.add("Server", self.config.user_agent))
+        return message
+
+    def _via_for(self, transport: str, branch: str) -> str:
+        host, port = self.config.local.get(transport) or next(iter(self.config.local.values()))
+        return f"SIP/2.0/{transport} {host}:{port};branch={branch};rport"
+
+    def send_request(self, request: Request, dest: Peer, now: float) -> str:
+        """Start a client transaction for *request* towards *dest*; returns its key.
+
+        A top Via with a fresh branch is added; everything else is the caller's.
+        """
+        branch = MAGIC_COOKIE + self.config.token()
+        request = request.with_headers(request.headers.add("Via", self._via_for(dest[0], branch), first=True))
+        key = _client_key(branch, request.method)
+        reliable = dest[0] != "UDP"
+        tx: InviteClientTransaction | NonInviteClientTransaction
+        if request.method == "INVITE":
+            tx = InviteClientTransaction(key, request, reliable, now)
+        else:
+            tx = NonInviteClientTransaction(key, request, reliable, now)
+        self._txs[key] = tx
+        self._peers[key] = dest
+        self._apply(tx, tx.start(now))
+        return key
+
+    def send_response(self, transaction: str, response: Response, now: float) -> None:
+        """Answer the server transaction *transaction* (ignored when it has ended)."""
+        tx = self._txs.get(transaction)
+        if tx is None or not isinstance(tx, InviteServerTransaction | NonInviteServerTransaction):
+            return
+        response = self._decorate(response)
+        if isinstance(tx, InviteServerTransaction) and 200 <= response.status < 300:
+            self._accepted[(tx.request.call_id, tx.request.cseq[0])] = transaction
+        self._apply(tx, tx.send_response(response, now))
+
+    def send_stateless(self, message: Request | Response, dest: Peer) -> None:
+        """Send outside any transaction (the ACK for a 2xx gets a fresh Via branch)."""
+        if isinstance(message, Request):
+            branch = MAGIC_COOKIE + self.config.token()
+            message = message.with_headers(message.headers.add("Via", self._via_for(dest[0], branch), first=True))
+        self._out.append((bytes(message), dest))
+
+    def send_cancel(self, invite_transaction: str, now: float, reason: str | None = None) -> None:
+        """CANCEL a pending client INVITE (§9.1): sent once a provisional has arrived.
+
+        *reason* is an RFC 3326 Reason header value, e.g. ``SIP;cause=200;text="Call completed elsewhere"``.
+        """
+        tx = self._txs.get(invite_transaction)
+        if not isinstance(tx, InviteClientTransaction) or tx.state.value not in ("Calling", "Proceeding"):
+            return
+        invite = tx.request
+        headers = [("Via", invite.headers.get_all("Via")[0])]
+        headers += [(k, v) for k, v in invite.headers if k.lower() == "route"]
+        headers += [
+            ("Max-Forwards", "70"),
+            ("From", invite.headers.get("From") or ""),
+            ("To", invite.headers.get("To") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq[0]} CANCEL"),
+        ]
+        if reason:
+            headers.append(("Reason", reason))
+        self._pending_cancel[invite_transaction] = Request("CANCEL", invite.uri, Headers(headers))
+        if tx.state.value == "Proceeding":
+            self._start_cancel(invite_transaction, now)
+
+    def _start_cancel(self, invite_key: str, now: float) -> None:
+        cancel = self._pending_cancel.pop(invite_key)
+        branch = cancel.top_via.branch or ""
+        key = _client_key(branch, "CANCEL")
+        dest = self._peers[invite_key]
+        tx = NonInviteClientTransaction(key, cancel, dest[0] != "UDP", now)
+        self._txs[key] = tx
+        self._peers[key] = dest
+        self._apply(tx, tx.start(now))
+
+    def transport_failed(self, dest: Peer, now: float) -> None:
+        """The shell could not reach *dest*: fail every transaction waiting on it."""
+        for key, peer in list(self._peers.items()):
+            tx = self._txs.get(key)
+            if peer == dest and tx is not None and not tx.terminated:
+                self._apply(tx, tx.transport_error(now))
+
+    # -- plumbing --------------------------------------------------------------
+    def _apply(self, tx: Transaction, outputs: list, source: Peer | None = None) -> None:
+        dest = self._peers.get(tx.key)
+        for out in outputs:
+            if isinstance(out, Send):
+                if dest is not None:
+                    self._out.append((out.data, dest))
+            elif isinstance(out, Deliver):
+                msg = out.message
+                if isinstance(msg, Response):
+                    self._events.append(ev.ResponseReceived(msg, tx.key, source or dest or ("UDP", "", 0)))
+            elif isinstance(out, TimedOut):
+                self._events.append(ev.TransactionTimedOut(tx.key, tx.request, out.transport_error))
+        if tx.terminated:
+            self._forget(tx)
+        else:
+            at = tx.deadline()
+            if at is not None:
+                self._seq += 1
+                heapq.heappush(self._heap, (at, self._seq, tx.key))
+
+    def _forget(self, tx: Transaction) -> None:
+        self._txs.pop(tx.key, None)
+        self._peers.pop(tx.key, None)
+        self._sources.pop(tx.key, None)
+        self._pending_cancel.pop(tx.key, None)
+        if isinstance(tx, InviteServerTransaction):
+            self._accepted.pop((tx.request.call_id, tx.request.cseq[0]), None)

@@ -1,0 +1,245 @@
+"""Transactions and the endpoint, driven by hand-advanced time (no sleeps).
+
+Two endpoints are joined by ``transfer`` (aioquic tests style); every timer is
+asserted at its exact RFC 3261 instant.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from gateway.sip import events as ev
+from gateway.sip.endpoint import EndpointConfig, SipEndpoint
+from gateway.sip.message import Headers, Request, build_response, parse_message
+from gateway.sip.transaction import T1, T2, T4
+
+A = ("UDP", "127.0.0.1", 5060)
+B = ("UDP", "127.0.0.2", 5070)
+
+
+def make(local: tuple[str, str, int]) -> SipEndpoint:
+    counter = itertools.count()
+    return SipEndpoint(
+        EndpointConfig(local={"UDP": (local[1], local[2]), "TCP": (local[1], local[2])},
+                       token=lambda: f"t{next(counter)}")
+    )
+
+
+def request(method: str, cseq: int = 1, call_id: str = "call-1") -> Request:
+    return Request(
+        method,
+        "sip:bob@127.0.0.2:5070",
+        Headers([
+            ("Max-Forwards", "70"),
+            ("From", "<sip:alice@127.0.0.1>;tag=a1"),
+            ("To", "<sip:bob@127.0.0.2>"),
+            ("Call-ID", call_id),
+            ("CSeq", f"{cseq} {method}"),
+            ("Contact", "<sip:alice@127.0.0.1:5060>"),
+        ]),
+    )
+
+
+def drain(ep: SipEndpoint) -> list[ev.Event]:
+    out = []
+    while (e := ep.next_event()) is not None:
+        out.append(e)
+    return out
+
+
+def transfer(src: SipEndpoint, src_addr, dst: SipEndpoint, now: float) -> int:
+    """Deliver everything *src* wants to send to *dst*; return the count."""
+    sent = src.datagrams_to_send(now)
+    for data, _peer in sent:
+        dst.receive(data, src_addr, now)
+    return len(sent)
+
+
+def sent_times(ep: SipEndpoint, until: float) -> list[float]:
+    """Advance time by timers only, recording when *ep* sends something."""
+    times = []
+    while (t := ep.get_timer()) is not None and t <= until:
+        ep.handle_timer(t)
+        if ep.datagrams_to_send(t):
+            times.append(round(t, 6))
+    return times
+
+
+def test_invite_client_timer_a_doubles_and_timer_b_times_out_at_64_t1():
+    a = make(A)
+    key = a.send_request(request("INVITE"), B, 0.0)
+    assert len(a.datagrams_to_send(0.0)) == 1
+    times = sent_times(a, 100.0)
+    # Timer A: T1, 2T1, 4T1 ... until Timer B at 64*T1 = 32 s (§17.1.1.2).
+    assert times == [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+    events = drain(a)
+    assert events == [ev.TransactionTimedOut(key, events[0].request, False)]
+    assert a.transaction_count == 0
+
+
+def test_non_invite_client_timer_e_caps_at_t2_and_f_fires_at_32s():
+    a = make(A)
+    a.send_request(request("OPTIONS"), B, 0.0)
+    a.datagrams_to_send(0.0)
+    times = sent_times(a, 100.0)
+    assert times == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert isinstance(drain(a)[0], ev.TransactionTimedOut)
+
+
+def test_non_invite_round_trip_and_server_absorbs_retransmission():
+    a, b = make(A), make(B)
+    a.send_request(request("OPTIONS"), B, 0.0)
+    transfer(a, A, b, 0.0)
+    (received,) = drain(b)
+    assert isinstance(received, ev.RequestReceived)
+    # The client retransmits before the server answers: absorbed, no new event.
+    a.handle_timer(T1)
+    transfer(a, A, b, T1)
+    assert drain(b) == []
+    b.send_response(received.transaction, build_response(received.request, 200), T1)
+    transfer(b, B, a, T1)
+    (resp,) = drain(a)
+    assert isinstance(resp, ev.ResponseReceived) and resp.response.status == 200
+    # A late retransmission of the request gets the same 200 again (§17.2.2).
+    a_retx = received.request
+    b.receive(bytes(a_retx), A, 2.0)
+    (data, peer), = b.datagrams_to_send(2.0)
+    assert parse_message(data).status == 200 and peer == A
+    # Timer K (T4) on the client, Timer J (64*T1) on the server.
+    assert a.get_timer() == pytest.approx(T1 + T4)
+    a.handle_timer(T1 + T4)
+    assert a.transaction_count == 0
+    assert b.get_timer() == pytest.approx(T1 + 64 * T1)
+
+
+def test_invite_failure_is_acked_by_transaction_and_timer_d_is_32s():
+    a, b = make(A), make(B)
+    ikey = a.send_request(request("INVITE"), B, 0.0)
+    transfer(a, A, b, 0.0)
+    (inv,) = drain(b)
+    transfer(b, B, a, 0.0)  # the automatic 100 Trying
+    assert drain(a)[0].response.status == 100
+    b.send_response(inv.transaction, build_response(inv.request, 486, to_tag="b1"), 1.0)
+    transfer(b, B, a, 1.0)
+    (busy,) = drain(a)
+    assert busy.response.status == 486 and busy.transaction == ikey
+    # The ACK goes out from the client transaction itself and confirms the server's.
+    ack = a.datagrams_to_send(1.0)
+    assert parse_message(ack[0][0]).method == "ACK"
+    b.receive(ack[0][0], A, 1.0)
+    assert drain(b) == []  # ACK for a non-2xx is absorbed by the transaction
+    assert a.get_timer() == pytest.approx(1.0 + 32.0)  # Timer D
+    assert b.get_timer() == pytest.approx(1.0 + T4)  # Timer I
+
+
+def test_invite_server_timer_g_and_h_without_ack():
+    a, b = make(A), make(B)
+    a.send_request(request("INVITE"), B, 0.0)
+    transfer(a, A, b, 0.0)
+    (inv,) = drain(b)
+    b.datagrams_to_send(0.0)
+    b.send_response(inv.transaction, build_response(inv.request, 480, to_tag="b1"), 0.0)
+    b.datagrams_to_send(0.0)
+    times = sent_times(b, 100.0)
+    assert times == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    (timeout,) = drain(b)
+    assert isinstance(timeout, ev.TransactionTimedOut)
+
+
+def test_2xx_is_retransmitted_until_the_ack_arrives():
+    a, b = make(A), make(B)
+    ikey = a.send_request(request("INVITE"), B, 0.0)
+    transfer(a, A, b, 0.0)
+    (inv,) = drain(b)
+    b.datagrams_to_send(0.0)
+    b.send_response(inv.transaction, build_response(inv.request, 200, to_tag="b1"), 0.0)
+    b.datagrams_to_send(0.0)
+    b.handle_timer(T1)
+    assert len(b.datagrams_to_send(T1)) == 1  # 2xx retransmitted by Timer G pacing
+    ack = Request("ACK", "sip:bob@127.0.0.2:5070", inv.request.headers.remove("Via").replace("CSeq", "1 ACK"))
+    a.send_stateless(ack, B)
+    transfer(a, A, b, 0.6)
+    (got_ack,) = drain(b)
+    assert isinstance(got_ack, ev.RequestReceived) and got_ack.transaction is None
+    assert sent_times(b, 40.0) == []  # no more retransmissions after the ACK
+    assert ikey.startswith("c|")
+
+
+def test_cancel_waits_for_provisional_then_487():
+    a, b = make(A), make(B)
+    ikey = a.send_request(request("INVITE"), B, 0.0)
+    a.send_cancel(ikey, 0.0, reason='SIP;cause=200;text="Call completed elsewhere"')
+    assert len(a.datagrams_to_send(0.0)) == 1  # only the INVITE: CANCEL waits (§9.1)
+    a.handle_timer(T1)
+    a.datagrams_to_send(T1)
+    # Re-deliver: b gets the INVITE, answers 100, a then sends the CANCEL.
+    a2 = request("INVITE")
+    del a2
+    b.receive(bytes(a._txs[ikey].request), A, 0.6)
+    (inv,) = drain(b)
+    transfer(b, B, a, 0.6)
+    drain(a)
+    (cancel_data, _), = a.datagrams_to_send(0.6)
+    cancel = parse_message(cancel_data)
+    assert cancel.method == "CANCEL" and cancel.headers.get("Reason").startswith("SIP;cause=200")
+    assert cancel.top_via.branch == inv.request.top_via.branch
+    b.receive(cancel_data, A, 0.6)
+    (cancelled,) = drain(b)
+    assert isinstance(cancelled, ev.CancelReceived) and cancelled.invite_transaction == inv.transaction
+    b.send_response(inv.transaction, build_response(inv.request, 487, to_tag="b1"), 0.6)
+    transfer(b, B, a, 0.6)
+    statuses = sorted(e.response.status for e in drain(a))
+    assert statuses == [200, 487]
+
+
+def test_cancel_for_unknown_invite_gets_481():
+    b = make(B)
+    cancel = request("CANCEL").with_headers(
+        request("CANCEL").headers.add("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKnone", first=True))
+    b.receive(bytes(cancel), A, 0.0)
+    (data, _), = b.datagrams_to_send(0.0)
+    assert parse_message(data).status == 481
+
+
+def test_tcp_has_no_retransmissions_and_zero_linger():
+    a = make(A)
+    tcp_b = ("TCP", "127.0.0.2", 5070)
+    a.send_request(request("OPTIONS"), tcp_b, 0.0)
+    (data, peer), = a.datagrams_to_send(0.0)
+    assert peer == tcp_b and b"SIP/2.0/TCP" in data
+    assert a.get_timer() == pytest.approx(64 * T1)  # Timer F only
+
+
+def test_received_and_rport_are_stamped_and_used_for_the_response():
+    b = make(B)
+    req = request("OPTIONS").with_headers(
+        request("OPTIONS").headers.add("Via", "SIP/2.0/UDP 10.0.0.9:5099;branch=z9hG4bKx;rport", first=True))
+    b.receive(bytes(req), ("UDP", "203.0.113.7", 40000), 0.0)
+    (got,) = drain(b)
+    assert got.request.top_via.received == "203.0.113.7"
+    assert got.request.top_via.rport == "40000"
+    b.send_response(got.transaction, build_response(got.request, 200), 0.0)
+    (data, peer), = b.datagrams_to_send(0.0)
+    assert peer == ("UDP", "203.0.113.7", 40000)
+    assert "received=203.0.113.7" in parse_message(data).headers.get("Via")
+
+
+def test_garbage_never_raises_and_routable_bad_request_gets_400():
+    b = make(B)
+    b.receive(b"\x00\xffnot sip at all", A, 0.0)
+    (rej,) = drain(b)
+    assert isinstance(rej, ev.MessageRejected) and rej.status == 0
+    bad = request("OPTIONS").with_headers(
+        request("OPTIONS").headers.add("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKy", first=True)
+        .replace("CSeq", "1 INVITE"))
+    b.receive(bytes(bad), A, 0.0)
+    (rej,) = drain(b)
+    assert rej.status == 400
+    (data, _), = b.datagrams_to_send(0.0)
+    assert parse_message(data).status == 400
+
+
+def test_timer_t2_constant():
+    assert (T1, T2, T4) == (0.5, 4.0, 5.0)
