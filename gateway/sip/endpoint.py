@@ -158,6 +158,11 @@ class SipEndpoint:
             self._apply(tx, tx.handle_timer(now))
 
     @property
+    def active_transaction_count(self) -> int:
+        """Transactions still waiting for a final response (what a graceful drain waits for)."""
+        return sum(1 for tx in self._txs.values() if tx.state.value in ("Calling", "Trying", "Proceeding"))
+
+    @property
     def transaction_count(self) -> int:
         """Number of live transactions (for metrics and drain)."""
         return len(self._txs)
