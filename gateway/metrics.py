@@ -52,3 +52,24 @@ REGISTER_SECONDS = Histogram(
     "gateway_register_seconds", "Time to decide a REGISTER, from receipt to response",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25), registry=REGISTRY,
 )
+
+ACTIVATIONS_STARTED = Counter(
+    "gateway_activations_started_total", "Help-point activations admitted (one per press)", registry=REGISTRY,
+)
+ACTIVATIONS = Counter(
+    "gateway_activations_total", "Ended activations by outcome", ["outcome"], registry=REGISTRY,
+)
+CALLS_REFUSED = Counter(
+    "gateway_calls_refused_total", "INVITEs refused before an activation started, by reason",
+    ["reason"], registry=REGISTRY,
+)
+CALL_ERRORS = Counter(
+    "gateway_call_errors_total", "Calls torn down because of an internal error", registry=REGISTRY,
+)
+DIALPLAN_RELOADS = Counter(
+    "gateway_dialplan_reloads_total", "Dialplan reloads by result (applied, rejected)", ["result"],
+    registry=REGISTRY,
+)
+DIALPLAN_VERSION = Gauge(
+    "gateway_dialplan_version", "Version of the dialplan set in force", registry=REGISTRY,
+)

@@ -14,13 +14,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import os
 import secrets
 import signal
 import time
-from datetime import datetime, timezone
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +30,27 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.api.app import create_app
-from gateway.config import Config, Inventory, load_inventory
-from gateway.registrar.bindings import Binding, BindingPolicy
+from gateway.calls.call import Call, CallConfig
+from gateway.calls.events import CallSummary
+from gateway.calls.metadata import HelpPointInfo
+from gateway.calls.runner import CallMedia, CallRunner, new_activation_id
+from gateway.config import Config, HelpPoint, Inventory, load_inventory
+from gateway.dialplan.engine import Plan
+from gateway.dialplan.load import DialplanSet
+from gateway.dialplan.load import reload as reload_dialplans
+from gateway.dialplan.model import DialplanError
+from gateway.dialplan.model import Inventory as DialplanInventory
+from gateway.registrar.bindings import BindingPolicy
 from gateway.registrar.digest import Algorithm
+from gateway.registrar.persistence import BindingWriter, from_stored
 from gateway.registrar.registrar import Decision, Registrar
-from gateway.registrar.service import CredentialCache, RegistrarService
+from gateway.registrar.service import Admission, CredentialCache, RegistrarService, admit, digest_user
 from gateway.sip import events as ev
 from gateway.sip.endpoint import EndpointConfig, SipEndpoint
-from gateway.sip.message import Request, Response, build_response
+from gateway.sip.events import Peer
+from gateway.sip.message import Response, build_response, parse_uri
 from gateway.sip.transport import SipTransport
-from gateway.registrar.bindings import Source
-from gateway.store import Store, StoredBinding
+from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -53,85 +65,50 @@ def db_url_for(config: Config) -> str:
     return f"sqlite+aiosqlite:///{Path(config.data_dir).resolve() / 'gateway.db'}"
 
 
-def to_stored(binding: Binding) -> StoredBinding:
-    """A registrar binding as the store keeps it (UTC datetime expiry)."""
-    return StoredBinding(
-        aor=binding.aor,
-        contact=binding.contact,
-        expires_at=datetime.fromtimestamp(binding.expires_at, timezone.utc),
-        call_id=binding.call_id,
-        cseq=binding.cseq,
-        source_host=binding.source.host,
-        source_port=binding.source.port,
-        transport=binding.source.transport,
-        user_agent=binding.user_agent,
-        q=binding.q,
+#: ``factory(activation_id, runner) -> CallMedia``: the media plane's entry point.
+MediaFactory = Callable[[str, CallRunner], CallMedia]
+
+#: Prompts the gateway itself plays (the media plane ships them).
+BUILTIN_PROMPTS = frozenset({"connecting", "call-recorded", "all-rooms-unavailable", "warning-1", "warning-2",
+                             "confirm-operator"})
+
+
+def dialplan_inventory(config: Config, inventory: Inventory) -> DialplanInventory:
+    """What the dialplan validator needs from the inventory and the prompts folder."""
+    prompts = set(BUILTIN_PROMPTS)
+    folder = Path(config.prompts_dir)
+    if folder.is_dir():
+        prompts.update(f.stem for f in folder.glob("*.wav"))
+    return DialplanInventory(
+        help_points={hp.id: tuple(hp.tags) for hp in inventory.help_points},
+        rooms={room.id: tuple(p.id for p in room.positions) for room in inventory.rooms},
+        prompts=frozenset(prompts),
     )
 
 
-def from_stored(row: StoredBinding) -> Binding:
-    """A stored binding back as the registrar's value."""
-    return Binding(
-        aor=row.aor,
-        contact=row.contact,
-        expires_at=row.expires_at.timestamp(),
-        call_id=row.call_id,
-        cseq=row.cseq,
-        source=Source(row.source_host, row.source_port, row.transport),
-        user_agent=row.user_agent,
-        q=row.q,
-    )
+class SummaryLog:
+    """Append-only JSON-lines log of ended activations (fsync'd: nothing is lost on a crash).
 
+    The records issue moves activations into the database; this file stays as a local journal.
+    """
 
-class BindingWriter:
-    """Write-behind for binding sets: coalesces per AOR, never blocks the SIP path."""
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._pending: dict[str, tuple[Binding, ...]] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+    def append(self, summary: CallSummary) -> None:
+        """Write one activation."""
+        line = json.dumps(dataclasses.asdict(summary), separators=(",", ":"), default=str)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
 
-    def submit(self, aor: str, bindings: tuple[Binding, ...]) -> None:
-        """Queue the AOR's complete new binding set."""
-        self._pending[aor] = bindings
-        metrics.DB_QUEUE_DEPTH.set(len(self._pending))
-        self._wake.set()
-
-    def start(self) -> None:
-        """Start the writer task."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="binding-writer")
-
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Write everything pending (retrying later on failure; nothing is dropped)."""
-        while self._pending:
-            aor, bindings = next(iter(self._pending.items()))
-            try:
-                await self.store.save_bindings(aor, [to_stored(b) for b in bindings])
-            except Exception:
-                metrics.DB_WRITE_FAILURES.inc()
-                log.exception("saving bindings of %s failed; will retry", aor)
-                await asyncio.sleep(1.0)
-                continue
-            if self._pending.get(aor) is bindings:
-                del self._pending[aor]
-            metrics.DB_QUEUE_DEPTH.set(len(self._pending))
-
-    async def close(self) -> None:
-        """Flush and stop."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        await self.flush()
+    def read(self) -> list[dict[str, Any]]:
+        """Every activation written so far (tests, CLI)."""
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
 
 
 class Gateway:
@@ -170,6 +147,15 @@ class Gateway:
             max_headers=config.sip.max_headers,
         ))
         self.transport = SipTransport(self.endpoint, self.on_event)
+        self.help_points = {hp.sip_user: hp for hp in inventory.help_points}
+        self.positions = {p.id: (p, room.id) for room in inventory.rooms for p in room.positions}
+        self.dialplan_inventory = dialplan_inventory(config, inventory)
+        self.dialplans: DialplanSet | None = None
+        self.calls = CallRunner(self.endpoint, self.transport.transmit_soon, self.on_summary,
+                                count_error=metrics.CALL_ERRORS.inc)
+        #: Builds a call's media (the media plane plugs in here); None = calls are refused with 503.
+        self.media_factory: MediaFactory | None = None
+        self.summaries = SummaryLog(Path(config.data_dir) / "activations.jsonl")
 
     # -- tasks -------------------------------------------------------------------
     def spawn(self, coro: Awaitable[None]) -> None:
@@ -189,11 +175,16 @@ class Gateway:
         """The transaction user: route each endpoint event."""
         if isinstance(event, ev.RequestReceived):
             self.on_request(event)
+        elif isinstance(event, ev.CancelReceived):
+            self.calls.on_cancel(event)
+        elif isinstance(event, ev.ResponseReceived):
+            self.calls.on_response(event)
         elif isinstance(event, ev.MessageRejected):
             metrics.SIP_MESSAGES_REJECTED.labels(str(event.status)).inc()
             log.debug("rejected message from %s:%s:%s: %s", *event.source, event.reason)
         elif isinstance(event, ev.TransactionTimedOut):
             metrics.TRANSACTION_TIMEOUTS.labels("transport" if event.transport_error else "timer").inc()
+            self.calls.on_timeout(event)
         metrics.TRANSACTIONS.set(self.endpoint.transaction_count)
 
     def respond(self, event: ev.RequestReceived, status: int, reason: str | None = None,
@@ -208,8 +199,16 @@ class Gateway:
         request = event.request
         method = request.method
         metrics.SIP_REQUESTS.labels(method if method in ALLOW else "other").inc()
+        if request.to.tag is not None:
+            # In-dialog: BYE, ACK, INFO, UPDATE, re-INVITE, OPTIONS of a live call.
+            if not self.calls.on_in_dialog(event) and event.transaction is not None:
+                if method == "OPTIONS":
+                    self.on_options(event)
+                else:
+                    self.respond(event, 481, "Call/Transaction Does Not Exist")
+            return
         if event.transaction is None:
-            return  # ACK for a 2xx: the call layer's business
+            return  # a stray ACK
         if self.draining and method != "OPTIONS":
             self.respond(event, 503, "Service Unavailable", (("Retry-After", "5"),))
             return
@@ -217,9 +216,10 @@ class Gateway:
             self.on_options(event)
         elif method == "REGISTER":
             self.on_register(event)
-        elif method in ("INVITE", "BYE", "INFO", "UPDATE", "MESSAGE"):
-            # Call control arrives with the call-control issue: refuse clearly, never silently.
-            self.respond(event, 480 if method == "INVITE" else 481)
+        elif method == "INVITE":
+            self.on_invite(event)
+        elif method in ("BYE", "INFO", "UPDATE"):
+            self.respond(event, 481, "Call/Transaction Does Not Exist")
         else:
             self.respond(event, 405, "Method Not Allowed", (("Allow", ALLOW),))
 
@@ -248,6 +248,150 @@ class Gateway:
 
         self.registrar_service.handle(event.request, event.source, respond, secrets.token_hex(6))
 
+    def on_sighup(self) -> None:
+        """SIGHUP: reload dialplans (validated, atomic) and forget cached credentials."""
+        self.credentials.clear()
+        self.reload_dialplans()
+
+    # -- calls -------------------------------------------------------------------------
+    def on_invite(self, event: ev.RequestReceived) -> None:
+        """A new INVITE: admit the help point, then start its activation."""
+        request = event.request
+        user = getattr(request.from_.uri, "user", None) or ""
+        hp = self.help_points.get(user)
+        if hp is None:
+            # Unknown callers are hostile until proven otherwise: no hint which users exist.
+            metrics.CALLS_REFUSED.labels("unknown_caller").inc()
+            self.respond(event, 403, "Forbidden")
+            return
+        needed = digest_user(self.registrar, request)
+        if needed is None:
+            self._admit_invite(event, hp, None)
+            return
+        hit, record = self.credentials.peek(needed, time.time())
+        if hit:
+            self._admit_invite(event, hp, record)
+            return
+
+        async def later() -> None:
+            rec = await self.credentials.fetch(needed, time.time())
+            self._admit_invite(event, hp, rec)
+
+        self.spawn(later())
+
+    def _admit_invite(self, event: ev.RequestReceived, hp: HelpPoint, record: Any) -> None:
+        verdict, detail = admit(self.registrar, event.request, event.source, record, time.time())
+        if verdict in (Admission.CHALLENGE, Admission.STALE):
+            challenge = self.registrar.auth.challenge(time.time(), stale=verdict is Admission.STALE)
+            self.respond(event, 401, "Unauthorized", tuple(("WWW-Authenticate", c) for c in challenge))
+            return
+        if verdict is not Admission.OK:
+            # A known help point that fails authentication is an ops emergency: log loudly.
+            metrics.CALLS_REFUSED.labels(verdict.value).inc()
+            log.error("INVITE from help point %s (%s:%s) refused: %s", hp.id, event.source[1], event.source[2],
+                      detail)
+            self.respond(event, 403 if verdict is Admission.FORBIDDEN else 400)
+            return
+        self.start_call(event, hp)
+
+    def start_call(self, event: ev.RequestReceived, hp: HelpPoint) -> None:
+        """Create the activation's Call and hand it to the runner."""
+        assert event.transaction is not None
+        dialplan = self.dialplans.for_help_point(hp.id) if self.dialplans else None
+        if dialplan is None or self.media_factory is None:
+            metrics.CALLS_REFUSED.labels("no_dialplan" if dialplan is None else "no_media").inc()
+            log.error("activation from %s cannot be routed: %s", hp.id,
+                      "no dialplan serves it" if dialplan is None else "media plane unavailable")
+            self.respond(event, 503, "Service Unavailable")
+            return
+        activation_id = new_activation_id()
+        media = self.media_factory(activation_id, self.calls)
+        assert self.dialplans is not None
+        info = HelpPointInfo(hp.id, hp.name, hp.sip_user, hp.location.lat, hp.location.lon,
+                             hp.location.address, hp.camera_url)
+        call = Call(
+            activation_id, info, event.request, event.transaction, event.source,
+            Plan(dialplan, hp.id, version=self.dialplans.version), media.negotiator,
+            self.locate, self.room_of, self.call_config(event.source[0]), lambda: secrets.token_hex(6),
+            datetime.now(UTC), dialplan_version=self.dialplans.version,
+        )
+        metrics.ACTIVATIONS_STARTED.inc()
+        log.info("activation %s from %s (dialplan %s v%d)", activation_id, hp.id, dialplan.name,
+                 self.dialplans.version)
+        self.calls.add(call, media)
+
+    def call_config(self, transport: str) -> CallConfig:
+        """Our identity in a call's headers, for the transport the call came in on."""
+        host, port = self.endpoint.config.local.get(transport) or next(iter(self.endpoint.config.local.values()))
+        param = "" if transport == "UDP" else f";transport={transport.lower()}"
+        return CallConfig(
+            host=f"{host}:{port}",
+            contact=f"sip:gateway@{host}:{port}{param}",
+            record_url=f"http://{self.config.http.listen.host_port}/api/activations/",
+        )
+
+    def locate(self, position_id: str) -> list[tuple[str, Peer]]:
+        """Registered contacts (or the static URI) of an operator position."""
+        found = self.positions.get(position_id)
+        if found is None:
+            return []
+        position, _ = found
+        if position.static_uri:
+            uri = parse_uri(position.static_uri)
+            transport = (uri.param("transport") or "udp").upper()
+            return [(position.static_uri, (transport, uri.host.strip("[]"), uri.port or 5060))]
+        out: list[tuple[str, Peer]] = []
+        for binding in self.registrar.lookup(position.sip_user, time.time()):
+            src = binding.source
+            out.append((binding.contact, (src.transport, src.host, src.port)))
+        return out
+
+    def room_of(self, position_id: str) -> str | None:
+        """The room of a position."""
+        found = self.positions.get(position_id)
+        return found[1] if found else None
+
+    def on_summary(self, summary: CallSummary) -> None:
+        """An activation ended: count it and make it durable."""
+        metrics.ACTIVATIONS.labels(summary.outcome).inc()
+        self.summaries.append(summary)
+        log.info("activation %s from %s ended: %s (answered by %s, %.1f s)", summary.activation_id,
+                 summary.help_point, summary.outcome, summary.answered_by, summary.duration)
+
+    def reload_dialplans(self) -> bool:
+        """Validate the dialplan files and swap atomically; a bad file never replaces a good one."""
+        paths = [self.config.dialplans_dir]
+        try:
+            new = reload_dialplans(self.dialplans, paths, self.dialplan_inventory)
+        except DialplanError as exc:
+            metrics.DIALPLAN_RELOADS.labels("rejected").inc()
+            log.error("dialplan reload rejected, keeping version %s: %s",
+                      self.dialplans.version if self.dialplans else None, exc)
+            return False
+        if new is not self.dialplans:
+            metrics.DIALPLAN_RELOADS.labels("applied").inc()
+            metrics.DIALPLAN_VERSION.set(new.version)
+            log.info("dialplans version %d in force (%s)", new.version, ", ".join(new.sources))
+        self.dialplans = new
+        return True
+
+    async def watch_dialplans(self, interval: float = 2.0) -> None:
+        """Reload when a dialplan file changes (mtime/size poll: no extra dependency)."""
+        def snapshot() -> tuple[tuple[str, float, int], ...]:
+            files = sorted(Path(self.config.dialplans_dir).glob("*.y*ml"))
+            return tuple((str(f), f.stat().st_mtime, f.stat().st_size) for f in files if f.is_file())
+
+        seen = snapshot()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = snapshot()
+            except OSError:
+                continue
+            if now != seen:
+                seen = now
+                self.reload_dialplans()
+
     # -- health ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         """The /health document."""
@@ -258,6 +402,8 @@ class Gateway:
             "uptime_seconds": round(time.time() - self.started, 1),
             "registrations": len(bindings),
             "transactions": self.endpoint.transaction_count,
+            "calls": self.calls.active,
+            "dialplan_version": self.dialplans.version if self.dialplans else None,
         }
 
     async def sweep_forever(self, interval: float = 30.0) -> None:
@@ -273,7 +419,7 @@ class Gateway:
         self.draining = True
         self.transport.stop_accepting()
         deadline = self.loop.time() + self.config.drain_timeout
-        while self.endpoint.active_transaction_count and self.loop.time() < deadline:
+        while (self.endpoint.active_transaction_count or self.calls.active) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=max(0.1, deadline - self.loop.time()))
@@ -306,6 +452,11 @@ async def run(config: Config) -> int:
     await store.upgrade()
     await seed_demo_credentials(config, inventory, store)
     gw = Gateway(config, inventory, store)
+    if not gw.reload_dialplans():
+        log.error("no valid dialplan: fix the files under %s (see `gateway dialplan check`)", config.dialplans_dir)
+        await store.close()
+        return 2
+    gw.media_factory = await media_factory_for(config)
     gw.registrar.load([from_stored(r) for r in await store.load_bindings()], time.time())
     gw.writer.start()
     for la in config.sip.listen:
@@ -324,17 +475,29 @@ async def run(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: (gw.credentials.clear(), log.info("SIGHUP: caches cleared")))
+    loop.add_signal_handler(signal.SIGHUP, gw.on_sighup)
+    watcher = loop.create_task(gw.watch_dialplans())
     log.info("gateway ready (pid %d, %d help points, %d rooms)", os.getpid(),
              len(inventory.help_points), len(inventory.rooms))
     await stop.wait()
     log.info("SIGTERM: draining (up to %.0f s)", config.drain_timeout)
     sweeper.cancel()
+    watcher.cancel()
     await gw.drain()
     await runner.cleanup()
     await store.close()
     log.info("stopped")
     return 0
+
+
+async def media_factory_for(config: Config) -> MediaFactory | None:
+    """The media plane's factory (None when it cannot start: calls then get 503, loudly)."""
+    try:
+        from gateway.calls.media_adapter import create_media_factory
+    except ImportError:
+        log.error("media plane not available: calls will be refused")
+        return None
+    return await create_media_factory(config)
 
 
 def serve(config: Config) -> int:

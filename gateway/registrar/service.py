@@ -9,6 +9,7 @@ imports the store: ``__main__``/``service`` pass the store's functions in.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections import OrderedDict
@@ -20,6 +21,7 @@ from gateway.sip.events import Peer
 from gateway.sip.message import Request, Response, build_response
 
 from .bindings import Binding, ContactSpec, Source
+from .digest import AuthResult
 from .registrar import Decision, Ha1Credentials, RegisterRequest, Registrar
 
 log = logging.getLogger(__name__)
@@ -148,3 +150,52 @@ class RegistrarService:
         response = build_response(request, decision.status, decision.reason, to_tag=to_tag,
                                   headers=decision.headers)
         respond(response, decision)
+
+
+class Admission(enum.Enum):
+    """The verdict on a request that must come from a known, authenticated user (INVITE)."""
+
+    OK = "ok"
+    CHALLENGE = "challenge"
+    STALE = "stale"
+    FORBIDDEN = "forbidden"
+    MALFORMED = "malformed"
+
+
+def admit(registrar: Registrar, request: Request, source: Peer, record: Ha1Credentials | None,
+          now: float) -> tuple[Admission, str]:
+    """Authenticate a non-REGISTER request by source network or digest (RFC 3261 §22.2).
+
+    Returns the verdict and the authenticated user (or the reason, for logs).
+    """
+    user = getattr(request.from_.uri, "user", None) or ""
+    if user and registrar.admitted_by_network(user, Source(source[1], source[2], source[0])):
+        return Admission.OK, user
+    try:
+        digest = registrar.auth.select(request.headers.values("Authorization"))
+    except Exception as exc:  # DigestParseError: malformed credentials
+        return Admission.MALFORMED, str(exc)
+    if digest is None:
+        return Admission.CHALLENGE, "no credentials"
+    if record is None:
+        return Admission.FORBIDDEN, f"unknown user {digest.username!r}"
+    ha1 = record.ha1_md5 if digest.algorithm.hash_name == "md5" else record.ha1_sha256
+    result = registrar.auth.verify(digest, ha1, method=request.method, request_uri=request.uri, now=now)
+    if result is AuthResult.OK:
+        if user and digest.username != user:
+            return Admission.FORBIDDEN, f"{digest.username!r} may not call as {user!r}"
+        return Admission.OK, digest.username
+    if result in (AuthResult.STALE, AuthResult.REPLAY):
+        return Admission.STALE, result.value
+    if result is AuthResult.BAD_RESPONSE:
+        return Admission.FORBIDDEN, f"wrong password for {digest.username!r}"
+    return Admission.MALFORMED, result.value
+
+
+def digest_user(registrar: Registrar, request: Request) -> str | None:
+    """The user whose credentials :func:`admit` will need (None when none is needed)."""
+    try:
+        digest = registrar.auth.select(request.headers.values("Authorization"))
+    except Exception:
+        return None
+    return digest.username if digest is not None else None

@@ -1,1 +1,19 @@
-"""Package."""
+"""Persistence: SQLAlchemy 2 async models, Alembic migrations and the :class:`Store` repository.
+
+A sibling of :mod:`gateway.sip`: it imports neither ``gateway.sip`` nor ``gateway.registrar``.
+"""
+
+from .errors import MigrationError, StoreError, StoreIntegrityError, StoreUnavailableError
+from .repository import MIGRATIONS_DIR, Store, StoredBinding, StoredCredentials, default_url
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "MigrationError",
+    "Store",
+    "StoreError",
+    "StoreIntegrityError",
+    "StoreUnavailableError",
+    "StoredBinding",
+    "StoredCredentials",
+    "default_url",
+]

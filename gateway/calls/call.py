@@ -1,0 +1,583 @@
+"""One help-point activation as a pure back-to-back user agent.
+
+Rules:
+
+* ``Call`` is sans-IO: every method takes ``now`` (monotonic) and returns a
+  list of actions (:mod:`gateway.calls.events`).  The runner executes them.
+* The help point's leg is ours: we answer it (183 with SDP at once, so the
+  caller hears the prompt as early media; 200 once an operator is bridged).
+  Operator legs are new dialogs with their own Call-ID, From tag and CSeq.
+* Routing decisions belong to the dialplan :class:`~gateway.dialplan.engine.Plan`:
+  the call turns SIP outcomes into plan events and plan actions into SIP.
+* Nothing here ends a call because of silence.  A call ends by BYE from either
+  side, CANCEL from the help point, the session timer (RFC 4028) proving the
+  help point is gone, or the plan's final message.
+* Every leg, answer, failure and end lands in the timeline.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from gateway.dialplan import engine as plan_ev
+from gateway.dialplan.model import cause_for_status
+from gateway.sip.dialog import Dialog
+from gateway.sip.errors import RemoteProtocolError
+from gateway.sip.events import Peer
+from gateway.sip.message import Headers, Request, Response, build_response
+
+from . import events as ce
+from .metadata import HelpPointInfo, operator_headers
+
+#: ``locate(position_id) -> [(contact URI, destination)]`` from the registrar or static config.
+Locator = Callable[[str], list[tuple[str, Peer]]]
+
+
+class Negotiator(Protocol):
+    """Pure SDP offer/answer for one call (built by the runner with the call's media ports)."""
+
+    def answer_help_point(self, offer: bytes) -> tuple[bytes, Any]:
+        """Our answer to the help point's offer and the negotiated media; raises with ``.status``."""
+        ...
+
+    def operator_offer(self) -> bytes:
+        """The offer sent to every operator leg."""
+        ...
+
+    def accept_operator_answer(self, answer: bytes) -> Any:
+        """The negotiated media from an operator's answer; raises with ``.status``."""
+        ...
+
+
+@dataclass(frozen=True)
+class CallConfig:
+    """What a call needs to know about the gateway."""
+
+    #: Host (and port) written in our From/To/Contact URIs.
+    host: str
+    #: Our Contact URI for both legs.
+    contact: str
+    #: Base URL of the activation record link sent to operators (Call-Info).
+    record_url: str = "http://127.0.0.1:8080/api/activations/"
+    #: RFC 4028 session interval asked of the help point leg; 0 disables.
+    session_expires: int = 1800
+    #: Smallest session interval we accept (Min-SE).
+    min_se: int = 90
+
+
+class LegState(enum.Enum):
+    """Where an operator leg is."""
+
+    CALLING = "calling"
+    EARLY = "early"
+    ANSWERED = "answered"
+    BRIDGED = "bridged"
+    ENDED = "ended"
+
+
+@dataclass
+class Leg:
+    """One outgoing INVITE to one contact of one position."""
+
+    id: str
+    target: str
+    invite: Request
+    dest: Peer
+    state: LegState = LegState.CALLING
+    dialog: Dialog | None = None
+    cancel_reason: str | None = None
+    #: The INVITE client transaction key (set by the runner when it is sent).
+    invite_tx: str | None = None
+
+
+_CANCEL_REASONS = {
+    "timeout": 'SIP;cause=480;text="Ring timeout"',
+    "connect-timeout": 'SIP;cause=408;text="No response within connect timeout"',
+    "unconfirmed": 'SIP;cause=480;text="Answer not confirmed"',
+    "answered-elsewhere": 'SIP;cause=200;text="Call completed elsewhere"',
+    "caller-hung-up": 'SIP;cause=487;text="Caller hung up"',
+}
+
+
+class Call:
+    """The B2BUA for one activation."""
+
+    def __init__(
+        self,
+        activation_id: str,
+        help_point: HelpPointInfo,
+        invite: Request,
+        transaction: str,
+        source: Peer,
+        plan: plan_ev.Plan,
+        negotiator: Negotiator,
+        locate: Locator,
+        room_of: Callable[[str], str | None],
+        config: CallConfig,
+        token: Callable[[], str],
+        wall: datetime,
+        dialplan_version: int = 0,
+    ) -> None:
+        self.id = activation_id
+        self.dialplan_version = dialplan_version
+        self.help_point = help_point
+        self.invite = invite
+        self.transaction = transaction
+        self.source = source
+        self.plan = plan
+        self.negotiator = negotiator
+        self.locate = locate
+        self.room_of = room_of
+        self.config = config
+        self.token = token
+        self.wall = wall
+        self.local_tag = token()
+        self.hp_dialog: Dialog | None = None
+        self.hp_answered_at: float | None = None
+        self.hp_sdp = b""
+        self.legs: dict[str, Leg] = {}
+        self._leg_seq = 0
+        self.failures: list[tuple[str, str]] = []  # (target, "486 Busy Here") for History-Info
+        self.bridged: Leg | None = None
+        self.started: float = 0.0
+        self.ended_at: float | None = None
+        self.ended_by: str | None = None
+        self.outcome: str | None = None
+        self.timeline: list[dict[str, Any]] = []
+        self.session_deadline: float | None = None
+        self.silent = False
+        self._actions: list[ce.CallAction] = []
+
+    # -- time ------------------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        """Earliest of the plan's timers and the session timer."""
+        times = [t for t in (self.plan.get_timer(), self.session_deadline) if t is not None]
+        return min(times) if times and self.ended_at is None else None
+
+    def handle_timer(self, now: float) -> list[ce.CallAction]:
+        """Fire due timers."""
+        self._actions = []
+        if self.session_deadline is not None and now >= self.session_deadline:
+            self.session_deadline = None
+            self._log(now, "session-timer-expired")
+            self._hang_up_everything(now, by="gateway", reason='SIP;cause=408;text="Session timer expired"')
+        else:
+            pt = self.plan.get_timer()
+            if pt is not None and now >= pt:
+                self._run_plan(self.plan.handle_timer(now), now)
+        return self._flush()
+
+    def _flush(self) -> list[ce.CallAction]:
+        out, self._actions = self._actions, []
+        return out
+
+    def _log(self, now: float, event: str, **detail: Any) -> None:
+        self.timeline.append({"t": round(now - self.started, 3), "event": event, **detail})
+
+    # -- start -------------------------------------------------------------------------------
+    def start(self, now: float) -> list[ce.CallAction]:
+        """Answer the help point with early media and start the dialplan."""
+        self._actions = []
+        self.started = now
+        self._log(now, "offered", help_point=self.help_point.id, source=f"{self.source[1]}:{self.source[2]}")
+        try:
+            self.hp_sdp, negotiated = self.negotiator.answer_help_point(self.invite.body)
+        except Exception as exc:  # SdpNegotiationError carries the SIP status
+            status = getattr(exc, "status", 488)
+            self._log(now, "rejected", status=status, why=str(exc))
+            self._respond(status, reason=getattr(exc, "reason", None))
+            self._finish(now, "failed", by="gateway")
+            return self._flush()
+        self.hp_dialog = Dialog.from_uas(self.invite, self.local_tag, self.config.contact)
+        self._respond(183, body=self.hp_sdp)
+        self._emit(ce.ConnectMedia("hp", negotiated))
+        self._run_plan(self.plan.start(now, self.wall), now)
+        return self._flush()
+
+    def _respond(self, status: int, reason: str | None = None, body: bytes = b"",
+                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+        extra = list(headers)
+        if 100 < status < 300:
+            extra.append(("Contact", f"<{self.config.contact}>"))
+        if 200 <= status < 300:
+            extra.append(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"))
+            extra.append(("Supported", "timer"))
+            se = self._session_expires_header()
+            if se:
+                extra.append(("Session-Expires", se))
+                extra.append(("Require", "timer"))
+        if body:
+            extra.append(("Content-Type", "application/sdp"))
+        response = build_response(self.invite, status, reason, to_tag=self.local_tag, headers=extra, body=body)
+        self._emit(ce.SendResponse(self.transaction, response))
+
+    def _session_expires_header(self) -> str | None:
+        """RFC 4028: the help point refreshes when it supports timers (refresher=uac)."""
+        asked = self.invite.headers.get("Session-Expires") or self.invite.headers.get("x")
+        supported = [s.lower() for s in self.invite.headers.get_all("Supported")]
+        if asked is None or "timer" not in supported or self.config.session_expires <= 0:
+            return None
+        try:
+            interval = int(asked.split(";")[0].strip())
+        except ValueError:
+            return None
+        interval = max(interval, self.config.min_se)
+        return f"{interval};refresher=uac"
+
+    def _arm_session_timer(self, now: float) -> None:
+        se = self._session_expires_header()
+        if se is None:
+            return
+        interval = int(se.split(";")[0])
+        # RFC 4028 §10: without a refresh by interval - min(32, interval/3), the session is gone.
+        self.session_deadline = now + interval - min(32.0, interval / 3)
+
+    def _emit(self, action: ce.CallAction) -> None:
+        self._actions.append(action)
+
+    # -- the plan ---------------------------------------------------------------------------------
+    def _run_plan(self, actions: list[plan_ev.Action], now: float) -> None:
+        queue = list(actions)
+        while queue:
+            action = queue.pop(0)
+            queue.extend(self._plan_action(action, now))
+
+    def _plan_action(self, action: plan_ev.Action, now: float) -> list[plan_ev.Action]:
+        if isinstance(action, plan_ev.PlayPrompt):
+            self._log(now, "prompt", prompt=action.prompt)
+            self._emit(ce.PlayPrompt("hp", action.prompt))
+        elif isinstance(action, plan_ev.PlayMessage):
+            self._log(now, "message", prompt=action.prompt, final=action.final)
+            self._emit(ce.PlayPrompt("hp", action.prompt, report=True))
+        elif isinstance(action, plan_ev.RingTargets):
+            return self._ring(action, now)
+        elif isinstance(action, plan_ev.DialNumber):
+            self._log(now, "dial-unavailable", number=action.number)
+            return self.plan.handle(plan_ev.LegFailed(action.number, "unreachable", "no trunk configured"), now)
+        elif isinstance(action, plan_ev.CancelTargets):
+            for leg in list(self.legs.values()):
+                if leg.target in action.targets and leg is not self.bridged:
+                    self._end_leg(leg, _CANCEL_REASONS[action.reason], now)
+        elif isinstance(action, plan_ev.RequireConfirm):
+            self._log(now, "confirm-requested", target=action.target, digit=action.digit, within=action.within)
+            self._emit(ce.PlayPrompt("op", "confirm-operator"))
+        elif isinstance(action, plan_ev.Bridge):
+            self._bridge(action.target, now)
+        elif isinstance(action, plan_ev.Done):
+            self._plan_done(action, now)
+        return []
+
+    def _ring(self, action: plan_ev.RingTargets, now: float) -> list[plan_ev.Action]:
+        follow: list[plan_ev.Action] = []
+        for target in action.targets:
+            contacts = self.locate(target)
+            if not contacts:
+                self._log(now, "leg-unreachable", target=target, why="no registered contact")
+                self.failures.append((target, "480 No registered contact"))
+                follow.extend(self.plan.handle(plan_ev.LegFailed(target, "unreachable", "no registered contact"), now))
+                continue
+            for uri, dest in contacts:
+                self._leg_seq += 1
+                leg_id = f"{target}#{self._leg_seq}"
+                invite = self._operator_invite(target, uri, action)
+                self.legs[leg_id] = Leg(leg_id, target, invite, dest)
+                self._log(now, "leg-started", leg=leg_id, target=target, room=self.room_of(target),
+                          contact=uri, attempt=action.attempt)
+                self._emit(ce.SendRequest(leg_id, invite, dest))
+        return follow
+
+    def _operator_invite(self, target: str, uri: str, action: plan_ev.RingTargets) -> Request:
+        headers: list[tuple[str, str]] = [
+            ("Max-Forwards", "70"),
+            ("From", f'"{self.help_point.name}" <sip:{self.help_point.id}@{self.config.host}>;tag={self.token()}'),
+            ("To", f"<sip:{target}@{self.config.host}>"),
+            ("Call-ID", f"{self.id}-{self._leg_seq}@{self.config.host}"),
+            ("CSeq", "1 INVITE"),
+            ("Contact", f"<{self.config.contact}>"),
+            ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),
+            ("Supported", "timer"),
+            ("Content-Type", "application/sdp"),
+        ]
+        headers += operator_headers(self.help_point, self.id, self.config.record_url, self.failures, self.room_of)
+        return Request("INVITE", uri, Headers(headers), self.negotiator.operator_offer())
+
+    def _bridge(self, target: str, now: float) -> None:
+        leg = next((lg for lg in self.legs.values() if lg.target == target and lg.state is LegState.ANSWERED), None)
+        if leg is None:
+            return
+        leg.state = LegState.BRIDGED
+        self.bridged = leg
+        self._log(now, "bridged", target=target, room=self.room_of(target))
+        if self.hp_answered_at is None:
+            self.hp_answered_at = now
+            self._respond(200, body=self.hp_sdp)
+            self._arm_session_timer(now)
+        self._emit(ce.BridgeMedia())
+
+    def _plan_done(self, action: plan_ev.Done, now: float) -> None:
+        self._log(now, "routing-done", outcome=action.outcome, target=action.target)
+        if action.outcome == "answered":
+            return
+        if action.outcome == "unanswered" and self.hp_answered_at is None and self.ended_at is None:
+            self._respond(480, "Temporarily Unavailable",
+                          headers=(("Reason", 'SIP;cause=480;text="No control room answered"'),))
+        self._finish(now, action.outcome, by="gateway" if action.outcome == "unanswered" else "hp")
+
+    # -- SIP events -------------------------------------------------------------------------------
+    def handle(self, event: ce.CallEvent, now: float) -> list[ce.CallAction]:
+        """Feed one event; returns the actions to execute."""
+        self._actions = []
+        if isinstance(event, ce.LegResponded):
+            self._leg_response(event, now)
+        elif isinstance(event, ce.LegTimedOut):
+            self._leg_timeout(event, now)
+        elif isinstance(event, ce.CallerCancelled):
+            self._caller_gone(now, "cancel")
+        elif isinstance(event, ce.InDialogRequest):
+            self._in_dialog(event, now)
+        elif isinstance(event, ce.DigitDetected):
+            self._digit(event.side, event.digit, now)
+        elif isinstance(event, ce.PromptDone):
+            if event.side == "hp":
+                self._run_plan(self.plan.handle(plan_ev.PromptFinished(event.prompt), now), now)
+        elif isinstance(event, ce.MediaSilence):
+            self._log(now, "silence" if event.silent else "audio-resumed", side=event.side)
+            if event.silent and event.side == "hp":
+                self.silent = True
+        return self._flush()
+
+    def _leg_response(self, event: ce.LegResponded, now: float) -> None:
+        leg = self.legs.get(event.leg)
+        if leg is None or event.method != "INVITE":
+            return
+        response = event.response
+        status = response.status
+        if status < 200:
+            if leg.state is LegState.CALLING:
+                leg.state = LegState.EARLY
+                self._log(now, "leg-ringing", leg=leg.id, status=status)
+                self._run_plan(self.plan.handle(plan_ev.LegProgressed(leg.target), now), now)
+            return
+        if status < 300:
+            self._leg_answered(leg, response, now)
+            return
+        if leg.state is LegState.ENDED:
+            return
+        leg.state = LegState.ENDED
+        detail = f"{status} {response.reason}"
+        self._log(now, "leg-failed", leg=leg.id, status=status, reason=response.reason)
+        if leg.cancel_reason is None:
+            self.failures.append((leg.target, detail))
+            if not self._other_legs_alive(leg):
+                failed = plan_ev.LegFailed(leg.target, cause_for_status(status), detail)
+                self._run_plan(self.plan.handle(failed, now), now)
+
+    def _other_legs_alive(self, leg: Leg) -> bool:
+        return any(
+            other is not leg and other.target == leg.target and other.state is not LegState.ENDED
+            for other in self.legs.values()
+        )
+
+    def _leg_answered(self, leg: Leg, response: Response, now: float) -> None:
+        try:
+            dialog = leg.dialog or Dialog.from_uac(leg.invite, response, self.config.contact)
+        except RemoteProtocolError as exc:
+            self._log(now, "leg-bad-answer", leg=leg.id, why=str(exc))
+            return
+        leg.dialog = dialog
+        _, ack = dialog.create_request("ACK", cseq=leg.invite.cseq[0])
+        self._emit(ce.SendAck(ack, leg.dest))
+        if leg.state in (LegState.ANSWERED, LegState.BRIDGED):
+            return  # a retransmitted 2xx: ACK again, nothing else
+        if leg.state is LegState.ENDED or leg.cancel_reason is not None or self.ended_at is not None:
+            # Answered after we gave up on it (a CANCEL crossed the 200): hang it up at once.
+            leg.state = LegState.ANSWERED
+            self._end_leg(leg, leg.cancel_reason or _CANCEL_REASONS["answered-elsewhere"], now)
+            return
+        try:
+            negotiated = self.negotiator.accept_operator_answer(response.body)
+        except Exception as exc:
+            self._log(now, "leg-bad-sdp", leg=leg.id, why=str(exc))
+            leg.state = LegState.ANSWERED
+            self._end_leg(leg, 'SIP;cause=488;text="No common codec"', now)
+            self._run_plan(self.plan.handle(plan_ev.LegFailed(leg.target, "server_error", "488"), now), now)
+            return
+        leg.state = LegState.ANSWERED
+        self._log(now, "leg-answered", leg=leg.id, target=leg.target, room=self.room_of(leg.target))
+        self._emit(ce.ConnectMedia("op", negotiated))
+        self._run_plan(self.plan.handle(plan_ev.LegAnswered(leg.target), now), now)
+
+    def _leg_timeout(self, event: ce.LegTimedOut, now: float) -> None:
+        leg = self.legs.get(event.leg)
+        if leg is None or event.method != "INVITE" or leg.state is LegState.ENDED:
+            return
+        leg.state = LegState.ENDED
+        why = "transport error" if event.transport_error else "no final response"
+        self._log(now, "leg-failed", leg=leg.id, status=408, reason=why)
+        if leg.cancel_reason is None:
+            self.failures.append((leg.target, f"408 {why}"))
+            if not self._other_legs_alive(leg):
+                self._run_plan(self.plan.handle(plan_ev.LegFailed(leg.target, "unreachable", why), now), now)
+
+    def _end_leg(self, leg: Leg, reason: str, now: float) -> None:
+        """CANCEL a ringing leg, BYE an answered one (once)."""
+        if leg.state in (LegState.CALLING, LegState.EARLY) and leg.cancel_reason is None:
+            leg.cancel_reason = reason
+            self._emit(ce.SendCancel(leg.id, reason))
+            self._log(now, "leg-cancelled", leg=leg.id, reason=reason)
+        elif leg.state in (LegState.ANSWERED, LegState.BRIDGED) and leg.dialog is not None:
+            leg.dialog, bye = leg.dialog.create_request("BYE", (("Reason", reason),))
+            self._emit(ce.SendRequest(leg.id, bye, leg.dest))
+            self._log(now, "leg-bye-sent", leg=leg.id, reason=reason)
+            leg.state = LegState.ENDED
+            leg.cancel_reason = reason
+
+    def _in_dialog(self, event: ce.InDialogRequest, now: float) -> None:
+        request = event.request
+        method = request.method
+        if method == "ACK":
+            return
+        ok = build_response(request, 200)
+        if event.side == "hp":
+            if method == "BYE":
+                self._answer(event, ok)
+                self._log(now, "hp-bye")
+                self._caller_gone(now, "bye")
+            elif method in ("INVITE", "UPDATE"):
+                self._refresh(event, self.hp_sdp, now)
+            elif method == "INFO":
+                self._answer(event, ok)
+            else:
+                self._answer(event, build_response(request, 405, headers=(("Allow", "INVITE, ACK, CANCEL, BYE, INFO, UPDATE"),)))
+            return
+        leg = self.legs.get(event.side)
+        if leg is None:
+            self._answer(event, build_response(request, 481))
+            return
+        if method == "BYE":
+            self._answer(event, ok)
+            self._operator_bye(leg, now)
+        elif method == "INFO":
+            self._answer(event, ok)
+            digit = _info_digit(request)
+            if digit:
+                self._digit(leg.id, digit, now)
+        elif method in ("INVITE", "UPDATE"):
+            self._refresh(event, self.negotiator.operator_offer() if method == "INVITE" else b"", now)
+        else:
+            self._answer(event, build_response(request, 405))
+
+    def _answer(self, event: ce.InDialogRequest, response: Response) -> None:
+        if event.transaction is not None:
+            self._emit(ce.SendResponse(event.transaction, response))
+
+    def _refresh(self, event: ce.InDialogRequest, sdp: bytes, now: float) -> None:
+        """A re-INVITE or UPDATE: session refresh (RFC 4028) or hold; answered with the current SDP."""
+        headers: list[tuple[str, str]] = [("Contact", f"<{self.config.contact}>")]
+        body = sdp if event.request.body else b""
+        if body:
+            headers.append(("Content-Type", "application/sdp"))
+        se = event.request.headers.get("Session-Expires") or event.request.headers.get("x")
+        if se and event.side == "hp":
+            headers.append(("Session-Expires", se.split(";")[0].strip() + ";refresher=uac"))
+            self._arm_session_timer(now)
+        self._log(now, "refresh", side=event.side, method=event.request.method)
+        self._answer(event, build_response(event.request, 200, headers=headers, body=body))
+
+    def _digit(self, side: str, digit: str, now: float) -> None:
+        leg = self.legs.get(side)
+        if side == "op" and self.bridged is None:
+            leg = next((lg for lg in self.legs.values() if lg.state is LegState.ANSWERED), None)
+        elif side == "op":
+            leg = self.bridged
+        if leg is None:
+            return
+        self._log(now, "digit", leg=leg.id, digit=digit)
+        self._run_plan(self.plan.handle(plan_ev.DigitReceived(leg.target, digit), now), now)
+
+    def _operator_bye(self, leg: Leg, now: float) -> None:
+        was_bridged = leg is self.bridged
+        leg.state = LegState.ENDED
+        self._log(now, "operator-bye", leg=leg.id)
+        if was_bridged:
+            self._hang_up_everything(now, by="operator", reason=None)
+        else:
+            self._run_plan(
+                self.plan.handle(plan_ev.LegFailed(leg.target, "unconfirmed", "hung up before confirming"), now), now
+            )
+
+    def _caller_gone(self, now: float, how: str) -> None:
+        if self.ended_at is not None:
+            return
+        if how == "cancel" and self.hp_answered_at is None:
+            self._respond(487, "Request Terminated")
+        self._run_plan(self.plan.handle(plan_ev.CallerHungUp(), now), now)
+        for leg in self.legs.values():
+            if leg.state is not LegState.ENDED:
+                self._end_leg(leg, _CANCEL_REASONS["caller-hung-up"], now)
+        self._finish(now, "answered" if self.bridged else "abandoned", by="hp")
+
+    def _hang_up_everything(self, now: float, by: str, reason: str | None) -> None:
+        if self.ended_at is not None:
+            return
+        for leg in self.legs.values():
+            if leg.state is not LegState.ENDED:
+                self._end_leg(leg, reason or 'SIP;cause=200;text="Call ended"', now)
+        if by != "hp" and self.hp_dialog is not None:
+            if self.hp_answered_at is not None:
+                self.hp_dialog, bye = self.hp_dialog.create_request(
+                    "BYE", (("Reason", reason),) if reason else ())
+                self._emit(ce.SendRequest("hp", bye, self.source))
+            else:
+                self._respond(480, "Temporarily Unavailable")
+        self._finish(now, "answered" if self.bridged else "unanswered", by=by)
+
+    def _finish(self, now: float, outcome: str, by: str | None) -> None:
+        if self.ended_at is not None:
+            return
+        self.ended_at = now
+        self.ended_by = by
+        self.outcome = outcome
+        self.session_deadline = None
+        self._log(now, "ended", outcome=outcome, by=by)
+        self._emit(ce.StopMedia())
+        self._emit(ce.CallEnded(self.summary()))
+
+    def summary(self) -> ce.CallSummary:
+        """The activation record as a value."""
+        end = self.ended_at if self.ended_at is not None else self.started
+        bridged_at = self.hp_answered_at
+        return ce.CallSummary(
+            activation_id=self.id,
+            help_point=self.help_point.id,
+            started_at=self.wall.replace(tzinfo=self.wall.tzinfo or UTC).timestamp(),
+            outcome=self.outcome or "in-progress",
+            answered_by=self.bridged.target if self.bridged else None,
+            answered_room=self.room_of(self.bridged.target) if self.bridged else None,
+            ended_by=self.ended_by,
+            duration=round(end - self.started, 3),
+            talk_time=round(end - bridged_at, 3) if bridged_at is not None else 0.0,
+            dialplan=self.plan.dialplan.name,
+            dialplan_version=self.dialplan_version,
+            timeline=list(self.timeline),
+            silent=self.silent,
+        )
+
+
+def _info_digit(request: Request) -> str | None:
+    """The digit of a SIP INFO (application/dtmf-relay ``Signal=1`` or application/dtmf ``1``)."""
+    ctype = (request.headers.get("Content-Type") or "").lower()
+    text = request.body.decode("ascii", "replace").strip()
+    if "dtmf-relay" in ctype:
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip().lower() == "signal":
+                return value.strip()[:1] or None
+        return None
+    if ctype.startswith("application/dtmf"):
+        return text[:1] or None
+    return None

@@ -1,0 +1,245 @@
+"""The call shell: routes SIP endpoint events to pure :class:`Call` objects and executes their actions.
+
+One shared endpoint, one event loop, no locks.  The runner keeps three indexes:
+the help point's INVITE server transaction, operator client transactions, and
+dialog ids (Call-ID, local tag, remote tag) of both legs.  Each call's actions
+are executed in order; media operations go through the :class:`CallMedia`
+seam.  A bug inside one call is caught here (the one catch-all of the call
+layer): logged with the activation id, the call torn down, counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from gateway.sip import events as ev
+from gateway.sip.endpoint import SipEndpoint
+from gateway.sip.message import Request, build_response
+
+from . import events as ce
+from .call import Call, Negotiator
+
+log = logging.getLogger(__name__)
+
+
+class CallMedia(Protocol):
+    """The media of one call, as the runner drives it (implemented over gateway.media)."""
+
+    negotiator: Negotiator
+
+    def connect(self, side: str, negotiated: Any) -> None:
+        """Point ``side`` ("hp"/"op") at its negotiated remote."""
+
+    def play(self, side: str, prompt: str, on_done: Callable[[], None] | None) -> None:
+        """Play a prompt to ``side``; call ``on_done`` when it ends (if given)."""
+
+    def bridge(self) -> None:
+        """Relay help point <-> operator and record."""
+
+    def close(self) -> None:
+        """Release everything; seal the recording."""
+
+
+class CallRunner:
+    """Owns every live call."""
+
+    def __init__(self, endpoint: SipEndpoint, transmit_soon: Callable[[], None],
+                 on_summary: Callable[[ce.CallSummary], None],
+                 count_error: Callable[[], None] = lambda: None) -> None:
+        self.endpoint = endpoint
+        self.transmit_soon = transmit_soon
+        self.on_summary = on_summary
+        self.count_error = count_error
+        self.loop = asyncio.get_running_loop()
+        self.calls: dict[str, Call] = {}
+        self.media: dict[str, CallMedia] = {}
+        self._by_server_tx: dict[str, str] = {}
+        self._by_client_tx: dict[str, tuple[str, str, str]] = {}  # tx -> (call id, leg, method)
+        self._by_dialog: dict[tuple[str, str], tuple[str, str]] = {}  # (Call-ID, our tag) -> (call, side)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def add(self, call: Call, media: CallMedia) -> None:
+        """Start a call created for a new INVITE."""
+        self.calls[call.id] = call
+        self.media[call.id] = media
+        self._by_server_tx[call.transaction] = call.id
+        self._by_dialog[(call.invite.call_id, call.local_tag)] = (call.id, "hp")
+        self._run(call, lambda: call.start(self.loop.time()))
+
+    @property
+    def active(self) -> int:
+        """Calls in progress."""
+        return len(self.calls)
+
+    # -- endpoint events ------------------------------------------------------------------------
+    def on_cancel(self, event: ev.CancelReceived) -> bool:
+        """The help point cancelled its INVITE; True when it was ours."""
+        call_id = self._by_server_tx.get(event.invite_transaction)
+        if call_id is None:
+            return False
+        call = self.calls[call_id]
+        self._run(call, lambda: call.handle(ce.CallerCancelled(), self.loop.time()))
+        return True
+
+    def on_in_dialog(self, event: ev.RequestReceived) -> bool:
+        """A request with a To tag: route it to its call by dialog; True when it was ours."""
+        request = event.request
+        to_tag = request.to.tag
+        if to_tag is None:
+            return False
+        found = self._by_dialog.get((request.call_id, to_tag))
+        if found is None:
+            return False
+        call_id, side = found
+        call = self.calls.get(call_id)
+        if call is None:
+            return False
+        self._run(call, lambda: call.handle(ce.InDialogRequest(side, request, event.transaction), self.loop.time()))
+        return True
+
+    def on_response(self, event: ev.ResponseReceived) -> bool:
+        """A response to one of our legs' requests; True when it was ours."""
+        found = self._by_client_tx.get(event.transaction)
+        if found is None:
+            return False
+        call_id, leg, method = found
+        call = self.calls.get(call_id)
+        if call is None:
+            return True
+        if event.response.status >= 200 and method == "INVITE" and event.response.to.tag:
+            # Index the operator dialog so its BYE/INFO find the call.
+            self._by_dialog[(event.response.call_id, event.response.from_.tag or "")] = (call_id, leg)
+        self._run(call, lambda: call.handle(ce.LegResponded(leg, event.response, method), self.loop.time()))
+        return True
+
+    def on_timeout(self, event: ev.TransactionTimedOut) -> bool:
+        """A leg's request timed out; True when it was ours."""
+        found = self._by_client_tx.pop(event.transaction, None)
+        if found is None:
+            return False
+        call_id, leg, method = found
+        call = self.calls.get(call_id)
+        if call is not None:
+            self._run(call, lambda: call.handle(
+                ce.LegTimedOut(leg, event.transport_error, method), self.loop.time()))
+        return True
+
+    def deliver(self, call_id: str, event: ce.CallEvent) -> None:
+        """Media-plane events (digits, prompt ends, silence) come back here."""
+        call = self.calls.get(call_id)
+        if call is not None:
+            self._run(call, lambda: call.handle(event, self.loop.time()))
+            self.transmit_soon()
+
+    # -- executing actions ------------------------------------------------------------------------
+    def _run(self, call: Call, step: Callable[[], list[ce.CallAction]]) -> None:
+        try:
+            actions = step()
+            for action in actions:
+                self._execute(call, action)
+        except Exception:
+            self.count_error()
+            log.exception("call %s failed; tearing it down", call.id)
+            self._tear_down(call)
+        self._rearm(call)
+
+    def _execute(self, call: Call, action: ce.CallAction) -> None:
+        now = self.loop.time()
+        media = self.media.get(call.id)
+        if isinstance(action, ce.SendResponse):
+            self.endpoint.send_response(action.transaction, action.response, now)
+        elif isinstance(action, ce.SendRequest):
+            key = self.endpoint.send_request(action.request, action.dest, now)
+            self._by_client_tx[key] = (call.id, action.leg, action.request.method)
+            if action.request.method == "INVITE":
+                call.legs[action.leg].invite_tx = key
+                self._by_dialog[(action.request.call_id, action.request.from_.tag or "")] = (call.id, action.leg)
+        elif isinstance(action, ce.SendCancel):
+            leg = call.legs.get(action.leg)
+            if leg is not None and leg.invite_tx is not None:
+                self.endpoint.send_cancel(leg.invite_tx, now, reason=action.reason)
+        elif isinstance(action, ce.SendAck):
+            self.endpoint.send_stateless(action.request, action.dest)
+        elif isinstance(action, ce.ConnectMedia) and media is not None:
+            media.connect(action.side, action.negotiated)
+        elif isinstance(action, ce.PlayPrompt) and media is not None:
+            done = None
+            if action.report:
+                side, prompt = action.side, action.prompt
+                done = lambda: self.deliver(call.id, ce.PromptDone(side, prompt))  # noqa: E731
+            media.play(action.side, action.prompt, done)
+        elif isinstance(action, ce.BridgeMedia) and media is not None:
+            media.bridge()
+        elif isinstance(action, ce.StopMedia) and media is not None:
+            media.close()
+        elif isinstance(action, ce.CallEnded):
+            self._forget(call)
+            self.on_summary(action.summary)
+        self.transmit_soon()
+
+    def _rearm(self, call: Call) -> None:
+        handle = self._timers.pop(call.id, None)
+        if handle is not None:
+            handle.cancel()
+        if call.id not in self.calls:
+            return
+        at = call.get_timer()
+        if at is not None:
+            self._timers[call.id] = self.loop.call_at(at, self._fire, call.id)
+
+    def _fire(self, call_id: str) -> None:
+        self._timers.pop(call_id, None)
+        call = self.calls.get(call_id)
+        if call is not None:
+            self._run(call, lambda: call.handle_timer(self.loop.time()))
+            self.transmit_soon()
+
+    def _forget(self, call: Call) -> None:
+        # Keep dialog indexes a little longer so late BYE/ACK retransmissions get 481/200 properly.
+        self.calls.pop(call.id, None)
+        self._by_server_tx.pop(call.transaction, None)
+        handle = self._timers.pop(call.id, None)
+        if handle is not None:
+            handle.cancel()
+        for key in [k for k, v in self._by_dialog.items() if v[0] == call.id]:
+            del self._by_dialog[key]
+        for key in [k for k, v in self._by_client_tx.items() if v[0] == call.id and v[2] == "INVITE"]:
+            del self._by_client_tx[key]
+        self.media.pop(call.id, None)
+
+    def _tear_down(self, call: Call) -> None:
+        """After a bug: answer 500 if still possible, BYE/CANCEL legs, keep the record."""
+        now = self.loop.time()
+        try:
+            if call.hp_answered_at is None:
+                self.endpoint.send_response(
+                    call.transaction,
+                    build_response(call.invite, 500, "Server Internal Error", to_tag=call.local_tag), now)
+            for action in call.handle(ce.CallerCancelled(), now) if call.ended_at is None else []:
+                if not isinstance(action, ce.SendResponse):
+                    self._execute(call, action)
+        except Exception:
+            log.exception("tear-down of call %s failed", call.id)
+        if call.id in self.calls:
+            media = self.media.get(call.id)
+            if media is not None:
+                media.close()
+            summary = call.summary()
+            self._forget(call)
+            self.on_summary(summary)
+
+
+def new_activation_id() -> str:
+    """A sortable, unique activation id: UTC time plus randomness."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(4)
+
+
+def is_initial_invite(request: Request) -> bool:
+    """An INVITE without a To tag starts a new call."""
+    return request.method == "INVITE" and request.to.tag is None

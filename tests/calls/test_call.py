@@ -1,0 +1,207 @@
+"""The pure B2BUA driven with the demo dialplan, hand-advanced time and a fake SDP negotiator."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from gateway.calls import events as ce
+from gateway.calls.call import Call, CallConfig
+from gateway.calls.metadata import HelpPointInfo
+from gateway.dialplan.engine import Plan
+from gateway.dialplan.load import load_dialplan_set
+from gateway.dialplan.model import Inventory
+from gateway.sip.message import Headers, Request, build_response, parse_message
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORY = Inventory(
+    help_points={"hp-portland-square": ("sutton",), "hp-outram-street": ("sutton",),
+                 "hp-old-market-place": ("sutton",)},
+    rooms={"council-cctv": ("council-cctv-1", "council-cctv-2"), "police-control": ("police-control-1",)},
+    prompts=frozenset({"connecting", "call-recorded", "all-rooms-unavailable", "warning-1", "warning-2",
+                       "confirm-operator"}),
+)
+ROOMS = {"council-cctv-1": "council-cctv", "council-cctv-2": "council-cctv", "police-control-1": "police-control"}
+HP = HelpPointInfo("hp-portland-square", "Portland Square", "hp-portland-square", 53.1245, -1.2612,
+                   "Portland Square, Sutton-in-Ashfield", "rtsp://cctv.example.invalid/cam/portland-square")
+DAY = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
+NIGHT = datetime(2026, 11, 22, 2, 10, tzinfo=timezone.utc)
+
+INVITE = (
+    "INVITE sip:help@127.0.0.1:5060 SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKhp1;rport=5099;received=127.0.0.1\r\n"
+    "Max-Forwards: 70\r\n"
+    'From: "HP" <sip:hp-portland-square@127.0.0.1>;tag=hp1\r\n'
+    "To: <sip:help@127.0.0.1>\r\n"
+    "Call-ID: hpcall-1\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Contact: <sip:hp-portland-square@127.0.0.1:5099>\r\n"
+    "Supported: timer\r\n"
+    "Session-Expires: 600\r\n"
+    "Content-Type: application/sdp\r\n"
+    "Content-Length: 5\r\n\r\nOFFER"
+).encode()
+
+
+class FakeNegotiator:
+    def answer_help_point(self, offer: bytes):
+        if offer != b"OFFER":
+            err = ValueError("no common codec")
+            err.status = 488  # type: ignore[attr-defined]
+            raise err
+        return b"ANSWER-HP", "hp-media"
+
+    def operator_offer(self) -> bytes:
+        return b"OFFER-OP"
+
+    def accept_operator_answer(self, answer: bytes):
+        return "op-media"
+
+
+def make_call(wall=DAY, registered=("council-cctv-1", "council-cctv-2", "police-control-1"), invite=INVITE):
+    sets = load_dialplan_set([ROOT / "dialplans" / "sutton.yaml"], INVENTORY)
+    dp = sets.for_help_point("hp-portland-square")
+    counter = itertools.count()
+
+    def locate(position: str):
+        if position not in registered:
+            return []
+        return [(f"sip:{position}@127.0.0.1:600{len(position) % 10}", ("UDP", "127.0.0.1", 6000))]
+
+    call = Call("act-1", HP, parse_message(invite), "stx-1", ("UDP", "127.0.0.1", 5099),
+                Plan(dp, "hp-portland-square", version=sets.version), FakeNegotiator(), locate, ROOMS.get,
+                CallConfig(host="127.0.0.1:5060", contact="sip:gateway@127.0.0.1:5060"),
+                lambda: f"tag{next(counter)}", wall, dialplan_version=sets.version)
+    return call
+
+
+def of(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def respond(call, leg_id, status, now, body=b""):
+    leg = call.legs[leg_id]
+    headers = (("Contact", f"<{leg.invite.uri}>"),) if status < 300 else ()
+    resp = build_response(leg.invite, status, to_tag=f"op-{leg_id}", headers=headers, body=body)
+    return call.handle(ce.LegResponded(leg_id, resp), now)
+
+
+def info(call, leg_id, digit, now):
+    leg = call.legs[leg_id]
+    req = Request("INFO", "sip:gateway@127.0.0.1", Headers([
+        ("From", f"<sip:x@y>;tag=op-{leg_id}"), ("To", f"<sip:a@b>;tag={leg.invite.from_.tag}"),
+        ("Call-ID", leg.invite.call_id), ("CSeq", "2 INFO"), ("Content-Type", "application/dtmf-relay"),
+    ]), b"Signal=1\r\nDuration=160\r\n")
+    return call.handle(ce.InDialogRequest(leg_id, req, "itx"), now)
+
+
+def test_council_answers_confirms_and_is_bridged():
+    call = make_call()
+    actions = call.start(0.0)
+    (early,) = of(actions, ce.SendResponse)
+    assert early.response.status == 183 and early.response.body == b"ANSWER-HP"
+    assert of(actions, ce.PlayPrompt) == [ce.PlayPrompt("hp", "connecting")]
+    invites = of(actions, ce.SendRequest)
+    assert sorted(i.leg for i in invites) == ["council-cctv-1#1", "council-cctv-2#2"]
+    inv = invites[0].request
+    assert inv.from_.display == "Portland Square"
+    assert "rtsp://cctv.example.invalid/cam/portland-square>;purpose=helppoint.camera" in inv.headers.get("Call-Info")
+    assert inv.headers.get("X-Helppoint-Id") == "hp-portland-square"
+    assert inv.headers.get("History-Info") is None
+    respond(call, "council-cctv-1#1", 180, 0.5)
+    actions = respond(call, "council-cctv-1#1", 200, 3.0, body=b"ANSWER-OP")
+    assert of(actions, ce.SendAck) and of(actions, ce.ConnectMedia) == [ce.ConnectMedia("op", "op-media")]
+    assert ce.PlayPrompt("op", "confirm-operator") in actions
+    assert not of(actions, ce.SendResponse)  # the help point is not answered before the confirm
+    actions = info(call, "council-cctv-1#1", "1", 4.0)
+    final = [a.response.status for a in of(actions, ce.SendResponse)]
+    assert 200 in final
+    hp200 = next(a.response for a in of(actions, ce.SendResponse) if a.transaction == "stx-1")
+    assert hp200.headers.get("Session-Expires") == "600;refresher=uac"
+    assert ce.BridgeMedia() in actions
+    assert [a.leg for a in of(actions, ce.SendCancel)] == ["council-cctv-2#2"]
+    assert call.bridged.target == "council-cctv-1"
+
+
+def test_unconfirmed_answer_fails_over_to_police_with_history():
+    call = make_call()
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 180, 0.2)
+    respond(call, "council-cctv-2#2", 486, 0.3)
+    respond(call, "council-cctv-1#1", 200, 1.0)
+    assert call.get_timer() == pytest.approx(11.0)  # confirm within 10 s
+    actions = call.handle_timer(11.0)
+    byes = [a for a in of(actions, ce.SendRequest) if a.request.method == "BYE"]
+    assert [b.leg for b in byes] == ["council-cctv-1#1"]
+    police = [a for a in of(actions, ce.SendRequest) if a.request.method == "INVITE"]
+    assert [p.leg for p in police] == ["police-control-1#3"]
+    hist = police[0].request.headers.get("History-Info")
+    assert "council-cctv-2" in hist and "cause%3D486" in hist
+    assert police[0].request.headers.get("Reason").startswith("SIP;cause=")
+
+
+def test_night_skips_closed_council_room():
+    call = make_call(wall=NIGHT)
+    actions = call.start(0.0)
+    assert [a.leg for a in of(actions, ce.SendRequest)] == ["police-control-1#1"]
+
+
+def test_caller_cancel_stops_all_legs_and_records_abandoned():
+    call = make_call()
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 180, 0.2)
+    actions = call.handle(ce.CallerCancelled(), 2.0)
+    assert [a.response.status for a in of(actions, ce.SendResponse)] == [487]
+    assert sorted(a.leg for a in of(actions, ce.SendCancel)) == ["council-cctv-1#1", "council-cctv-2#2"]
+    (ended,) = of(actions, ce.CallEnded)
+    assert ended.summary.outcome == "abandoned" and ended.summary.ended_by == "hp"
+    assert ended.summary.duration == 2.0
+
+
+def test_operator_bye_ends_help_point_leg():
+    call = make_call()
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 200, 1.0)
+    info(call, "council-cctv-1#1", "1", 2.0)
+    leg = call.legs["council-cctv-1#1"]
+    bye = Request("BYE", "sip:gateway@127.0.0.1", Headers([
+        ("From", "<sip:x@y>;tag=op-council-cctv-1#1"), ("To", f"<sip:a@b>;tag={leg.invite.from_.tag}"),
+        ("Call-ID", leg.invite.call_id), ("CSeq", "3 BYE")]))
+    actions = call.handle(ce.InDialogRequest("council-cctv-1#1", bye, "btx"), 62.0)
+    assert any(a.transaction == "btx" and a.response.status == 200 for a in of(actions, ce.SendResponse))
+    hp_bye = [a for a in of(actions, ce.SendRequest) if a.leg == "hp"]
+    assert hp_bye and hp_bye[0].request.method == "BYE" and hp_bye[0].request.uri == "sip:hp-portland-square@127.0.0.1:5099"
+    (ended,) = of(actions, ce.CallEnded)
+    s = ended.summary
+    assert (s.outcome, s.ended_by, s.answered_by, s.answered_room) == ("answered", "operator", "council-cctv-1", "council-cctv")
+    assert s.talk_time == 60.0
+
+
+def test_no_registered_operator_anywhere_never_ends_in_silence():
+    call = make_call(registered=())
+    actions = call.start(0.0)
+    # Every room unreachable: the caller hears the message; the plan keeps trying the police room.
+    assert ce.PlayPrompt("hp", "all-rooms-unavailable", report=True) in actions or call.plan.get_timer() is not None
+    assert not of(actions, ce.CallEnded)
+
+
+def test_session_timer_clears_a_dead_help_point():
+    call = make_call()
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 200, 1.0)
+    info(call, "council-cctv-1#1", "1", 2.0)
+    # Session-Expires 600 with refresher=uac: gone after 600 - min(32, 200) = 568 s without refresh.
+    assert call.get_timer() == pytest.approx(2.0 + 568.0)
+    actions = call.handle_timer(570.0)
+    assert {a.leg for a in of(actions, ce.SendRequest) if a.request.method == "BYE"} == {"hp", "council-cctv-1#1"}
+    assert of(actions, ce.CallEnded)[0].summary.ended_by == "gateway"
+
+
+def test_bad_sdp_gets_488_and_a_record():
+    call = make_call(invite=INVITE.replace(b"OFFER", b"XXXXX"))
+    actions = call.start(0.0)
+    assert [a.response.status for a in of(actions, ce.SendResponse)] == [488]
+    assert of(actions, ce.CallEnded)[0].summary.outcome == "failed"
