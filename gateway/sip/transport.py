@@ -47,8 +47,8 @@ class _Stream(asyncio.Protocol):
         self.connected = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: duck-typed on purpose.
+        self.transport = transport  # type: ignore[assignment]
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = (self.name, host, port)
         self.owner.connections[self.peer] = self

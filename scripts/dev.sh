@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Developer and CI entry point.  Idempotent: safe to run again and again.
+#
+#   bash scripts/dev.sh serve [ARGS...]   install what is needed, then run the gateway with the demo inventory
+#   bash scripts/dev.sh test  [ARGS...]   install what is needed (system packages too), then lint imports and run pytest
+#   bash scripts/dev.sh install           only create/refresh the virtualenv (used by the Dockerfile)
+#
+# The virtualenv is .venv (created with python3.11 -m venv).  `pip install -e '.[test]'` runs only when
+# pyproject.toml changed since the last install (its SHA-256 is kept in .venv/.pyproject.sha256).
+# System packages are installed with apt-get only when missing; `apt-get update` runs only then.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+STAMP="$VENV/.pyproject.sha256"
+PYTHON=${PYTHON:-python3.11}
+CONFIG=sip-config/gateway.yaml
+# command -> Debian package providing it, for the test suite
+TEST_TOOLS=("sipp:sip-tester" "baresip:baresip" "promtool:prometheus")
+
+say() { printf 'dev.sh: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+APT_UPDATED=0
+apt_install() {
+    # apt_install PACKAGE... : install the given Debian packages (the caller checked they are missing).
+    command -v apt-get >/dev/null 2>&1 || die "missing system packages ($*) and no apt-get: install them by hand"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "missing system packages ($*): run as root or install them by hand"
+        sudo=(sudo)
+    fi
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        say "apt-get update (needed for: $*)"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    say "installing system packages: $*"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_python() {
+    if ! command -v "$PYTHON" >/dev/null 2>&1; then
+        apt_install python3.11 python3.11-venv
+    fi
+    # Debian strips ensurepip (and so `python3 -m venv`) out of python3.11 into python3.11-venv.
+    if [ ! -x "$VENV/bin/python" ] && ! "$PYTHON" -c 'import ensurepip' >/dev/null 2>&1; then
+        apt_install python3.11-venv
+    fi
+}
+
+ensure_venv() {
+    ensure_python
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating virtualenv $VENV with $PYTHON"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local want have=""
+    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    [ -f "$STAMP" ] && have=$(cat "$STAMP")
+    if [ "$want" != "$have" ] || [ ! -x "$VENV/bin/gateway" ]; then
+        say "installing the gateway and its test dependencies into $VENV (pyproject.toml changed)"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+        printf '%s\n' "$want" >"$STAMP"
+    else
+        say "$VENV is up to date with pyproject.toml"
+    fi
+}
+
+ensure_test_tools() {
+    local missing=() entry
+    for entry in "${TEST_TOOLS[@]}"; do
+        command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+}
+
+cmd_install() {
+    ensure_venv
+}
+
+cmd_serve() {
+    ensure_venv
+    say "starting the gateway with $CONFIG (Ctrl-C or SIGTERM to stop)"
+    exec "$VENV/bin/gateway" serve --config "$CONFIG" "$@"
+}
+
+cmd_test() {
+    ensure_test_tools
+    ensure_venv
+    say "checking import layers (lint-imports)"
+    "$VENV/bin/lint-imports"
+    say "running the test suite"
+    local rc=0
+    "$VENV/bin/pytest" -q -p no:cacheprovider "$@" || rc=$?
+    if [ "$rc" -eq 5 ]; then
+        say "pytest collected no tests (exit 5): nothing to run, treating as success"
+        return 0
+    fi
+    return "$rc"
+}
+
+usage() {
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//' >&2
+}
+
+case "${1:-}" in
+    serve) shift; cmd_serve "$@" ;;
+    test) shift; cmd_test "$@" ;;
+    install) shift; cmd_install ;;
+    -h | --help | help) usage ;;
+    *) usage; die "unknown command '${1:-}' (expected serve, test or install)" ;;
+esac
