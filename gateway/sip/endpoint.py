@@ -27,7 +27,15 @@ from dataclasses import dataclass, field
 from . import events as ev
 from .errors import RemoteProtocolError
 from .events import Peer
-from .message import Headers, Request, Response, build_response, parse_message, validate_request
+from .message import (
+    ACCEPTED_TYPES,
+    Headers,
+    Request,
+    Response,
+    build_response,
+    parse_message,
+    validate_request,
+)
 from .transaction import (
     Deliver,
     InviteClientTransaction,
@@ -186,8 +194,14 @@ class SipEndpoint:
         self._events.append(ev.MessageRejected(peer, status, reason))
         if request.method == "ACK":
             return
+        extra: tuple[tuple[str, str], ...] = ()
+        if status == 415:
+            extra = (("Accept", ", ".join(sorted(ACCEPTED_TYPES))),)
+        elif status == 420:
+            extra = (("Unsupported", ", ".join(r for r in request.headers.get_all("Require")
+                                              if r.lower() not in self.config.supported)),)
         try:
-            response = build_response(request, status, reason, to_tag=self.config.token())
+            response = build_response(request, status, reason, to_tag=self.config.token(), headers=extra)
             dest = response_destination(request, peer)
         except RemoteProtocolError:
             self._events.append(ev.MessageRejected(peer, 0, "unroutable: " + reason))

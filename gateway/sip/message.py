@@ -401,19 +401,38 @@ def _take_body(headers: Headers, rest: bytes) -> bytes:
     return rest[:length]
 
 
+#: Methods we recognise (RFC 3261 and the extensions a help-point gateway meets).  Anything else
+#: gets 501 (§8.2.1); recognised methods we do not allow get 405 from the transaction user.
+KNOWN_METHODS = frozenset({
+    "INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER", "INFO", "UPDATE", "PRACK", "MESSAGE",
+    "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH",
+})
+
+#: Body types we understand (§8.2.3): anything else gets 415 with an Accept header.
+ACCEPTED_TYPES = frozenset({
+    "application/sdp", "application/dtmf-relay", "application/dtmf", "text/plain", "message/sipfrag",
+    "application/simple-message-summary", "application/pidf+xml", "multipart/mixed",
+})
+
+
 def validate_request(
     request: Request, supported: frozenset[str] = frozenset()
 ) -> tuple[int, str] | None:
     """RFC 3261 §8.2 checks a UAS applies before acting; (status, reason) or None.
 
-    Checks, in the order §8.2 gives them: the version (505), mandatory headers,
-    single-valued headers, their syntax (400), CSeq method matches (400), the
-    Request-URI scheme (416), Max-Forwards exhausted (483), and Require options we
-    do not support (420).
+    Checks, in the order §8.2 gives them: the version (505), the method (501),
+    mandatory headers, single-valued headers, their syntax (400), CSeq method
+    matches (400), the Request-URI scheme (416), a REGISTER's To must be a SIP
+    address-of-record (400, §10.3 step 3), Require options we do not support
+    (420), the body's Content-Type (415) and, for INVITE, an Accept that excludes
+    SDP (406).  Max-Forwards 0 is not refused: the gateway is the request's
+    endpoint, not a proxy (§16.3 applies to proxies).
     """
     vm = grammar.SIP_VERSION_RE.match(request.version)
     if not vm or (vm.group(1), vm.group(2)) != ("2", "0"):
         return 505, "Version Not Supported"
+    if request.method not in KNOWN_METHODS:
+        return 501, "Not Implemented"
     h = request.headers
     try:
         for name in ("Via", "From", "To", "Call-ID", "CSeq"):
@@ -440,13 +459,23 @@ def validate_request(
                 return 400, "Bad Request-URI"
             return 416, "Unsupported URI Scheme"
         request.request_uri
+        if request.method == "REGISTER":
+            to_uri = request.to.uri
+            if not isinstance(to_uri, Uri) or not to_uri.is_sip:
+                return 400, "Bad Request (To is not a SIP address-of-record)"
     except RemoteProtocolError as exc:
         return exc.status, f"Bad Request ({exc})"[:120]
-    if mf is not None and int(mf) == 0 and request.method not in ("OPTIONS", "REGISTER"):
-        return 483, "Too Many Hops"
     required = [r for r in h.get_all("Require") if r.lower() not in supported]
     if required and request.method not in ("CANCEL", "ACK"):
         return 420, "Bad Extension"
+    if request.body and request.method != "ACK":
+        ctype = (h.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype not in ACCEPTED_TYPES:
+            return 415, "Unsupported Media Type"
+    if request.method == "INVITE":
+        accept = [a.split(";")[0].strip().lower() for a in h.get_all("Accept")]
+        if accept and not any(a in ("application/sdp", "application/*", "*/*") for a in accept):
+            return 406, "Not Acceptable"
     return None
 
 
