@@ -1,0 +1,273 @@
+"""Loader: parse errors and semantic errors name the file, the ``$.`` path and why; sets and reload."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from dialplan_fixtures import INVENTORY, SUTTON
+
+from gateway.dialplan import (
+    DialplanConflictError,
+    DialplanSyntaxError,
+    DialplanValidationError,
+    InvalidDialplanError,
+    load_dialplan,
+    load_dialplan_set,
+    load_dialplans,
+    parse_dialplan,
+    reload,
+    validate_dialplan,
+)
+
+FILE = "dialplans/sutton.yaml"
+
+HEAD = """\
+name: test
+serves: {help_points: [hp-portland-square]}
+"""
+
+
+def problems(body: str, head: str = HEAD) -> list[str]:
+    """Parse and validate a document; the problem lines, or [] when it is accepted."""
+    try:
+        validate_dialplan(parse_dialplan(head + textwrap.dedent(body), FILE), INVENTORY, FILE)
+    except InvalidDialplanError as exc:
+        return [str(problem) for problem in exc.problems]
+    return []
+
+
+def test_demo_dialplan_loads_and_resolves_rooms() -> None:
+    dialplan = load_dialplan(SUTTON, INVENTORY)
+    assert dialplan.name == "sutton"
+    assert dialplan.rooms["council-cctv"].positions == ("council-cctv-1", "council-cctv-2")
+    assert dialplan.rooms["police-control"].positions == ("police-control-1",)
+    assert dialplan.rooms["council-cctv"].confirm is not None
+    assert dialplan.rooms["council-cctv"].confirm.digit == "1"
+    assert [step.kind for step in dialplan.steps] == ["play", "ring", "ring", "message", "ring"]
+
+
+def test_ring_timeout_must_exceed_connect_timeout_exact_message() -> None:
+    body = """\
+    steps:
+      - play: connecting
+      - ring: {room: council-cctv}
+      - ring: {room: police-control, ring_timeout: 30, connect_timeout: 45, repeat: forever}
+    """
+    assert problems(body) == [
+        "dialplans/sutton.yaml: $.steps[2].ring.ring_timeout: must be > connect_timeout (30 <= 45)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            "steps:\n  - rign: {room: police-control}\n",
+            "dialplans/sutton.yaml: $.steps[0]: Object contains unknown field `rign`",
+        ),
+        (
+            "steps:\n  - ring: {room: police-control, ring_timeout: 900}\n",
+            "dialplans/sutton.yaml: $.steps[0].ring.ring_timeout: Expected `float` <= 300.0",
+        ),
+        (
+            "steps:\n  - ring: {room: police-control, connect_timeout: 0}\n",
+            "dialplans/sutton.yaml: $.steps[0].ring.connect_timeout: Expected `float` >= 0.5",
+        ),
+        (
+            "steps:\n  - ring: {room: police-control, strategy: random}\n",
+            "dialplans/sutton.yaml: $.steps[0].ring.strategy: Invalid enum value 'random'",
+        ),
+        (
+            "steps:\n  - ring: {room: police-control}\n    message: warning-1\n",
+            "dialplans/sutton.yaml: $.steps[0]: a step needs exactly one of play, message, ring, dial, goto "
+            "(got message, ring)",
+        ),
+        (
+            "rooms:\n  council-cctv:\n    schedule: {open: [{hours: '7-23'}]}\nsteps: []\n",
+            "dialplans/sutton.yaml: $.rooms.council-cctv.schedule.open[0]: hours must look like 07:00-23:00, got '7-23'",
+        ),
+        (
+            "rooms:\n  council-cctv:\n    schedule: {timezone: Europe/Sutton, open: [{hours: 07:00-23:00}]}\n"
+            "steps: []\n",
+            "dialplans/sutton.yaml: $.rooms.council-cctv.schedule: unknown timezone 'Europe/Sutton'",
+        ),
+        (
+            "rooms:\n  council-cctv:\n    confirm: {digit: 12}\nsteps: []\n",
+            "dialplans/sutton.yaml: $.rooms.council-cctv.confirm.digit: Invalid enum value 12",
+        ),
+        (
+            "steps:\n  - ring: {room: police-control, on: {busy: {retry: 2, goto: x}}}\n",
+            "dialplans/sutton.yaml: $.steps[0].ring.on.busy: an action needs exactly one of retry, goto, play "
+            "(got retry, goto)",
+        ),
+        (
+            "steps:\n  - dial: {number: 'call the police'}\n",
+            "dialplans/sutton.yaml: $.steps[0].dial.number: Expected `str` matching regex "
+            "'^(\\\\+?[0-9]{3,15}|sips?:[^\\\\s]+)$'",
+        ),
+    ],
+)
+def test_schema_errors_have_file_path_and_why(body: str, expected: str) -> None:
+    assert problems(body) == [expected]
+
+
+def test_missing_required_field_and_bad_yaml() -> None:
+    assert problems("steps: []\n", head="name: test\n") == [
+        "dialplans/sutton.yaml: $: Object missing required field `serves`"
+    ]
+    assert problems("steps: [{play: connecting\n") == [
+        "dialplans/sutton.yaml: $: invalid YAML at line 4, column 1: expected ',' or '}', but got '<stream end>'"
+    ]
+    assert problems("", head="") == ["dialplans/sutton.yaml: $: Expected `object`, got `null`"]
+
+
+def test_yaml_1_1_traps_are_defused() -> None:
+    """``on:`` stays a key (not True) and 23:00 stays a string (not the base-60 integer 1380)."""
+    dialplan = parse_dialplan(HEAD + textwrap.dedent("""\
+        rooms:
+          council-cctv:
+            schedule: {open: [{hours: 07:00-23:00}]}
+        steps:
+          - ring: {room: council-cctv, on: {busy: next}}
+    """), FILE)
+    assert dialplan.steps[0].ring is not None
+    assert dialplan.steps[0].ring.on == {"busy": "next"}
+    assert dialplan.rooms["council-cctv"].schedule is not None
+    assert dialplan.rooms["council-cctv"].schedule.open[0].span == (7 * 60, 23 * 60)
+
+
+def test_unknown_references_are_all_reported() -> None:
+    head = "name: test\nserves: {help_points: [hp-nowhere], tags: [kirkby]}\n"
+    body = """\
+    rooms:
+      control-room-9: {}
+      council-cctv: {positions: [council-cctv-3]}
+    steps:
+      - label: a
+        play: welcome
+      - label: a
+        ring: {room: fire-control, on: {bsy: next, busy: {goto: nowhere}, timeout: {play: goodbye}}}
+      - ring: {positions: [police-control-1, pc-99]}
+      - ring: {room: police-control, positions: [council-cctv-1]}
+      - message: all-rooms-gone
+      - goto: b
+    """
+    assert problems(body, head) == [
+        "dialplans/sutton.yaml: $.serves.help_points[0]: unknown help point `hp-nowhere`",
+        "dialplans/sutton.yaml: $.serves.tags[0]: tag `kirkby` matches no help point",
+        "dialplans/sutton.yaml: $.rooms.control-room-9: unknown room `control-room-9`: not in the inventory "
+        "and no positions given",
+        "dialplans/sutton.yaml: $.rooms.council-cctv.positions[0]: position `council-cctv-3` is not in room "
+        "`council-cctv`",
+        "dialplans/sutton.yaml: $.steps[1].label: duplicate label `a` (also steps[0])",
+        "dialplans/sutton.yaml: $.steps[0].play: unknown prompt `welcome`",
+        "dialplans/sutton.yaml: $.steps[1].ring.room: unknown room `fire-control`",
+        "dialplans/sutton.yaml: $.steps[1].ring.on.bsy: unknown cause `bsy` (expected default or one of "
+        "timeout, busy, decline, server_error, unreachable, unconfirmed, closed)",
+        "dialplans/sutton.yaml: $.steps[1].ring.on.busy.goto: unknown label `nowhere`",
+        "dialplans/sutton.yaml: $.steps[1].ring.on.timeout.play: unknown prompt `goodbye`",
+        "dialplans/sutton.yaml: $.steps[2].ring.positions[1]: unknown position `pc-99`",
+        "dialplans/sutton.yaml: $.steps[3].ring.positions[0]: position `council-cctv-1` is not in room "
+        "`police-control`",
+        "dialplans/sutton.yaml: $.steps[4].message: unknown prompt `all-rooms-gone`",
+        "dialplans/sutton.yaml: $.steps[5].goto: unknown label `b`",
+    ]
+
+
+def test_repeat_with_on_default_is_dead_config() -> None:
+    body = """\
+    steps:
+      - ring: {room: police-control, repeat: 3, on: {default: {retry: forever}}}
+    """
+    assert problems(body) == [
+        "dialplans/sutton.yaml: $.steps[0].ring.repeat: has no effect because on.default is given"
+    ]
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(DialplanSyntaxError) as info:
+        load_dialplan(tmp_path / "missing.yaml", INVENTORY)
+    assert str(info.value) == f"{tmp_path / 'missing.yaml'}: $: cannot read: No such file or directory"
+
+
+SIMPLE = """\
+name: {name}
+serves: {serves}
+steps:
+  - ring: {{room: police-control, repeat: forever}}
+"""
+
+
+def test_help_point_served_twice_is_a_conflict(write) -> None:  # type: ignore[no-untyped-def]
+    a = write("a.yaml", SIMPLE.format(name="a", serves="{tags: [sutton]}"))
+    b = write("b.yaml", SIMPLE.format(name="b", serves="{help_points: [hp-blackwellgate, hp-outram-street]}"))
+    with pytest.raises(DialplanConflictError) as info:
+        load_dialplans([a, b], INVENTORY)
+    assert [str(p) for p in info.value.problems] == [
+        f"{b}: $.serves.help_points[1]: help point `hp-outram-street` is already served by dialplan `a` ({a})"
+    ]
+
+
+def test_duplicate_names_and_mixed_errors_across_files(write) -> None:  # type: ignore[no-untyped-def]
+    a = write("a.yaml", SIMPLE.format(name="same", serves="{help_points: [hp-outram-street]}"))
+    b = write("b.yaml", SIMPLE.format(name="same", serves="{help_points: [hp-blackwellgate]}"))
+    c = write("c.yaml", "name: c\n")
+    with pytest.raises(InvalidDialplanError) as info:
+        load_dialplans([a.parent], INVENTORY)
+    assert type(info.value) is InvalidDialplanError
+    assert [str(p) for p in info.value.problems] == [
+        f"{c}: $: Object missing required field `serves`",
+        f"{b}: $.name: dialplan name `same` is also used by {a}",
+    ]
+
+
+def test_directory_expansion_and_lookup(write) -> None:  # type: ignore[no-untyped-def]
+    write("darlington.yaml", SIMPLE.format(name="darlington", serves="{help_points: [hp-blackwellgate]}"))
+    write("notes.txt", "not a dialplan")
+    tmp = write("sutton.yaml", SUTTON.read_text()).parent
+    loaded = load_dialplan_set([tmp], INVENTORY)
+    assert [dp.name for dp in loaded.dialplans] == ["darlington", "sutton"]
+    assert loaded.served == {
+        "hp-blackwellgate": "darlington",
+        "hp-old-market-place": "sutton",
+        "hp-outram-street": "sutton",
+        "hp-portland-square": "sutton",
+    }
+    dialplan = loaded.for_help_point("hp-portland-square")
+    assert dialplan is not None and dialplan.name == "sutton"
+    assert loaded.for_help_point("hp-unknown") is None
+
+
+def test_reload_bad_file_never_replaces_a_good_set(write) -> None:  # type: ignore[no-untyped-def]
+    path = write("sutton.yaml", SUTTON.read_text())
+    first = reload(None, [path], INVENTORY)
+    assert first.version == 1 and len(first.digest) == 64
+    assert reload(first, [path], INVENTORY) is first  # unchanged files: same set, same version
+
+    path.write_text(SUTTON.read_text().replace("ring_timeout: 20", "ring_timeout: 2"))
+    with pytest.raises(DialplanValidationError) as info:
+        reload(first, [path], INVENTORY)
+    assert str(info.value) == f"{path}: $.steps[1].ring.ring_timeout: must be > connect_timeout (2 <= 4)"
+
+    path.write_text(SUTTON.read_text().replace("ring_timeout: 20", "ring_timeout: 25"))
+    second = reload(first, [path], INVENTORY)
+    assert second.version == 2 and second.digest != first.digest
+    old, new = first.for_help_point("hp-outram-street"), second.for_help_point("hp-outram-street")
+    assert old is not None and new is not None
+    assert old.steps[1].ring is not None and old.steps[1].ring.ring_timeout == 20  # the old value object is intact
+    assert new.steps[1].ring is not None and new.steps[1].ring.ring_timeout == 25
+
+
+def test_inventory_change_changes_digest(write) -> None:  # type: ignore[no-untyped-def]
+    import msgspec
+
+    path = write("sutton.yaml", SUTTON.read_text())
+    first = reload(None, [path], INVENTORY)
+    rooms = dict(INVENTORY.rooms, **{"police-control": ("police-control-1", "police-control-2")})
+    second = reload(first, [path], msgspec.structs.replace(INVENTORY, rooms=rooms))
+    assert second.version == 2
+    dialplan = second.for_help_point("hp-outram-street")
+    assert dialplan is not None and dialplan.rooms["police-control"].positions == (
+        "police-control-1", "police-control-2")
