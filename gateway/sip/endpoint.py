@@ -117,6 +117,35 @@ def response_destination(request: Request, source: Peer) -> Peer:
     return (source[0], host, via.port or 5060)
 
 
+_ECHOED = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",
+           "call-id": "Call-ID", "i": "Call-ID", "cseq": "CSeq"}
+
+
+def lenient_error_response(data: bytes, status: int, reason: str, to_tag: str) -> Response | None:
+    """An error response built from the readable lines of an unparseable request, or None."""
+    text = data.decode("utf-8", "surrogateescape").lstrip("\r\n")
+    head = text.split("\r\n\r\n", 1)[0].split("\n\n", 1)[0]
+    lines = head.replace("\r\n", "\n").split("\n")
+    start = lines[0].split(" ")
+    if len(start) != 3 or not start[2].upper().startswith("SIP/") or start[0].upper().startswith("SIP/"):
+        return None
+    found: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        canonical = _ECHOED.get(name.strip().lower())
+        if colon and canonical and value.strip():
+            found.append((canonical, value.strip()))
+    names = {n for n, _ in found}
+    if names != {"Via", "From", "To", "Call-ID", "CSeq"}:
+        return None
+    try:
+        request = Request(start[0], start[1], Headers(found))
+        request.top_via
+        return build_response(request, status, reason, to_tag=to_tag)
+    except RemoteProtocolError:
+        return None
+
+
 class SipEndpoint:
     """One shared, single-threaded SIP endpoint (transport + transaction layers)."""
 
@@ -183,12 +212,31 @@ class SipEndpoint:
                 data, max_size=self.config.max_message_size, max_headers=self.config.max_headers
             )
         except RemoteProtocolError as exc:
-            self._events.append(ev.MessageRejected(peer, 0, str(exc)))
+            status = self._reject_unparsed(data, peer, exc)
+            self._events.append(ev.MessageRejected(peer, status, str(exc)))
             return
         if isinstance(message, Response):
             self._receive_response(message, peer, now)
         else:
             self._receive_request(message, peer, now)
+
+    def _reject_unparsed(self, data: bytes, peer: Peer, exc: RemoteProtocolError) -> int:
+        """Answer a request that failed to parse when it is still routable (§8.2, §18.2.2).
+
+        The Via, From, To, Call-ID and CSeq lines are read leniently; without all of
+        them, or for a response, nothing can be sent back and 0 is returned.
+        """
+        response = lenient_error_response(data[:16384], exc.status, exc.reason, self.config.token())
+        if response is None:
+            return 0
+        dest = peer
+        if peer[0] == "UDP":
+            try:
+                dest = response_destination(Request("OPTIONS", "sip:x", response.headers), peer)
+            except RemoteProtocolError:
+                return 0
+        self._out.append((bytes(self._decorate(response)), dest))
+        return exc.status
 
     def _reject(self, request: Request, peer: Peer, status: int, reason: str) -> None:
         self._events.append(ev.MessageRejected(peer, status, reason))

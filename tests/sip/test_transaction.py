@@ -243,3 +243,34 @@ def test_garbage_never_raises_and_routable_bad_request_gets_400():
 
 def test_timer_t2_constant():
     assert (T1, T2, T4) == (0.5, 4.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("defect", "status"),
+    [
+        (b"Max-Forwards 70\r\n", 400),  # a header line without a colon
+        (b"Content-Length: 9999\r\n", 400),  # body shorter than Content-Length (§18.3)
+        (b"".join(b"X-Flood-%d: x\r\n" % i for i in range(300)), 400),  # header flood
+    ],
+)
+def test_unparseable_but_routable_request_gets_an_error_response(defect, status):
+    b = make(B)
+    data = (
+        b"OPTIONS sip:gw@127.0.0.2 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKbad;rport\r\n"
+        b"From: <sip:a@127.0.0.1>;tag=f\r\nTo: <sip:gw@127.0.0.2>\r\nCall-ID: bad-1\r\nCSeq: 1 OPTIONS\r\n"
+        + defect + b"\r\n"
+    )
+    b.receive(data, A, 0.0)
+    (rej,) = drain(b)
+    assert isinstance(rej, ev.MessageRejected) and rej.status == status
+    (out, peer), = b.datagrams_to_send(0.0)
+    resp = parse_message(out)
+    assert resp.status == status and resp.call_id == "bad-1" and peer == ("UDP", "127.0.0.1", 5060)
+
+
+def test_unroutable_garbage_gets_no_response():
+    b = make(B)
+    b.receive(b"OPTIONS sip:gw SIP/2.0\r\nMax-Forwards 70\r\n\r\n", A, 0.0)
+    assert drain(b)[0].status == 0
+    assert b.datagrams_to_send(0.0) == []
