@@ -8,7 +8,7 @@ of path.  Every failure is a :class:`ConfigError` whose ``str`` is one line::
 
 Relative paths inside ``gateway.yaml`` are resolved against the *project root*: the parent of the directory
 holding ``gateway.yaml`` (``sip-config/..``).  Environment overrides (``GATEWAY_SIP_LISTEN``,
-``GATEWAY_HTTP_LISTEN``, ``GATEWAY_DATA_DIR``, ``GATEWAY_DB_URL``) win over the file; a relative
+``GATEWAY_HTTP_LISTEN``, ``GATEWAY_DATA_DIR``, ``GATEWAY_DB_URL``, ``GATEWAY_RTP_PORTS``) win over the file; a relative
 ``GATEWAY_DATA_DIR`` is resolved against the current directory.
 
 The result is passed explicitly to whoever needs it (STYLE.md §6): no module-level configuration state.
@@ -56,6 +56,7 @@ ENV_SIP_LISTEN = "GATEWAY_SIP_LISTEN"
 ENV_HTTP_LISTEN = "GATEWAY_HTTP_LISTEN"
 ENV_DATA_DIR = "GATEWAY_DATA_DIR"
 ENV_DB_URL = "GATEWAY_DB_URL"
+ENV_RTP_PORTS = "GATEWAY_RTP_PORTS"
 
 
 # --------------------------------------------------------------------------------------------------- errors
@@ -259,6 +260,11 @@ class MediaConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     """First UDP port of the RTP range (even; RTP uses even ports)."""
     rtp_port_max: int = 30999
     """Last UDP port of the RTP range, inclusive."""
+    address: str | None = None
+    """IP address RTP binds to and SDP advertises; default: the host of the first SIP listener
+    (set it when SIP listens on 0.0.0.0 or behind NAT)."""
+    silence_timeout: float = 10.0
+    """Seconds without audio from a side before the call's timeline notes it went silent (never a hang-up)."""
 
 
 class InventoryFiles(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -588,7 +594,12 @@ def _resolve(base: Path, path: Path) -> Path:
 
 
 def _apply_env(cfg: Config, env: Mapping[str, str]) -> Config:
-    sip, http, data_dir, db_url = cfg.sip, cfg.http, cfg.data_dir, cfg.db_url
+    sip, http, data_dir, db_url, media = cfg.sip, cfg.http, cfg.data_dir, cfg.db_url, cfg.media
+    if value := env.get(ENV_RTP_PORTS, "").strip():
+        low, dash, high = value.partition("-")
+        if not (dash and low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535):
+            raise ConfigError("environment", ENV_RTP_PORTS, f"`{value}` is not a port range like 30000-30999")
+        media = msgspec.structs.replace(media, rtp_port_min=int(low), rtp_port_max=int(high))
     if value := env.get(ENV_SIP_LISTEN, "").strip():
         try:
             listen = tuple(parse_sip_listen(part) for part in value.split(",") if part.strip())
@@ -608,7 +619,7 @@ def _apply_env(cfg: Config, env: Mapping[str, str]) -> Config:
         if not _DB_URL_RE.fullmatch(value):
             raise ConfigError("environment", ENV_DB_URL, f"`{value}` is not a database URL")
         db_url = value
-    return msgspec.structs.replace(cfg, sip=sip, http=http, data_dir=data_dir, db_url=db_url)
+    return msgspec.structs.replace(cfg, sip=sip, http=http, data_dir=data_dir, db_url=db_url, media=media)
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] = os.environ) -> Config:

@@ -32,6 +32,7 @@ from gateway import metrics
 from gateway.api.app import create_app
 from gateway.calls.call import Call, CallConfig
 from gateway.calls.events import CallSummary
+from gateway.calls.media_adapter import MediaPlane, create_media_plane
 from gateway.calls.metadata import HelpPointInfo
 from gateway.calls.runner import CallMedia, CallRunner, new_activation_id
 from gateway.config import Config, HelpPoint, Inventory, load_inventory
@@ -40,13 +41,16 @@ from gateway.dialplan.load import DialplanSet
 from gateway.dialplan.load import reload as reload_dialplans
 from gateway.dialplan.model import DialplanError
 from gateway.dialplan.model import Inventory as DialplanInventory
-from gateway.registrar.bindings import BindingPolicy
+from gateway.media.errors import MediaError
+from gateway.media.ports import StereoRecorder
+from gateway.registrar.bindings import BindingPolicy, Source
 from gateway.registrar.digest import Algorithm
 from gateway.registrar.persistence import BindingWriter, from_stored
 from gateway.registrar.registrar import Decision, Registrar
 from gateway.registrar.service import Admission, CredentialCache, RegistrarService, admit, digest_user
 from gateway.sip import events as ev
 from gateway.sip.endpoint import EndpointConfig, SipEndpoint
+from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
 from gateway.sip.message import Response, build_response, parse_uri
 from gateway.sip.transport import SipTransport
@@ -86,6 +90,25 @@ def dialplan_inventory(config: Config, inventory: Inventory) -> DialplanInventor
     )
 
 
+def contact_destination(contact: str, source: Source) -> Peer:
+    """Where to send requests for a registered contact.
+
+    Over TCP, the connection the REGISTER came on (the flow).  Over UDP, the
+    Contact's own address when the REGISTER came from that host (the device said
+    where it listens), else the packet source: the contact sits behind NAT (4G
+    help points) and only the NAT binding's public address and port reach it.
+    """
+    if source.transport != "UDP":
+        return (source.transport, source.host, source.port)
+    try:
+        uri = parse_uri(contact)
+    except RemoteProtocolError:
+        return (source.transport, source.host, source.port)
+    if uri.host.strip("[]") == source.host and (uri.param("transport") or "udp").lower() == "udp":
+        return ("UDP", source.host, uri.port or 5060)
+    return (source.transport, source.host, source.port)
+
+
 class SummaryLog:
     """Append-only JSON-lines log of ended activations (fsync'd: nothing is lost on a crash).
 
@@ -97,7 +120,15 @@ class SummaryLog:
 
     def append(self, summary: CallSummary) -> None:
         """Write one activation."""
-        line = json.dumps(dataclasses.asdict(summary), separators=(",", ":"), default=str)
+        self._write(dataclasses.asdict(summary))
+
+    def append_recording(self, activation_id: str, path: str, duration: float, sha256: str | None) -> None:
+        """Journal a sealed recording."""
+        self._write({"recording": {"activation_id": activation_id, "path": path, "duration": duration,
+                                   "sha256": sha256}})
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        line = json.dumps(doc, separators=(",", ":"), default=str)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
@@ -155,6 +186,7 @@ class Gateway:
                                 count_error=metrics.CALL_ERRORS.inc)
         #: Builds a call's media (the media plane plugs in here); None = calls are refused with 503.
         self.media_factory: MediaFactory | None = None
+        self.media: MediaPlane | None = None
         self.summaries = SummaryLog(Path(config.data_dir) / "activations.jsonl")
 
     # -- tasks -------------------------------------------------------------------
@@ -305,7 +337,13 @@ class Gateway:
             self.respond(event, 503, "Service Unavailable")
             return
         activation_id = new_activation_id()
-        media = self.media_factory(activation_id, self.calls)
+        try:
+            media = self.media_factory(activation_id, self.calls)
+        except MediaError as exc:
+            metrics.CALLS_REFUSED.labels("no_media").inc()
+            log.error("activation %s from %s refused: %s", activation_id, hp.id, exc)
+            self.respond(event, 503, "Service Unavailable", (("Retry-After", "1"),))
+            return
         assert self.dialplans is not None
         info = HelpPointInfo(hp.id, hp.name, hp.sip_user, hp.location.lat, hp.location.lon,
                              hp.location.address, hp.camera_url)
@@ -340,11 +378,8 @@ class Gateway:
             uri = parse_uri(position.static_uri)
             transport = (uri.param("transport") or "udp").upper()
             return [(position.static_uri, (transport, uri.host.strip("[]"), uri.port or 5060))]
-        out: list[tuple[str, Peer]] = []
-        for binding in self.registrar.lookup(position.sip_user, time.time()):
-            src = binding.source
-            out.append((binding.contact, (src.transport, src.host, src.port)))
-        return out
+        return [(b.contact, contact_destination(b.contact, b.source)) for b in
+                self.registrar.lookup(position.sip_user, time.time())]
 
     def room_of(self, position_id: str) -> str | None:
         """The room of a position."""
@@ -357,6 +392,13 @@ class Gateway:
         self.summaries.append(summary)
         log.info("activation %s from %s ended: %s (answered by %s, %.1f s)", summary.activation_id,
                  summary.help_point, summary.outcome, summary.answered_by, summary.duration)
+
+    def on_recording(self, activation_id: str, recorder: StereoRecorder) -> None:
+        """A call's recording was sealed: count it and journal its hash beside the activation."""
+        metrics.RECORDINGS_WRITTEN.inc()
+        log.info("activation %s recording sealed: %s (%.1f s, sha256 %s)", activation_id, recorder.path,
+                 recorder.duration, recorder.sha256)
+        self.summaries.append_recording(activation_id, str(recorder.path), recorder.duration, recorder.sha256)
 
     def reload_dialplans(self) -> bool:
         """Validate the dialplan files and swap atomically; a bad file never replaces a good one."""
@@ -456,7 +498,14 @@ async def run(config: Config) -> int:
         log.error("no valid dialplan: fix the files under %s (see `gateway dialplan check`)", config.dialplans_dir)
         await store.close()
         return 2
-    gw.media_factory = await media_factory_for(config)
+    try:
+        gw.media = await create_media_plane(config)
+    except MediaError as exc:
+        log.error("media plane cannot start: %s", exc)
+        await store.close()
+        return 2
+    gw.media.on_recording = gw.on_recording
+    gw.media_factory = gw.media.factory
     gw.registrar.load([from_stored(r) for r in await store.load_bindings()], time.time())
     gw.writer.start()
     for la in config.sip.listen:
@@ -484,20 +533,12 @@ async def run(config: Config) -> int:
     sweeper.cancel()
     watcher.cancel()
     await gw.drain()
+    if gw.media is not None:
+        await gw.media.engine.close()
     await runner.cleanup()
     await store.close()
     log.info("stopped")
     return 0
-
-
-async def media_factory_for(config: Config) -> MediaFactory | None:
-    """The media plane's factory (None when it cannot start: calls then get 503, loudly)."""
-    try:
-        from gateway.calls.media_adapter import create_media_factory
-    except ImportError:
-        log.error("media plane not available: calls will be refused")
-        return None
-    return await create_media_factory(config)
 
 
 def serve(config: Config) -> int:

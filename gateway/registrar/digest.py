@@ -342,6 +342,19 @@ def _uri_key(uri: str) -> str:
     return f"{scheme.lower()}:{user}{at}{host.lower()}"
 
 
+def _same_resource(digest_uri: str, request_uri: str) -> bool:
+    """RFC 7616 §3.4.6: the digest-uri must name the Request-URI's resource.
+
+    Equal after :func:`_uri_key`, or (as SIPp and some intercoms write it) the same host and port
+    without the user part: the response still binds realm, nonce, method and password.
+    """
+    got, want = _uri_key(digest_uri), _uri_key(request_uri)
+    if got == want:
+        return True
+    scheme, _, rest = want.partition(":")
+    return "@" not in got and got == f"{scheme}:{rest.rpartition('@')[2]}"
+
+
 class DigestAuthenticator:
     """Challenges and verifies Digest credentials for one realm; pure, driven by ``now``.
 
@@ -407,7 +420,7 @@ class DigestAuthenticator:
             return AuthResult.UNSUPPORTED
         if credentials.qop is None and not self.allow_rfc2069:
             return AuthResult.UNSUPPORTED
-        if _uri_key(credentials.uri) != _uri_key(request_uri):
+        if not _same_resource(credentials.uri, request_uri):
             return AuthResult.URI_MISMATCH
         if ha1_hex is None:
             return AuthResult.BAD_RESPONSE

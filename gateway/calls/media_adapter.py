@@ -1,0 +1,204 @@
+"""The call layer's view of the media plane: one :class:`CallMedia` per activation.
+
+Each call gets two RTP legs from the shared :class:`~gateway.media.session.MediaEngine`:
+``hp`` towards the help point and ``op`` towards whichever operator answers
+(every forked INVITE offers the same ``op`` port; only the answering one is
+connected).  Recording starts when the help point's media is connected (the
+183), so what the caller says before an operator answers is evidence too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway import metrics
+from gateway.config import Config
+from gateway.media import sdp
+from gateway.media.errors import MediaError, SdpNegotiationError
+from gateway.media.ports import StereoRecorder, WavPlayer
+from gateway.media.session import MediaEngine, MediaLeg, RtpStopped, SilenceEvent
+from gateway.media.wav import Audio, load_wav
+
+from . import events as ce
+from .runner import CallRunner
+
+log = logging.getLogger(__name__)
+
+#: Where the default prompts ship (the project's prompts/ folder).
+DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+
+
+def load_prompts(*folders: Path) -> dict[str, Audio]:
+    """Every ``*.wav`` in the folders (later folders override earlier); a bad file is a clear error."""
+    prompts: dict[str, Audio] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.wav")):
+            prompts[path.stem] = load_wav(path)  # raises WavError naming the file and why
+    return prompts
+
+
+class _Negotiator:
+    """SDP offer/answer for one call with its two legs' ports (pure calls into gateway.media.sdp)."""
+
+    def __init__(self, address: str, hp_port: int, op_port: int) -> None:
+        self.address = address
+        self.hp_port = hp_port
+        self.op_port = op_port
+        self.session_id = secrets.randbits(31)
+        self._offer = sdp.build_offer(address, op_port, session_id=self.session_id)
+
+    def answer_help_point(self, offer: bytes) -> tuple[bytes, Any]:
+        if not offer:
+            # An INVITE without SDP (offer in the ACK) is not supported by intercoms we know.
+            raise SdpNegotiationError("INVITE without an SDP offer")
+        try:
+            answer, negotiated = sdp.answer(offer, self.address, self.hp_port, session_id=self.session_id)
+        except SdpNegotiationError:
+            raise
+        except MediaError as exc:
+            raise SdpNegotiationError(f"unreadable SDP offer: {exc}") from exc
+        return bytes(answer), negotiated
+
+    def operator_offer(self) -> bytes:
+        return bytes(self._offer)
+
+    def accept_operator_answer(self, answer: bytes) -> Any:
+        return sdp.accept_answer(self._offer, answer)
+
+
+class CallMediaImpl:
+    """Two legs, a recorder and prompt playback for one activation."""
+
+    def __init__(self, engine: MediaEngine, prompts: dict[str, Audio], activation_id: str, runner: CallRunner,
+                 recordings: Path, on_recording: Callable[[str, StereoRecorder], None]) -> None:
+        self.engine = engine
+        self.prompts = prompts
+        self.id = activation_id
+        self.runner = runner
+        self.recordings = recordings
+        self.on_recording = on_recording
+        self.hp: MediaLeg = engine.allocate_leg(name=f"{activation_id}/hp")
+        try:
+            self.op: MediaLeg = engine.allocate_leg(name=f"{activation_id}/op")
+        except Exception:
+            self.hp.close()
+            raise
+        self.negotiator = _Negotiator(engine.host, self.hp.local_port, self.op.local_port)
+        self.recorder: StereoRecorder | None = None
+        self.hp.on_dtmf = lambda digit: runner.deliver(activation_id, ce.DigitDetected("hp", digit))
+        self.op.on_dtmf = lambda digit: runner.deliver(activation_id, ce.DigitDetected("op", digit))
+        self.bridged = False
+        self.closed = False
+        #: Called once when the call's media is released.
+        self.on_closed: Callable[[], None] = lambda: None
+
+    def side_of(self, leg: MediaLeg) -> str:
+        """``hp`` or ``op``."""
+        return "hp" if leg is self.hp else "op"
+
+    def connect(self, side: str, negotiated: Any) -> None:
+        leg = self.hp if side == "hp" else self.op
+        leg.set_remote(negotiated)
+        if side == "hp" and self.recorder is None:
+            self.recordings.mkdir(parents=True, exist_ok=True)
+            self.recorder = self.engine.recorder(str(self.recordings / f"{self.id}.wav"))
+            self.hp.record(self.recorder, 0)
+            self.op.record(self.recorder, 1)
+
+    def play(self, side: str, prompt: str, on_done: Callable[[], None] | None) -> None:
+        audio = self.prompts.get(prompt)
+        if audio is None:
+            log.error("call %s: prompt %r missing; continuing without it", self.id, prompt)
+            if on_done is not None:
+                self.engine.loop.call_soon(on_done)
+            return
+        leg = self.hp if side == "hp" else self.op
+        done = leg.play(WavPlayer(audio))
+        if on_done is not None:
+            done.add_done_callback(lambda _f: on_done())
+
+    def play_warning(self, number: int) -> bool:
+        """Play warning ``number`` to the help point's speaker (operator command); False if unknown."""
+        if f"warning-{number}" not in self.prompts or self.closed:
+            return False
+        self.play("hp", f"warning-{number}", None)
+        return True
+
+    def bridge(self) -> None:
+        if self.bridged:
+            return
+        self.hp.stop_play()
+        self.op.stop_play()
+        self.engine.bridge(self.hp, self.op, self.recorder)
+        self.bridged = True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.on_closed()
+        self.engine.unbridge(self.hp)
+        self.hp.close()
+        self.op.close()
+        if self.recorder is not None:
+            recorder = self.recorder
+            future = recorder.seal_start()
+            future.add_done_callback(
+                lambda f: self.engine.loop.call_soon_threadsafe(self._sealed, recorder, f))
+
+    def _sealed(self, recorder: StereoRecorder, future: Any) -> None:
+        if future.exception() is not None:
+            metrics.RECORDINGS_FAILED.inc()
+            log.error("call %s: sealing %s failed: %s", self.id, recorder.path, future.exception())
+            return
+        self.on_recording(self.id, recorder)
+
+
+class MediaPlane:
+    """The process-wide engine, prompt library and silence routing."""
+
+    def __init__(self, engine: MediaEngine, prompts: dict[str, Audio], recordings: Path) -> None:
+        self.engine = engine
+        self.prompts = prompts
+        self.recordings = recordings
+        self.calls: dict[int, tuple[CallMediaImpl, str]] = {}
+        self.on_recording: Callable[[str, StereoRecorder], None] = lambda _id, _r: None
+        engine.silence_events = self.silence
+
+    def factory(self, activation_id: str, runner: CallRunner) -> CallMediaImpl:
+        """Build one call's media."""
+        media = CallMediaImpl(self.engine, self.prompts, activation_id, runner, self.recordings,
+                              lambda aid, rec: self.on_recording(aid, rec))
+        self.calls[id(media.hp)] = (media, "hp")
+        self.calls[id(media.op)] = (media, "op")
+        media.on_closed = lambda: self.forget(media)
+        return media
+
+    def forget(self, media: CallMediaImpl) -> None:
+        """Drop the silence routing of a closed call."""
+        self.calls.pop(id(media.hp), None)
+        self.calls.pop(id(media.op), None)
+
+    def silence(self, event: SilenceEvent) -> None:
+        """A leg went silent or resumed: tell its call (a timeline entry, never a hang-up)."""
+        found = self.calls.get(id(event.leg))
+        if found is None:
+            return
+        media, side = found
+        media.runner.deliver(media.id, ce.MediaSilence(side, isinstance(event, RtpStopped)))
+
+
+async def create_media_plane(config: Config) -> MediaPlane:
+    """Start the media engine for ``config`` (raises MediaError with a clear message)."""
+    host = config.media.address or config.sip.listen[0].host
+    engine = MediaEngine(host, config.media.rtp_port_min, config.media.rtp_port_max,
+                         loop=asyncio.get_running_loop(), silence_timeout=config.media.silence_timeout)
+    prompts = load_prompts(DEFAULT_PROMPTS, Path(config.prompts_dir))
+    return MediaPlane(engine, prompts, Path(config.data_dir) / "recordings")
