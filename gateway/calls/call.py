@@ -33,6 +33,9 @@ from gateway.sip.message import Headers, Request, Response, build_response
 from . import events as ce
 from .metadata import HelpPointInfo, operator_headers
 
+#: Digits that follow ``*`` to play a warning (``*1`` -> warning-1).
+WARNING_DIGITS = ("1", "2")
+
 #: ``locate(position_id) -> [(contact URI, destination)]`` from the registrar or static config.
 Locator = Callable[[str], list[tuple[str, Peer]]]
 
@@ -150,6 +153,7 @@ class Call:
         self.timeline: list[dict[str, Any]] = []
         self.session_deadline: float | None = None
         self.silent = False
+        self._last_digit = ""
         self._actions: list[ce.CallAction] = []
 
     # -- time ------------------------------------------------------------------------------
@@ -489,6 +493,9 @@ class Call:
         self._answer(event, build_response(event.request, 200, headers=headers, body=body))
 
     def _digit(self, side: str, digit: str, now: float) -> None:
+        if self.bridged is not None and side != "hp":
+            self._operator_command(digit, now)
+            return
         leg = self.legs.get(side)
         if side == "op" and self.bridged is None:
             leg = next((lg for lg in self.legs.values() if lg.state is LegState.ANSWERED), None)
@@ -498,6 +505,25 @@ class Call:
             return
         self._log(now, "digit", leg=leg.id, digit=digit)
         self._run_plan(self.plan.handle(plan_ev.DigitReceived(leg.target, digit), now), now)
+
+    def _operator_command(self, digit: str, now: float) -> None:
+        """Digits from the bridged operator: ``*1``/``*2`` play warning 1/2 to the help point's speaker."""
+        previous, self._last_digit = self._last_digit, digit
+        if previous == "*" and digit in WARNING_DIGITS:
+            self._last_digit = ""
+            self._warning(int(digit), now, by="operator-dtmf")
+
+    def play_warning(self, number: int, now: float, by: str = "api") -> list[ce.CallAction]:
+        """Play warning ``number`` into the help point's speaker (the API's entry point)."""
+        self._actions = []
+        self._warning(number, now, by)
+        return self._flush()
+
+    def _warning(self, number: int, now: float, by: str) -> None:
+        if self.ended_at is not None or self.hp_dialog is None:
+            return
+        self._log(now, "warning", number=number, by=by)
+        self._emit(ce.PlayPrompt("hp", f"warning-{number}"))
 
     def _operator_bye(self, leg: Leg, now: float) -> None:
         was_bridged = leg is self.bridged

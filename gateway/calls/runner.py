@@ -130,6 +130,15 @@ class CallRunner:
                 ce.LegTimedOut(leg, event.transport_error, method), self.loop.time()))
         return True
 
+    def play_warning(self, activation_id: str, number: int) -> bool:
+        """Play warning ``number`` into a live call (the API's function); False when not live."""
+        call = self.calls.get(activation_id)
+        if call is None or call.ended_at is not None:
+            return False
+        self._run(call, lambda: call.play_warning(number, self.loop.time()))
+        self.transmit_soon()
+        return True
+
     def deliver(self, call_id: str, event: ce.CallEvent) -> None:
         """Media-plane events (digits, prompt ends, silence) come back here."""
         call = self.calls.get(call_id)

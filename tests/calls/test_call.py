@@ -205,3 +205,15 @@ def test_bad_sdp_gets_488_and_a_record():
     actions = call.start(0.0)
     assert [a.response.status for a in of(actions, ce.SendResponse)] == [488]
     assert of(actions, ce.CallEnded)[0].summary.outcome == "failed"
+
+
+def test_operator_star_digit_plays_a_warning_to_the_help_point():
+    call = make_call()
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 200, 1.0)
+    info(call, "council-cctv-1#1", "1", 2.0)  # confirm
+    assert call.handle(ce.DigitDetected("op", "*"), 10.0) == []
+    actions = call.handle(ce.DigitDetected("op", "2"), 10.2)
+    assert actions == [ce.PlayPrompt("hp", "warning-2")]
+    assert call.timeline[-1] == {"t": 10.2, "event": "warning", "number": 2, "by": "operator-dtmf"}
+    assert call.handle(ce.DigitDetected("op", "2"), 11.0) == []  # "2" alone is not a command
