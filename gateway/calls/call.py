@@ -152,6 +152,9 @@ class Call:
         self.outcome: str | None = None
         self.timeline: list[dict[str, Any]] = []
         self.session_deadline: float | None = None
+        #: When we refresh the session ourselves (help points without RFC 4028 support).
+        self.refresh_at: float | None = None
+        self._refresh_pending = False
         self.silent = False
         self._last_digit = ""
         self._actions: list[ce.CallAction] = []
@@ -159,7 +162,7 @@ class Call:
     # -- time ------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
         """Earliest of the plan's timers and the session timer."""
-        times = [t for t in (self.plan.get_timer(), self.session_deadline) if t is not None]
+        times = [t for t in (self.plan.get_timer(), self.session_deadline, self.refresh_at) if t is not None]
         return min(times) if times and self.ended_at is None else None
 
     def handle_timer(self, now: float) -> list[ce.CallAction]:
@@ -169,6 +172,9 @@ class Call:
             self.session_deadline = None
             self._log(now, "session-timer-expired")
             self._hang_up_everything(now, by="gateway", reason='SIP;cause=408;text="Session timer expired"')
+        elif self.refresh_at is not None and now >= self.refresh_at:
+            self.refresh_at = None
+            self._send_refresh(now)
         else:
             pt = self.plan.get_timer()
             if pt is not None and now >= pt:
@@ -235,6 +241,10 @@ class Call:
     def _arm_session_timer(self, now: float) -> None:
         se = self._session_expires_header()
         if se is None:
+            # The help point does not do RFC 4028: we refresh with a re-INVITE every half interval;
+            # a 408/481 or no answer at all proves it is gone (§10), whatever its audio did.
+            if self.config.session_expires > 0:
+                self.refresh_at = now + self.config.session_expires / 2
             return
         interval = int(se.split(";")[0])
         # RFC 4028 §10: without a refresh by interval - min(32, interval/3), the session is gone.
@@ -354,7 +364,37 @@ class Call:
                 self.silent = True
         return self._flush()
 
+    def _send_refresh(self, now: float) -> None:
+        """Re-INVITE the help point with the SDP it already has (RFC 4028 §7.4, refresher=uas)."""
+        if self.hp_dialog is None or self.ended_at is not None:
+            return
+        self.hp_dialog, reinvite = self.hp_dialog.create_request(
+            "INVITE", (("Content-Type", "application/sdp"),), self.hp_sdp)
+        self._refresh_pending = True
+        self._log(now, "refresh-sent", side="hp")
+        self._emit(ce.SendRequest("hp", reinvite, self.source))
+
+    def _hp_response(self, event: ce.LegResponded | ce.LegTimedOut, now: float) -> None:
+        """The help point answered (or did not answer) one of our in-dialog requests."""
+        if event.method != "INVITE" or not self._refresh_pending:
+            return
+        status = event.response.status if isinstance(event, ce.LegResponded) else 408
+        if status < 200:
+            return
+        self._refresh_pending = False
+        if isinstance(event, ce.LegResponded) and status < 300 and self.hp_dialog is not None:
+            _, ack = self.hp_dialog.create_request("ACK", cseq=event.response.cseq[0])
+            self._emit(ce.SendAck(ack, self.source))
+        if status in (408, 481):
+            self._log(now, "refresh-failed", side="hp", status=status)
+            self._hang_up_everything(now, by="gateway", reason='SIP;cause=408;text="Help point unreachable"')
+            return
+        self.refresh_at = now + self.config.session_expires / 2
+
     def _leg_response(self, event: ce.LegResponded, now: float) -> None:
+        if event.leg == "hp":
+            self._hp_response(event, now)
+            return
         leg = self.legs.get(event.leg)
         if leg is None or event.method != "INVITE":
             return
@@ -416,6 +456,9 @@ class Call:
         self._run_plan(self.plan.handle(plan_ev.LegAnswered(leg.target), now), now)
 
     def _leg_timeout(self, event: ce.LegTimedOut, now: float) -> None:
+        if event.leg == "hp":
+            self._hp_response(event, now)
+            return
         leg = self.legs.get(event.leg)
         if leg is None or event.method != "INVITE" or leg.state is LegState.ENDED:
             return
@@ -569,6 +612,7 @@ class Call:
         self.ended_by = by
         self.outcome = outcome
         self.session_deadline = None
+        self.refresh_at = None
         self._log(now, "ended", outcome=outcome, by=by)
         self._emit(ce.StopMedia())
         self._emit(ce.CallEnded(self.summary()))

@@ -217,3 +217,35 @@ def test_operator_star_digit_plays_a_warning_to_the_help_point():
     assert actions == [ce.PlayPrompt("hp", "warning-2")]
     assert call.timeline[-1] == {"t": 10.2, "event": "warning", "number": 2, "by": "operator-dtmf"}
     assert call.handle(ce.DigitDetected("op", "2"), 11.0) == []  # "2" alone is not a command
+
+
+def _no_timer_call():
+    plain = INVITE.replace(b"Supported: timer\r\n", b"").replace(b"Session-Expires: 600\r\n", b"")
+    call = make_call(invite=plain)
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 200, 1.0)
+    info(call, "council-cctv-1#1", "1", 2.0)
+    return call
+
+
+def test_help_point_without_session_timers_is_refreshed_by_us_and_cleared_when_gone():
+    call = _no_timer_call()
+    # 1800 s session interval, refreshed every half: a re-INVITE to the help point's source.
+    assert call.get_timer() == pytest.approx(2.0 + 900.0)
+    actions = call.handle_timer(902.0)
+    (refresh,) = of(actions, ce.SendRequest)
+    assert refresh.leg == "hp" and refresh.request.method == "INVITE" and refresh.dest == ("UDP", "127.0.0.1", 5099)
+    assert refresh.request.body == b"ANSWER-HP" and refresh.request.cseq == (1, "INVITE")
+    # The help point is gone: no final response (the transaction times out): BYE both legs (RFC 4028 §10).
+    actions = call.handle(ce.LegTimedOut("hp", False, "INVITE"), 934.0)
+    assert {a.leg for a in of(actions, ce.SendRequest) if a.request.method == "BYE"} == {"council-cctv-1#1", "hp"}
+    assert of(actions, ce.CallEnded)[0].summary.ended_by == "gateway"
+
+
+def test_a_refresh_answered_keeps_the_call_and_is_acked():
+    call = _no_timer_call()
+    (refresh,) = of(call.handle_timer(902.0), ce.SendRequest)
+    ok = build_response(refresh.request, 200, headers=(("Contact", "<sip:hp@127.0.0.1:5099>"),))
+    actions = call.handle(ce.LegResponded("hp", ok), 902.1)
+    assert [a.request.method for a in of(actions, ce.SendAck)] == ["ACK"]
+    assert call.ended_at is None and call.get_timer() == pytest.approx(902.1 + 900.0)
