@@ -73,3 +73,51 @@ DIALPLAN_RELOADS = Counter(
 DIALPLAN_VERSION = Gauge(
     "gateway_dialplan_version", "Version of the dialplan set in force", registry=REGISTRY,
 )
+
+# -- activation records, liveness, media quality (issue 5) ----------------------------------------
+
+HELP_POINT_UP = Gauge(
+    "gateway_help_point_up", "1 while a help point is reachable (registered or answering OPTIONS), else 0",
+    ["help_point"], registry=REGISTRY,
+)
+TIME_TO_ANSWER = Histogram(
+    "gateway_time_to_answer_seconds", "From the INVITE of a help point to an operator answering, by room",
+    ["room"], buckets=(1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90, 120), registry=REGISTRY,
+)
+FAILOVERS = Counter(
+    "gateway_failovers_total", "Calls moved from one room to the next, by cause (busy, timeout, 503...)",
+    ["from_room", "to_room", "cause"], registry=REGISTRY,
+)
+RECORDINGS_WRITTEN = Counter(
+    "gateway_recordings_written_total", "Recordings sealed and linked to their activation", registry=REGISTRY,
+)
+RECORDINGS_FAILED = Counter(
+    "gateway_recordings_failed_total", "Recordings that could not be written or sealed", registry=REGISTRY,
+)
+RTP_LOSS_RATIO = Histogram(
+    "gateway_rtp_loss_ratio", "Fraction of RTP packets lost over a call, per leg (hp or operator)",
+    ["leg"], buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5), registry=REGISTRY,
+)
+RTP_JITTER_SECONDS = Histogram(
+    "gateway_rtp_jitter_seconds", "RFC 3550 interarrival jitter at the end of a call, per leg (hp or operator)",
+    ["leg"], buckets=(0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2), registry=REGISTRY,
+)
+DB_WRITES_DROPPED = Counter(
+    "gateway_db_writes_dropped_total",
+    "Activation record writes dropped: the queue was full, or the database refused them (kind)",
+    ["kind"], registry=REGISTRY,
+)
+RECORDING_INTEGRITY_FAILURES = Counter(
+    "gateway_recording_integrity_failures_total",
+    "Recording downloads refused or aborted because the file did not match its SHA-256 seal",
+    registry=REGISTRY,
+)
+RETENTION_DELETED = Counter(
+    "gateway_retention_deleted_total", "What the retention job deleted (recording files, personal data sets)",
+    ["kind"], registry=REGISTRY,
+)
+API_REQUESTS = Histogram(
+    "gateway_api_request_seconds", "HTTP API requests by route name and status class",
+    ["route", "status"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)

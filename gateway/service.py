@@ -35,6 +35,7 @@ from gateway.calls.events import CallSummary
 from gateway.calls.media_adapter import MediaPlane, create_media_plane
 from gateway.calls.metadata import HelpPointInfo
 from gateway.calls.runner import CallMedia, CallRunner, new_activation_id
+from gateway.calls.talkdown import Talkdown
 from gateway.config import Config, HelpPoint, Inventory, load_inventory
 from gateway.dialplan.engine import Plan
 from gateway.dialplan.load import DialplanSet
@@ -357,6 +358,36 @@ class Gateway:
         log.info("activation %s from %s (dialplan %s v%d)", activation_id, hp.id, dialplan.name,
                  self.dialplans.version)
         self.calls.add(call, media)
+
+    def start_talkdown(self, help_point_id: str, warning: int, times: int = 1, requested_by: str = "api") -> str:
+        """Call a help point and play warning ``warning`` ``times`` times; returns the record id.
+
+        Raises LookupError (unknown or unregistered help point) or ValueError (bad warning/times).
+        """
+        hp = next((h for h in self.inventory.help_points if h.id == help_point_id), None)
+        if hp is None:
+            raise LookupError(f"unknown help point {help_point_id!r}")
+        if self.media is None or self.media_factory is None:
+            raise LookupError("media plane unavailable")
+        if f"warning-{warning}" not in self.media.prompts:
+            raise ValueError(f"no prompt warning-{warning}")
+        if not 1 <= times <= 10:
+            raise ValueError("times must be between 1 and 10")
+        bindings = self.registrar.lookup(hp.sip_user, time.time())
+        if not bindings:
+            raise LookupError(f"help point {help_point_id!r} is not registered")
+        binding = bindings[0]
+        dest = contact_destination(binding.contact, binding.source)
+        activation_id = new_activation_id()
+        media = self.media_factory(activation_id, self.calls)
+        info = HelpPointInfo(hp.id, hp.name, hp.sip_user, hp.location.lat, hp.location.lon,
+                             hp.location.address, hp.camera_url)
+        talkdown = Talkdown(activation_id, info, binding.contact, dest, warning, times, media.negotiator,
+                            self.call_config(dest[0]), lambda: secrets.token_hex(6), datetime.now(timezone.utc),
+                            requested_by=requested_by)
+        log.info("talk-down %s to %s: warning %d x%d (by %s)", activation_id, hp.id, warning, times, requested_by)
+        self.calls.add(talkdown, media)
+        return activation_id
 
     def call_config(self, transport: str) -> CallConfig:
         """Our identity in a call's headers, for the transport the call came in on."""

@@ -23,8 +23,12 @@ from gateway.sip.message import Request, build_response
 
 from . import events as ce
 from .call import Call, Negotiator
+from .talkdown import Talkdown
 
 log = logging.getLogger(__name__)
+
+#: Seconds an ended call keeps receiving late messages (64 * T1).
+LINGER = 32.0
 
 
 class CallMedia(Protocol):
@@ -56,7 +60,7 @@ class CallRunner:
         self.on_summary = on_summary
         self.count_error = count_error
         self.loop = asyncio.get_running_loop()
-        self.calls: dict[str, Call] = {}
+        self.calls: dict[str, Call | Talkdown] = {}
         self.media: dict[str, CallMedia] = {}
         self._by_server_tx: dict[str, str] = {}
         self._by_client_tx: dict[str, tuple[str, str, str]] = {}  # tx -> (call id, leg, method)
@@ -64,18 +68,19 @@ class CallRunner:
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def add(self, call: Call, media: CallMedia) -> None:
+    def add(self, call: Call | Talkdown, media: CallMedia) -> None:
         """Start a call created for a new INVITE."""
         self.calls[call.id] = call
         self.media[call.id] = media
-        self._by_server_tx[call.transaction] = call.id
+        if call.transaction is not None:
+            self._by_server_tx[call.transaction] = call.id
         self._by_dialog[(call.invite.call_id, call.local_tag)] = (call.id, "hp")
         self._run(call, lambda: call.start(self.loop.time()))
 
     @property
     def active(self) -> int:
-        """Calls in progress."""
-        return len(self.calls)
+        """Calls in progress (ended calls lingering for late messages are not counted)."""
+        return sum(1 for call in self.calls.values() if call.ended_at is None)
 
     # -- endpoint events ------------------------------------------------------------------------
     def on_cancel(self, event: ev.CancelReceived) -> bool:
@@ -109,6 +114,8 @@ class CallRunner:
         if found is None:
             return False
         call_id, leg, method = found
+        if event.response.status >= 200 and method != "INVITE":
+            del self._by_client_tx[event.transaction]
         call = self.calls.get(call_id)
         if call is None:
             return True
@@ -133,7 +140,7 @@ class CallRunner:
     def play_warning(self, activation_id: str, number: int) -> bool:
         """Play warning ``number`` into a live call (the API's function); False when not live."""
         call = self.calls.get(activation_id)
-        if call is None or call.ended_at is not None:
+        if not isinstance(call, Call) or call.ended_at is not None:
             return False
         self._run(call, lambda: call.play_warning(number, self.loop.time()))
         self.transmit_soon()
@@ -147,7 +154,7 @@ class CallRunner:
             self.transmit_soon()
 
     # -- executing actions ------------------------------------------------------------------------
-    def _run(self, call: Call, step: Callable[[], list[ce.CallAction]]) -> None:
+    def _run(self, call: Call | Talkdown, step: Callable[[], list[ce.CallAction]]) -> None:
         try:
             actions = step()
             for action in actions:
@@ -158,7 +165,7 @@ class CallRunner:
             self._tear_down(call)
         self._rearm(call)
 
-    def _execute(self, call: Call, action: ce.CallAction) -> None:
+    def _execute(self, call: Call | Talkdown, action: ce.CallAction) -> None:
         now = self.loop.time()
         media = self.media.get(call.id)
         if isinstance(action, ce.SendResponse):
@@ -166,8 +173,9 @@ class CallRunner:
         elif isinstance(action, ce.SendRequest):
             key = self.endpoint.send_request(action.request, action.dest, now)
             self._by_client_tx[key] = (call.id, action.leg, action.request.method)
-            if action.request.method == "INVITE":
-                call.legs[action.leg].invite_tx = key
+            leg = call.legs.get(action.leg)
+            if action.request.method == "INVITE" and leg is not None and leg.invite_tx is None:
+                leg.invite_tx = key
                 self._by_dialog[(action.request.call_id, action.request.from_.tag or "")] = (call.id, action.leg)
         elif isinstance(action, ce.SendCancel):
             leg = call.legs.get(action.leg)
@@ -188,11 +196,13 @@ class CallRunner:
         elif isinstance(action, ce.StopMedia) and media is not None:
             media.close()
         elif isinstance(action, ce.CallEnded):
-            self._forget(call)
+            # Keep routing late messages (a 200 crossing our CANCEL, BYE retransmissions) to the
+            # ended call for a while: it answers them properly.  64*T1 covers every retransmission.
+            self.loop.call_later(LINGER, self._forget, call)
             self.on_summary(action.summary)
         self.transmit_soon()
 
-    def _rearm(self, call: Call) -> None:
+    def _rearm(self, call: Call | Talkdown) -> None:
         handle = self._timers.pop(call.id, None)
         if handle is not None:
             handle.cancel()
@@ -209,24 +219,26 @@ class CallRunner:
             self._run(call, lambda: call.handle_timer(self.loop.time()))
             self.transmit_soon()
 
-    def _forget(self, call: Call) -> None:
-        # Keep dialog indexes a little longer so late BYE/ACK retransmissions get 481/200 properly.
+    def _forget(self, call: Call | Talkdown) -> None:
+        if self.calls.get(call.id) is not call:
+            return
         self.calls.pop(call.id, None)
-        self._by_server_tx.pop(call.transaction, None)
+        if call.transaction is not None:
+            self._by_server_tx.pop(call.transaction, None)
         handle = self._timers.pop(call.id, None)
         if handle is not None:
             handle.cancel()
         for key in [k for k, v in self._by_dialog.items() if v[0] == call.id]:
             del self._by_dialog[key]
-        for key in [k for k, v in self._by_client_tx.items() if v[0] == call.id and v[2] == "INVITE"]:
+        for key in [k for k, v in self._by_client_tx.items() if v[0] == call.id]:
             del self._by_client_tx[key]
         self.media.pop(call.id, None)
 
-    def _tear_down(self, call: Call) -> None:
+    def _tear_down(self, call: Call | Talkdown) -> None:
         """After a bug: answer 500 if still possible, BYE/CANCEL legs, keep the record."""
         now = self.loop.time()
         try:
-            if call.hp_answered_at is None:
+            if call.hp_answered_at is None and call.transaction is not None:
                 self.endpoint.send_response(
                     call.transaction,
                     build_response(call.invite, 500, "Server Internal Error", to_tag=call.local_tag), now)

@@ -4,10 +4,28 @@ A sibling of :mod:`gateway.sip`: it imports neither ``gateway.sip`` nor ``gatewa
 """
 
 from .errors import MigrationError, StoreError, StoreIntegrityError, StoreUnavailableError
+from .records import (
+    ActivationWriter,
+    Records,
+    RecordingMismatch,
+    TokenInfo,
+    apply_retention,
+    create_token,
+    retention_forever,
+    verify_recordings,
+)
 from .repository import MIGRATIONS_DIR, Store, StoredBinding, StoredCredentials, default_url
 
 __all__ = [
     "MIGRATIONS_DIR",
+    "ActivationWriter",
+    "RecordingMismatch",
+    "Records",
+    "TokenInfo",
+    "apply_retention",
+    "create_token",
+    "retention_forever",
+    "verify_recordings",
     "MigrationError",
     "Store",
     "StoreError",

@@ -1,0 +1,293 @@
+"""Passive, clock-driven media ports (pjmedia ``port.h`` style).
+
+Nothing here owns a timer: the engine's 20 ms clock pulls a frame from each
+:class:`WavPlayer` and ticks each :class:`StereoRecorder` once per tick.
+
+Recording writes happen on a :class:`DiskWriter` thread (one per engine, shared
+by every recorder) through a bounded per-recorder backlog, so a slow disk can
+never delay the relay.  When a recorder's backlog is full, frames are dropped
+*to disk* and counted loudly (log + ``on_dropped`` metric hook); the gap is
+written as silence once the disk catches up, so the file's timeline stays
+true to wall-clock time.  The RIFF sizes are patched every second of audio and
+the data is flushed to the OS after every batch: a crash leaves a valid file
+up to the last patch, and :func:`~gateway.media.wav.repair_wav` recovers the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import os
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from . import g711
+from .aligner import LEFT, RIGHT, StereoAligner
+from .errors import MediaError
+from .wav import HEADER_SIZE, Audio, load_wav, wav_header
+
+log = logging.getLogger(__name__)
+
+FRAME_SAMPLES = 160
+__all__ = ["LEFT", "RIGHT", "WavPlayer", "DiskWriter", "StereoRecorder"]
+
+
+class WavPlayer:
+    """A source of 20 ms frames from a clip, played ``repeat`` times; ends with None."""
+
+    def __init__(self, audio: Audio | str | os.PathLike[str], *, repeat: int = 1) -> None:
+        self.audio = audio if isinstance(audio, Audio) else load_wav(audio)
+        self.repeat = max(1, repeat)
+        frames = -(-self.audio.samples // FRAME_SAMPLES)
+        #: Frames in one pass of the clip (the last one padded with silence).
+        self.frames_per_pass = frames
+        self._index = 0
+
+    @property
+    def total_frames(self) -> int:
+        """Frames over all repeats."""
+        return self.frames_per_pass * self.repeat
+
+    @property
+    def done(self) -> bool:
+        """True once every frame has been read."""
+        return self._index >= self.total_frames
+
+    def read(self, codec: str) -> tuple[bytes, bytes] | None:
+        """The next frame as ``(G.711 payload in codec, linear PCM)``, or None at the end."""
+        if self.done:
+            return None
+        i = self._index % self.frames_per_pass if self.frames_per_pass else 0
+        self._index += 1
+        start = i * FRAME_SAMPLES
+        payload = self.audio.encoded(codec)[start:start + FRAME_SAMPLES]
+        pcm = self.audio.pcm[2 * start:2 * (start + FRAME_SAMPLES)]
+        if len(payload) < FRAME_SAMPLES:
+            payload += g711.silence(codec, FRAME_SAMPLES - len(payload))
+            pcm += bytes(2 * FRAME_SAMPLES - len(pcm))
+        return payload, pcm
+
+
+class DiskWriter:
+    """One writer thread serving many recorders (``start=False`` runs it by hand in tests)."""
+
+    def __init__(self, *, poll_interval: float = 0.05, start: bool = True) -> None:
+        self.poll_interval = poll_interval
+        self._jobs: deque[tuple[StereoRecorder, str, object]] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        if start:
+            self._thread = threading.Thread(target=self._run, name="media-disk-writer", daemon=True)
+            self._thread.start()
+
+    def submit(self, recorder: StereoRecorder, kind: str, data: object = None) -> None:
+        """Queue a job (``open``, ``frame``, ``seal``) for ``recorder``; never blocks."""
+        self._jobs.append((recorder, kind, data))
+        if kind != "frame":
+            self._wake.set()
+
+    def run_pending(self) -> int:
+        """Process every queued job on the calling thread; returns how many."""
+        batches: dict[StereoRecorder, list[bytes]] = {}
+        count = 0
+        while self._jobs:
+            recorder, kind, data = self._jobs.popleft()
+            count += 1
+            if kind == "frame":
+                batches.setdefault(recorder, []).append(data)  # type: ignore[arg-type]
+                continue
+            if recorder in batches:
+                recorder._write(batches.pop(recorder))
+            if kind == "open":
+                recorder._open()
+            elif kind == "seal":
+                recorder._seal(data)  # type: ignore[arg-type]
+        for recorder, frames in batches.items():
+            recorder._write(frames)
+        return count
+
+    def _run(self) -> None:
+        while not self._stopping or self._jobs:
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+            self.run_pending()
+
+    def close(self) -> None:
+        """Finish queued jobs and stop the thread."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class StereoRecorder:
+    """A stereo 16-bit 8 kHz WAV (left = help point, right = operator), one frame per tick."""
+
+    #: Audio between RIFF size patches, in frames (1 s).
+    PATCH_EVERY = 50
+    #: Audio between fsyncs, in frames (5 s).
+    FSYNC_EVERY = 250
+
+    def __init__(self, path: str | os.PathLike[str], *, writer: DiskWriter | None = None,
+                 max_pending_frames: int = 500,
+                 on_dropped: Callable[[StereoRecorder, int], None] | None = None) -> None:
+        self.path = Path(path)
+        self._own_writer = writer is None
+        self.writer = writer if writer is not None else DiskWriter()
+        self.aligner = StereoAligner(FRAME_SAMPLES)
+        self.max_pending_frames = max_pending_frames
+        self.on_dropped = on_dropped
+        #: Frames handed to the writer, frames written, and frames dropped to disk.
+        self.frames_queued = 0
+        self.frames_written = 0
+        self.frames_dropped = 0
+        self._gap = 0
+        self.sealed = False
+        self.sha256: str | None = None
+        self._file = None  # only touched on the writer thread
+        self._data_bytes = 0
+        self._since_patch = 0
+        self._since_fsync = 0
+        self._done: concurrent.futures.Future[str] = concurrent.futures.Future()
+        self.writer.submit(self, "open")
+
+    # -- loop-thread side ------------------------------------------------------------------------
+    def push(self, side: int, payload: bytes, codec: str) -> None:
+        """Queue G.711 audio received from ``side``."""
+        self.aligner.push(side, g711.decode(payload, codec))
+
+    def push_pcm(self, side: int, pcm: bytes) -> None:
+        """Queue linear audio received from ``side``."""
+        self.aligner.push(side, pcm)
+
+    def push_prompt(self, side: int, pcm: bytes) -> None:
+        """Mix prompt audio heard on ``side`` into that channel."""
+        self.aligner.push_prompt(side, pcm)
+
+    def tick(self, count: int = 1) -> None:
+        """Produce ``count`` stereo frames (called by the media clock)."""
+        if self.sealed:
+            return
+        for _ in range(count):
+            self._enqueue(self.aligner.tick())
+
+    def _enqueue(self, frame: bytes) -> None:
+        if self.frames_queued - self.frames_written >= self.max_pending_frames:
+            self.frames_dropped += 1
+            self._gap += 1
+            if self.frames_dropped == 1 or self.frames_dropped % 500 == 0:
+                log.warning("recording %s: disk behind, %d frames dropped to disk (gap kept as silence)",
+                            self.path, self.frames_dropped)
+            if self.on_dropped is not None:
+                self.on_dropped(self, self.frames_dropped)
+            return
+        if self._gap:
+            frame = bytes(len(frame) * self._gap) + frame
+            self._gap = 0
+        self.frames_queued += 1
+        self.writer.submit(self, "frame", frame)
+
+    def seal_start(self) -> concurrent.futures.Future[str]:
+        """Stop recording, flush, and start sealing; the future gives the SHA-256 hex digest."""
+        if not self.sealed:
+            for frame in self.aligner.drain():
+                self._enqueue(frame)
+            if self._gap:
+                self.frames_queued += 1
+                self.writer.submit(self, "frame", bytes(4 * FRAME_SAMPLES * self._gap))
+                self._gap = 0
+            self.sealed = True
+            self.writer.submit(self, "seal", self._own_writer)
+        return self._done
+
+    def seal(self, timeout: float | None = None) -> str:
+        """Seal and wait (blocking): final sizes, fsync, ``<file>.sha256``; returns the SHA-256."""
+        future = self.seal_start()
+        if self._own_writer and self.writer._thread is None:
+            self.writer.run_pending()
+        return future.result(timeout)
+
+    async def seal_async(self) -> str:
+        """:meth:`seal` without blocking the event loop."""
+        return await asyncio.wrap_future(self.seal_start())
+
+    # -- writer-thread side ----------------------------------------------------------------------
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in _seal
+            self._file.write(wav_header(0))
+            self._file.flush()
+        except OSError as exc:
+            log.error("recording %s: cannot open: %s", self.path, exc)
+            self._done.set_exception(MediaError(f"{self.path}: cannot open recording: {exc}"))
+
+    def _write(self, frames: list[bytes]) -> None:
+        f = self._file
+        if f is None:
+            self.frames_written += len(frames)
+            return
+        data = b"".join(frames)
+        try:
+            f.write(data)
+            f.flush()
+            self._data_bytes += len(data)
+            self._since_patch += len(frames)
+            self._since_fsync += len(frames)
+            if self._since_patch >= self.PATCH_EVERY:
+                self._patch_sizes()
+            if self._since_fsync >= self.FSYNC_EVERY:
+                self._since_fsync = 0
+                os.fsync(f.fileno())
+        except OSError as exc:
+            log.error("recording %s: write failed: %s", self.path, exc)
+        self.frames_written += len(frames)
+
+    def _patch_sizes(self) -> None:
+        f = self._file
+        assert f is not None
+        self._since_patch = 0
+        f.seek(4)
+        f.write(struct.pack("<I", 36 + self._data_bytes))
+        f.seek(40)
+        f.write(struct.pack("<I", self._data_bytes))
+        f.seek(0, os.SEEK_END)
+        f.flush()
+
+    def _seal(self, stop_writer: bool) -> None:
+        try:
+            if self._file is not None:
+                self._patch_sizes()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
+                digest = hashlib.sha256()
+                with open(self.path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+                self.sha256 = digest.hexdigest()
+                Path(f"{self.path}.sha256").write_text(f"{self.sha256}  {self.path.name}\n")
+                if not self._done.done():
+                    self._done.set_result(self.sha256)
+        except OSError as exc:
+            if not self._done.done():
+                self._done.set_exception(MediaError(f"{self.path}: cannot seal recording: {exc}"))
+        if stop_writer:
+            self.writer._stopping = True
+            self.writer._wake.set()
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio produced so far."""
+        return self.aligner.frames * FRAME_SAMPLES / 8000
+
+    @staticmethod
+    def data_offset() -> int:
+        """Offset of the sample data in files this class writes."""
+        return HEADER_SIZE

@@ -1,0 +1,634 @@
+"""The media shell: RTP/RTCP sockets, one 20 ms clock, bridges, players, recorders.
+
+Thin asyncio code around the pure modules.  One :class:`MediaEngine` per
+process owns the RTP port range, a single clock task for every leg (absolute
+schedule from :class:`~gateway.media.clock.TickSchedule`: tick ``n`` at
+``t0 + n * 0.02``) and one disk-writer thread for every recording.
+
+Relayed audio is forwarded as soon as it arrives (no added latency); the clock
+only produces what nobody else does: prompt frames, keep-alive silence for a
+bridged leg whose other side is quiet or sends only comfort noise (issue 6),
+recorder frames, silence events and RTCP reports.  Sockets are read with
+``loop.add_reader`` and drained on each wake-up, so ``allocate_leg`` is
+synchronous and a burst costs one wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import g711
+from .aligner import LEFT, RIGHT
+from .clock import TickSchedule
+from .dtmf import DtmfDetector
+from .errors import MediaError, PortsExhaustedError, RtpError
+from .ports import FRAME_SAMPLES, DiskWriter, StereoRecorder, WavPlayer
+from .rtcp import (
+    ReceiverReport,
+    ReportBlock,
+    SenderReport,
+    SourceDescription,
+    ntp_middle,
+    ntp_timestamp,
+    pack_rtcp,
+    unpack_rtcp,
+)
+from .rtp import PT_CN, ReceiveStats, RtpPacket, RtpSender
+from .sdp import NegotiatedMedia
+
+log = logging.getLogger(__name__)
+
+TICK = 0.02
+_FAST_HEADER = 0x80  # V=2, no padding, no extension, no CSRC
+_HEADER_UNPACK = struct.Struct("!BBHII").unpack_from
+#: G.711 transcoding table by source codec (there are only two codecs).
+_TRANSCODE = {"PCMU": g711.ULAW_TO_ALAW, "PCMA": g711.ALAW_TO_ULAW}
+
+
+@dataclass(frozen=True, slots=True)
+class RtpStopped:
+    """No audio RTP (comfort noise does not count) arrived on ``leg`` for ``silence_timeout``."""
+
+    leg: MediaLeg
+    at: float
+    #: When the last audio packet arrived (None: none since the media was set up).
+    last_audio_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RtpResumed:
+    """Audio RTP arrived again on ``leg`` after :class:`RtpStopped`."""
+
+    leg: MediaLeg
+    at: float
+    silent_for: float
+
+
+SilenceEvent = RtpStopped | RtpResumed
+
+
+@dataclass(slots=True)
+class LegStats:
+    """Counters of one leg; ``lost``/``jitter`` come from RFC 3550 receive statistics."""
+
+    packets_in: int = 0
+    packets_out: int = 0
+    octets_in: int = 0
+    octets_out: int = 0
+    relayed_out: int = 0
+    generated_out: int = 0
+    comfort_noise_in: int = 0
+    dtmf_in: int = 0
+    invalid_in: int = 0
+    wrong_source_in: int = 0
+    unknown_pt_in: int = 0
+    send_errors: int = 0
+    lost: int = 0
+    expected: int = 0
+    jitter: float = 0.0
+    #: Loss and jitter as the remote side reports them in RTCP (fraction 0..1, seconds).
+    remote_fraction_lost: float | None = None
+    remote_jitter: float | None = None
+
+
+class Bridge:
+    """Two legs relaying to each other, with an optional recorder (a = left, b = right)."""
+
+    def __init__(self, a: MediaLeg, b: MediaLeg, recorder: StereoRecorder | None, relay_dtmf: bool) -> None:
+        self.a = a
+        self.b = b
+        self.recorder = recorder
+        self.relay_dtmf = relay_dtmf
+
+    def other(self, leg: MediaLeg) -> MediaLeg:
+        """The leg on the far side of ``leg``."""
+        return self.b if leg is self.a else self.a
+
+
+class _Reader:
+    """Drain a non-blocking UDP socket into ``handler(data, addr, now)`` on each readiness."""
+
+    __slots__ = ("sock", "handler", "clock")
+
+    def __init__(self, sock: socket.socket, handler: Callable[[bytes, tuple, float], None],
+                 clock: Callable[[], float]) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.clock = clock
+
+    def __call__(self) -> None:
+        recv = self.sock.recvfrom
+        handler = self.handler
+        now = self.clock()
+        for _ in range(256):
+            try:
+                data, addr = recv(2048)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error: nothing to read
+                log.debug("RTP socket error: %s", exc)
+                return
+            handler(data, addr, now)
+
+
+class MediaLeg:
+    """One RTP/RTCP socket pair towards one peer (help point or operator)."""
+
+    def __init__(self, engine: MediaEngine, rtp: socket.socket, rtcp: socket.socket, port: int,
+                 keepalive: bool, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        #: Our RTP port (RTCP is ``local_port + 1``); put it in the SDP.
+        self.local_port = port
+        self.keepalive = keepalive
+        self.media: NegotiatedMedia | None = None
+        #: Where RTP goes now: the SDP address, or the latched source (symmetric RTP).
+        self.remote: tuple[str, int] | None = None
+        self.remote_rtcp: tuple[str, int] | None = None
+        self.latched = False
+        self.on_dtmf: Callable[[str], None] | None = None
+        self.on_silence: Callable[[SilenceEvent], None] | None = None
+        self.silence_timeout = engine.silence_timeout
+        self.bridge: Bridge | None = None
+        self._peer: MediaLeg | None = None  # the other leg of the bridge, for the hot path
+        self.recorder: StereoRecorder | None = None
+        self.record_side = LEFT
+        self.stats_counters = LegStats()
+        self.sender = RtpSender(random.getrandbits(32), 0, initial_seq=random.getrandbits(16),
+                                initial_ts=random.getrandbits(32))
+        self.rx: ReceiveStats | None = None
+        self.rx_ssrc: int | None = None
+        self.dtmf = DtmfDetector()
+        self.silent = False
+        self.closed = False
+        self._rtp = rtp
+        self._rtcp = rtcp
+        self._sends = False
+        self._codec = "PCMU"
+        self._pt = 0
+        self._te_pt: int | None = None
+        self._last_rx_at: float | None = None
+        self._last_audio_at: float | None = None
+        self._silence_ref = 0.0
+        self._last_relay_out = -1e9
+        self._player: WavPlayer | None = None
+        self._play_done: asyncio.Future[bool] | None = None
+        self._next_rtcp = 0.0
+        self._rtcp_packets_at_report = 0
+
+    # -- configuration ---------------------------------------------------------------------------
+    def set_remote(self, media: NegotiatedMedia) -> None:
+        """Apply the negotiated media (after offer/answer, and again on every re-INVITE/UPDATE)."""
+        now = self.engine.clock()
+        self.media = media
+        self._codec = media.codec
+        self._pt = media.payload_type
+        self._te_pt = media.telephone_event
+        self.sender.payload_type = media.payload_type
+        self._sends = media.sends
+        self.remote = (media.remote_address, media.remote_port)
+        self.remote_rtcp = (media.remote_address, media.rtcp_port)
+        self.latched = False
+        if self._last_audio_at is None:
+            self._silence_ref = now
+        self._next_rtcp = now + self.engine.rtcp_interval * random.uniform(0.5, 1.0)
+
+    def record(self, recorder: StereoRecorder | None, side: int = LEFT) -> None:
+        """Feed what this leg receives (and prompts played to it) into ``side`` of ``recorder``."""
+        self.recorder = recorder
+        self.record_side = side
+        if recorder is not None:
+            self.engine._recorders[recorder] = None
+
+    @property
+    def codec(self) -> str:
+        """Negotiated codec name (``PCMU``/``PCMA``)."""
+        return self._codec
+
+    @property
+    def stats(self) -> LegStats:
+        """Counters with loss and jitter brought up to date."""
+        s = self.stats_counters
+        if self.rx is not None:
+            s.lost, s.expected, s.jitter = self.rx.lost, self.rx.expected, self.rx.jitter_seconds
+        return s
+
+    # -- prompts ---------------------------------------------------------------------------------
+    def play(self, player: WavPlayer) -> asyncio.Future[bool]:
+        """Play ``player`` to this leg instead of relayed audio; the future gives True when it
+        finished, False when stopped or the leg closed."""
+        self.stop_play()
+        self._player = player
+        self._play_done = self.engine.loop.create_future()
+        return self._play_done
+
+    def stop_play(self) -> None:
+        """Stop the current prompt (its future gives False); relayed audio resumes."""
+        self._finish_play(False)
+
+    @property
+    def playing(self) -> bool:
+        """True while a prompt is playing to this leg."""
+        return self._player is not None
+
+    def _finish_play(self, completed: bool) -> None:
+        done = self._play_done
+        self._player = None
+        self._play_done = None
+        if done is not None and not done.done():
+            done.set_result(completed)
+
+    # -- receive path ----------------------------------------------------------------------------
+    def _may_latch(self, addr: tuple, now: float) -> bool:
+        if not self.latched:
+            return True
+        last = self._last_rx_at
+        return last is None or now - last > self.engine.relatch_after
+
+    def _receive_rtp(self, data: bytes, addr: tuple, now: float) -> None:
+        counters = self.stats_counters
+        if len(data) < 12 or data[0] & 0xC0 != 0x80:
+            counters.invalid_in += 1
+            return
+        if addr != self.remote or not self.latched:
+            if not self._may_latch(addr, now):
+                counters.wrong_source_in += 1
+                return
+            if addr != self.remote:
+                log.info("leg %s: symmetric RTP, sending to %s:%d", self.name, addr[0], addr[1])
+            self.remote = (addr[0], addr[1])
+            if self.media is not None:
+                self.remote_rtcp = (addr[0], addr[1] + 1)
+            self.latched = True
+        self._last_rx_at = now
+        counters.packets_in += 1
+        counters.octets_in += len(data)
+        if self.media is None:
+            return
+        if data[0] == _FAST_HEADER:
+            _, b1, seq, ts, ssrc = _HEADER_UNPACK(data)
+            pt = b1 & 0x7F
+            marker = b1 & 0x80
+            payload = data[12:]
+        else:
+            try:
+                packet = RtpPacket.unpack(data)
+            except RtpError:
+                counters.invalid_in += 1
+                return
+            pt, marker, seq = packet.payload_type, packet.marker, packet.sequence_number
+            ts, ssrc, payload = packet.timestamp, packet.ssrc, packet.payload
+        rx = self.rx
+        if ssrc != self.rx_ssrc or rx is None:
+            self.rx_ssrc = ssrc
+            self.rx = rx = ReceiveStats()
+        rx.update(seq, ts, now, jitter=pt == self._pt)
+        if pt == self._pt:
+            if self.silent:
+                self._set_silent(False, now)
+            self._last_audio_at = now
+            peer = self._peer
+            if peer is not None:
+                peer._relay(ssrc, seq, ts, payload, bool(marker), self._codec, now)
+            if self.recorder is not None:
+                self.recorder.push(self.record_side, payload, self._codec)
+        elif pt == self._te_pt:
+            counters.dtmf_in += 1
+            for digit in self.dtmf.receive(ts, payload):
+                log.info("leg %s: DTMF %s", self.name, digit)
+                self.engine._call(self.on_dtmf, digit)
+            bridge = self.bridge
+            if bridge is not None and bridge.relay_dtmf:
+                bridge.other(self)._relay_event(ssrc, seq, ts, payload, bool(marker), now)
+        elif pt == PT_CN:
+            counters.comfort_noise_in += 1
+        else:
+            counters.unknown_pt_in += 1
+
+    def _relay(self, ssrc: int, seq: int, ts: int, payload: bytes, marker: bool, codec: str, now: float) -> None:
+        if not self._sends or self._player is not None:
+            return
+        if codec != self._codec:
+            payload = payload.translate(_TRANSCODE[codec])
+        self._send(self.sender.relay(ssrc, seq, ts, payload, now, marker=marker))
+        self._last_relay_out = now
+        self.stats_counters.relayed_out += 1
+
+    def _relay_event(self, ssrc: int, seq: int, ts: int, payload: bytes, marker: bool, now: float) -> None:
+        if self._sends and self._te_pt is not None and self._player is None:
+            self._send(self.sender.relay(ssrc, seq, ts, payload, now, marker=marker, samples=0,
+                                         payload_type=self._te_pt))
+
+    def _send(self, data: bytes) -> None:
+        remote = self.remote
+        if remote is None:
+            return
+        try:
+            self._rtp.sendto(data, remote)
+        except (BlockingIOError, InterruptedError):
+            self.stats_counters.send_errors += 1
+            return
+        except OSError as exc:
+            self.stats_counters.send_errors += 1
+            log.debug("leg %s: send to %s failed: %s", self.name, remote, exc)
+            return
+        counters = self.stats_counters
+        counters.packets_out += 1
+        counters.octets_out += len(data)
+
+    def _receive_rtcp(self, data: bytes, addr: tuple, now: float) -> None:
+        try:
+            packets = unpack_rtcp(data)
+        except RtpError:
+            self.stats_counters.invalid_in += 1
+            return
+        self.remote_rtcp = (addr[0], addr[1])
+        for p in packets:
+            if isinstance(p, SenderReport) and p.ssrc == self.rx_ssrc and self.rx is not None:
+                self.rx.receive_sr(ntp_middle(p.ntp_timestamp), now)
+            if isinstance(p, SenderReport | ReceiverReport):
+                for block in p.reports:
+                    if block.ssrc == self.sender.ssrc:
+                        self.stats_counters.remote_fraction_lost = block.fraction_lost / 256
+                        self.stats_counters.remote_jitter = block.jitter / 8000
+
+    # -- clock -----------------------------------------------------------------------------------
+    def _tick(self, now: float, frames: int, may_keepalive: bool = True) -> None:
+        player = self._player
+        if player is not None:
+            for _ in range(frames):
+                frame = player.read(self._codec)
+                if frame is None:
+                    self._finish_play(True)
+                    break
+                if self._sends:
+                    self._send(self.sender.generate(frame[0], now))
+                    self.stats_counters.generated_out += 1
+                if self.recorder is not None:
+                    self.recorder.push_prompt(self.record_side, frame[1])
+        elif may_keepalive and (self.bridge is not None or self.keepalive) and self._sends \
+                and now - self._last_relay_out >= self.engine.keepalive_after:
+            silence = self.engine._silence[self._codec]
+            for _ in range(frames):
+                self._send(self.sender.generate(silence, now))
+                self.stats_counters.generated_out += 1
+        if self.media is not None:
+            if not self.silent:
+                ref = self._last_audio_at if self._last_audio_at is not None else self._silence_ref
+                if now - ref >= self.silence_timeout:
+                    self._set_silent(True, now)
+            if now >= self._next_rtcp:
+                self._next_rtcp = now + self.engine.rtcp_interval * random.uniform(0.5, 1.5)
+                self._send_rtcp(now)
+
+    def _set_silent(self, silent: bool, now: float) -> None:
+        self.silent = silent
+        event: SilenceEvent
+        if silent:
+            event = RtpStopped(self, now, self._last_audio_at)
+            log.info("leg %s: no RTP for %.1f s", self.name, self.silence_timeout)
+        else:
+            last = self._last_audio_at if self._last_audio_at is not None else self._silence_ref
+            event = RtpResumed(self, now, now - last)
+            log.info("leg %s: RTP resumed", self.name)
+        self.engine._call(self.on_silence or self.engine.silence_events, event)
+
+    def _send_rtcp(self, now: float) -> None:
+        if self.remote_rtcp is None or not self.media or self.media.remote_port == 0:
+            return
+        blocks: tuple[ReportBlock, ...] = ()
+        if self.rx is not None and self.rx_ssrc is not None:
+            blocks = (ReportBlock(self.rx_ssrc, *self.rx.report(now)),)
+        s = self.sender
+        report: SenderReport | ReceiverReport
+        if s.packets != self._rtcp_packets_at_report:
+            report = SenderReport(s.ssrc, ntp_timestamp(time.time()), s.last_ts, s.packets, s.octets, blocks)
+        else:
+            report = ReceiverReport(s.ssrc, blocks)
+        self._rtcp_packets_at_report = s.packets
+        data = pack_rtcp([report, SourceDescription(((s.ssrc, self.engine.cname),))])
+        try:
+            self._rtcp.sendto(data, self.remote_rtcp)
+        except OSError as exc:
+            log.debug("leg %s: RTCP send failed: %s", self.name, exc)
+
+    # -- teardown --------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop everything on this leg and release its ports (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.engine._release(self)
+        if self.bridge is not None:
+            self.engine.unbridge(self.bridge)
+        self._finish_play(False)
+        self.recorder = None
+
+
+class MediaEngine:
+    """RTP port range, legs, one 20 ms clock for all of them, and one disk writer for recordings."""
+
+    #: Legs (and recorders) handled per slice of a tick; the loop relays packets between slices.
+    TICK_CHUNK = 64
+
+    def __init__(self, host: str, port_min: int, port_max: int, *, clock: Callable[[], float] | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None, silence_timeout: float = 10.0,
+                 keepalive_after: float = 0.035, relatch_after: float = 2.0, rtcp_interval: float = 5.0,
+                 silence_events: Callable[[SilenceEvent], None] | None = None,
+                 on_recording_dropped: Callable[[StereoRecorder, int], None] | None = None,
+                 writer: DiskWriter | None = None, start_clock: bool = True, cname: str = "gateway") -> None:
+        if port_max - port_min < 1:
+            raise MediaError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
+        self.host = host
+        self.port_min = port_min + (port_min & 1)
+        self.port_max = port_max
+        self.loop = loop or asyncio.get_running_loop()
+        self.clock = clock or self.loop.time
+        #: Seconds without audio RTP before a leg reports :class:`RtpStopped`.
+        self.silence_timeout = silence_timeout
+        #: Seconds without relayed audio before a bridged leg gets keep-alive silence.
+        self.keepalive_after = keepalive_after
+        #: Seconds of quiet from the latched source after which another source may take over.
+        self.relatch_after = relatch_after
+        self.rtcp_interval = rtcp_interval
+        self.silence_events = silence_events
+        self.on_recording_dropped = on_recording_dropped
+        self.cname = cname
+        self.writer = writer if writer is not None else DiskWriter()
+        self.legs: dict[int, MediaLeg] = {}
+        self._recorders: dict[StereoRecorder, None] = {}
+        self._cursor = self.port_min
+        self._silence = {codec: g711.silence(codec, FRAME_SAMPLES) for codec in g711.CODECS}
+        self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.schedule: TickSchedule | None = None
+        self._clock_task: asyncio.Task[None] | None = None
+        self._start_clock = start_clock
+        #: Clock wake-ups more than 5 ms late, and the worst lateness seen (seconds): loop health.
+        self.late_ticks = 0
+        self.max_lateness = 0.0
+
+    # -- ports -----------------------------------------------------------------------------------
+    def _bind(self, port: int) -> socket.socket:
+        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((self.host, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def allocate_leg(self, *, keepalive: bool = False, name: str = "") -> MediaLeg:
+        """Bind an even RTP port and RTCP on port+1; raises :class:`PortsExhaustedError`."""
+        pairs = (self.port_max - self.port_min + 1) // 2
+        for _ in range(pairs):
+            port = self._cursor
+            self._cursor = port + 2 if port + 3 <= self.port_max else self.port_min
+            if port in self.legs:
+                continue
+            try:
+                rtp = self._bind(port)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise MediaError(f"cannot bind RTP {self.host}:{port}: {exc}") from exc
+                continue
+            try:
+                rtcp = self._bind(port + 1)
+            except OSError:
+                rtp.close()
+                continue
+            leg = MediaLeg(self, rtp, rtcp, port, keepalive, name or f"rtp:{port}")
+            self.legs[port] = leg
+            self.loop.add_reader(rtp.fileno(), _Reader(rtp, leg._receive_rtp, self.clock))
+            self.loop.add_reader(rtcp.fileno(), _Reader(rtcp, leg._receive_rtcp, self.clock))
+            self._ensure_clock()
+            return leg
+        raise PortsExhaustedError(f"no free RTP port pair in {self.port_min}-{self.port_max}")
+
+    def _release(self, leg: MediaLeg) -> None:
+        for sock in (leg._rtp, leg._rtcp):
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+        self.legs.pop(leg.local_port, None)
+
+    # -- bridging and recording ------------------------------------------------------------------
+    def bridge(self, leg_a: MediaLeg, leg_b: MediaLeg, recorder: StereoRecorder | None = None, *,
+               relay_dtmf: bool = False) -> Bridge:
+        """Relay ``leg_a`` <-> ``leg_b`` (transcoding if needed); record a as left, b as right."""
+        if leg_a is leg_b or leg_a.bridge is not None or leg_b.bridge is not None:
+            raise MediaError("each leg can be in one bridge, with a different leg")
+        if leg_a.closed or leg_b.closed:
+            raise MediaError("cannot bridge a closed leg")
+        b = Bridge(leg_a, leg_b, recorder, relay_dtmf)
+        leg_a.bridge = leg_b.bridge = b
+        leg_a._peer, leg_b._peer = leg_b, leg_a
+        if recorder is not None:
+            leg_a.record(recorder, LEFT)
+            leg_b.record(recorder, RIGHT)
+        return b
+
+    def unbridge(self, item: Bridge | MediaLeg) -> None:
+        """Stop relaying (recorder attachments stay until the legs close or ``record(None)``)."""
+        b = item.bridge if isinstance(item, MediaLeg) else item
+        if b is None:
+            return
+        for leg in (b.a, b.b):
+            if leg.bridge is b:
+                leg.bridge = None
+                leg._peer = None
+
+    def recorder(self, path: str, **kwargs: object) -> StereoRecorder:
+        """A :class:`StereoRecorder` on the engine's shared disk writer."""
+        kwargs.setdefault("on_dropped", self.on_recording_dropped)
+        return StereoRecorder(path, writer=self.writer, **kwargs)  # type: ignore[arg-type]
+
+    # -- clock -----------------------------------------------------------------------------------
+    def _ensure_clock(self) -> None:
+        if self._start_clock and self._clock_task is None:
+            self._clock_task = self.loop.create_task(self._run_clock(), name="media-clock")
+            self._clock_task.add_done_callback(self._clock_done)
+
+    def _clock_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("media clock stopped", exc_info=task.exception())
+
+    async def _run_clock(self) -> None:
+        self.schedule = schedule = TickSchedule(self.clock(), TICK)
+        while True:
+            now = self.clock()
+            late = now - schedule.next_deadline()
+            frames, skipped = schedule.poll(now)
+            if frames or skipped:
+                if late > self.max_lateness:
+                    self.max_lateness = late
+                if late > 0.005:
+                    self.late_ticks += 1
+                # A late tick means the loop was busy and relayed packets may still be waiting in the
+                # sockets: no keep-alive this time, or an overloaded loop would add its own flood.
+                keepalive = late < self.keepalive_after - TICK
+                legs = list(self.legs.values())
+                recorders = list(self._recorders)
+                for i in range(0, max(len(legs), len(recorders)), self.TICK_CHUNK):
+                    self._tick_part(now, frames, skipped, legs[i:i + self.TICK_CHUNK],
+                                    recorders[i:i + self.TICK_CHUNK], keepalive)
+                    await asyncio.sleep(0)  # let packets that arrived meanwhile be relayed
+            await asyncio.sleep(max(0.0, schedule.next_deadline() - self.clock()))
+
+    def tick(self, now: float, frames: int = 1, skipped: int = 0) -> None:
+        """One clock step: prompts, keep-alives, silence detection, RTCP, recorder frames.
+
+        Called by the clock task; tests with a hand-advanced clock call it directly.
+        """
+        self._tick_part(now, frames, skipped, list(self.legs.values()), list(self._recorders), True)
+
+    def _tick_part(self, now: float, frames: int, skipped: int, legs: list[MediaLeg],
+                   recorders: list[StereoRecorder], keepalive: bool) -> None:
+        for leg in legs:
+            if not leg.closed:
+                leg._tick(now, frames, keepalive)
+        for recorder in recorders:
+            if recorder.sealed:
+                self._recorders.pop(recorder, None)
+            else:
+                recorder.tick(frames + skipped)
+
+    def _call(self, callback: Callable | None, arg: object) -> None:
+        if callback is None:
+            return
+        try:
+            callback(arg)
+        except Exception:  # a call-layer bug must not stop the media clock or a socket reader
+            log.exception("media callback %r failed", callback)
+
+    async def close(self) -> None:
+        """Close every leg, stop the clock and finish pending recording writes."""
+        for leg in list(self.legs.values()):
+            leg.close()
+        if self._clock_task is not None:
+            self._clock_task.cancel()
+            try:
+                await self._clock_task
+            except asyncio.CancelledError:
+                pass
+            self._clock_task = None
+        await self.loop.run_in_executor(None, self.writer.close)
+
+
+def bridge(leg_a: MediaLeg, leg_b: MediaLeg, recorder: StereoRecorder | None = None, *,
+           relay_dtmf: bool = False) -> Bridge:
+    """Module-level shortcut for :meth:`MediaEngine.bridge`."""
+    return leg_a.engine.bridge(leg_a, leg_b, recorder, relay_dtmf=relay_dtmf)
+
+
+def unbridge(item: Bridge | MediaLeg) -> None:
+    """Module-level shortcut for :meth:`MediaEngine.unbridge`."""
+    leg = item if isinstance(item, MediaLeg) else item.a
+    leg.engine.unbridge(item)

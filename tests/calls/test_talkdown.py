@@ -1,0 +1,72 @@
+"""Talk-down with hand-advanced time: answer, N plays, hang-up; failures; timeouts."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timezone
+
+import pytest
+
+from gateway.calls import events as ce
+from gateway.calls.call import CallConfig
+from gateway.calls.talkdown import ANSWER_TIMEOUT, Talkdown
+from gateway.sip.message import Headers, Request, build_response
+
+from test_call import HP, FakeNegotiator, of  # noqa: I001  (sibling test module)
+
+
+def make(times: int = 2) -> Talkdown:
+    counter = itertools.count()
+    return Talkdown("td-1", HP, "sip:hp-portland-square@127.0.0.1:5099", ("UDP", "127.0.0.1", 5099), 1, times,
+                    FakeNegotiator(), CallConfig(host="127.0.0.1:5060", contact="sip:gateway@127.0.0.1:5060"),
+                    lambda: f"t{next(counter)}", datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
+
+
+def answer(td: Talkdown, now: float, status: int = 200):
+    headers = (("Contact", "<sip:hp-portland-square@127.0.0.1:5099>"),) if status < 300 else ()
+    resp = build_response(td.invite, status, to_tag="hp9", headers=headers, body=b"ANSWER" if status < 300 else b"")
+    return td.handle(ce.LegResponded("hp", resp), now)
+
+
+def test_plays_the_warning_n_times_then_hangs_up():
+    td = make(times=2)
+    (invite,) = of(td.start(0.0), ce.SendRequest)
+    assert invite.request.method == "INVITE" and invite.request.body == b"OFFER-OP"
+    assert invite.dest == ("UDP", "127.0.0.1", 5099)
+    actions = answer(td, 1.0)
+    assert of(actions, ce.SendAck) and ce.PlayPrompt("op", "warning-1", report=True) in actions
+    assert td.handle(ce.PromptDone("op", "warning-1"), 5.0) == [ce.PlayPrompt("op", "warning-1", report=True)]
+    actions = td.handle(ce.PromptDone("op", "warning-1"), 9.0)
+    (bye,) = of(actions, ce.SendRequest)
+    assert bye.request.method == "BYE"
+    (ended,) = of(actions, ce.CallEnded)
+    assert ended.summary.outcome == "talkdown-played" and ended.summary.kind == "talkdown"
+    assert [e["event"] for e in ended.summary.timeline] == [
+        "talkdown-requested", "talkdown-answered", "warning-played", "warning-played", "ended"]
+
+
+def test_not_answered_is_cancelled_and_recorded():
+    td = make()
+    td.start(0.0)
+    assert td.get_timer() == pytest.approx(ANSWER_TIMEOUT)
+    actions = td.handle_timer(ANSWER_TIMEOUT)
+    assert of(actions, ce.SendCancel) and of(actions, ce.CallEnded)[0].summary.outcome == "talkdown-unanswered"
+
+
+def test_refused_by_the_intercom():
+    td = make()
+    td.start(0.0)
+    actions = answer(td, 0.5, status=486)
+    assert of(actions, ce.CallEnded)[0].summary.outcome == "talkdown-failed"
+
+
+def test_help_point_hangs_up_early_is_interrupted():
+    td = make(times=3)
+    td.start(0.0)
+    answer(td, 1.0)
+    bye = Request("BYE", "sip:gateway@127.0.0.1", Headers([
+        ("From", "<sip:hp@x>;tag=hp9"), ("To", f"<sip:talkdown@x>;tag={td.local_tag}"),
+        ("Call-ID", td.invite.call_id), ("CSeq", "1 BYE")]))
+    actions = td.handle(ce.InDialogRequest("hp", bye, "btx"), 3.0)
+    assert of(actions, ce.SendResponse)[0].response.status == 200
+    assert of(actions, ce.CallEnded)[0].summary.outcome == "talkdown-interrupted"
