@@ -140,7 +140,7 @@ def lenient_error_response(data: bytes, status: int, reason: str, to_tag: str) -
         return None
     try:
         request = Request(start[0], start[1], Headers(found))
-        request.top_via
+        _ = request.top_via  # must parse: responses are routed by it
         return build_response(request, status, reason, to_tag=to_tag)
     except RemoteProtocolError:
         return None

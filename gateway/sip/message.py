@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Union, overload
+from typing import overload
 
 from . import grammar
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -313,7 +313,7 @@ class Response(_Message):
         return self._serialise(f"{self.version} {self.status} {self.reason}")
 
 
-Message = Union[Request, Response]
+Message = Request | Response
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
@@ -444,11 +444,8 @@ def validate_request(
         number, method = request.cseq
         if method != request.method:
             return 400, "CSeq Method Mismatch"
-        request.vias
-        request.from_
-        request.to
-        request.contacts
-        request.expires
+        # Parse each structured header once: a malformed one raises RemoteProtocolError (400).
+        _ = (request.vias, request.from_, request.to, request.contacts, request.expires)
         mf = h.get("Max-Forwards")
         if mf is not None and (not grammar.DIGITS_RE.match(mf.strip()) or int(mf) > 255):
             return 400, "Bad Max-Forwards"
@@ -458,7 +455,7 @@ def validate_request(
             if not grammar.SCHEME_RE.match(uri):
                 return 400, "Bad Request-URI"
             return 416, "Unsupported URI Scheme"
-        request.request_uri
+        _ = request.request_uri
         if request.method == "REGISTER":
             to_uri = request.to.uri
             if not isinstance(to_uri, Uri) or not to_uri.is_sip:

@@ -199,24 +199,24 @@ class ClientTransaction(Transaction):
 class InviteClientTransaction(ClientTransaction):
     """§17.1.1 (with RFC 6026 Accepted): Calling → Proceeding → Completed/Accepted."""
 
-    S, I = State, Input
+    S, In = State, Input
     TRANSITIONS = {
-        (S.CALLING, I.TIMER_RETRANSMIT): ("_retransmit", S.CALLING),
-        (S.CALLING, I.TIMER_TIMEOUT): ("_timeout", S.TERMINATED),
-        (S.CALLING, I.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
-        (S.CALLING, I.PROVISIONAL): ("_provisional", S.PROCEEDING),
-        (S.CALLING, I.SUCCESS): ("_accepted", S.ACCEPTED),
-        (S.CALLING, I.FAILURE): ("_completed", S.COMPLETED),
-        (S.PROCEEDING, I.PROVISIONAL): ("_deliver", S.PROCEEDING),
-        (S.PROCEEDING, I.SUCCESS): ("_accepted", S.ACCEPTED),
-        (S.PROCEEDING, I.FAILURE): ("_completed", S.COMPLETED),
-        (S.PROCEEDING, I.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
-        (S.COMPLETED, I.FAILURE): ("_resend_ack", S.COMPLETED),
-        (S.COMPLETED, I.TIMER_LINGER): (None, S.TERMINATED),
-        (S.ACCEPTED, I.SUCCESS): ("_deliver", S.ACCEPTED),
-        (S.ACCEPTED, I.TIMER_LINGER): (None, S.TERMINATED),
+        (S.CALLING, In.TIMER_RETRANSMIT): ("_retransmit", S.CALLING),
+        (S.CALLING, In.TIMER_TIMEOUT): ("_timeout", S.TERMINATED),
+        (S.CALLING, In.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
+        (S.CALLING, In.PROVISIONAL): ("_provisional", S.PROCEEDING),
+        (S.CALLING, In.SUCCESS): ("_accepted", S.ACCEPTED),
+        (S.CALLING, In.FAILURE): ("_completed", S.COMPLETED),
+        (S.PROCEEDING, In.PROVISIONAL): ("_deliver", S.PROCEEDING),
+        (S.PROCEEDING, In.SUCCESS): ("_accepted", S.ACCEPTED),
+        (S.PROCEEDING, In.FAILURE): ("_completed", S.COMPLETED),
+        (S.PROCEEDING, In.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
+        (S.COMPLETED, In.FAILURE): ("_resend_ack", S.COMPLETED),
+        (S.COMPLETED, In.TIMER_LINGER): (None, S.TERMINATED),
+        (S.ACCEPTED, In.SUCCESS): ("_deliver", S.ACCEPTED),
+        (S.ACCEPTED, In.TIMER_LINGER): (None, S.TERMINATED),
     }
-    del S, I
+    del S, In
 
     def start(self, now: float) -> list[Output]:
         """Send the INVITE; arm Timer A (unreliable only) and Timer B."""
@@ -260,23 +260,23 @@ class InviteClientTransaction(ClientTransaction):
 class NonInviteClientTransaction(ClientTransaction):
     """§17.1.2: Trying → Proceeding → Completed → Terminated."""
 
-    S, I = State, Input
+    S, In = State, Input
     TRANSITIONS = {
-        (S.TRYING, I.TIMER_RETRANSMIT): ("_retransmit", S.TRYING),
-        (S.TRYING, I.TIMER_TIMEOUT): ("_timeout", S.TERMINATED),
-        (S.TRYING, I.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
-        (S.TRYING, I.PROVISIONAL): ("_deliver", S.PROCEEDING),
-        (S.TRYING, I.SUCCESS): ("_completed", S.COMPLETED),
-        (S.TRYING, I.FAILURE): ("_completed", S.COMPLETED),
-        (S.PROCEEDING, I.TIMER_RETRANSMIT): ("_retransmit", S.PROCEEDING),
-        (S.PROCEEDING, I.TIMER_TIMEOUT): ("_timeout", S.TERMINATED),
-        (S.PROCEEDING, I.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
-        (S.PROCEEDING, I.PROVISIONAL): ("_deliver", S.PROCEEDING),
-        (S.PROCEEDING, I.SUCCESS): ("_completed", S.COMPLETED),
-        (S.PROCEEDING, I.FAILURE): ("_completed", S.COMPLETED),
-        (S.COMPLETED, I.TIMER_LINGER): (None, S.TERMINATED),
+        (S.TRYING, In.TIMER_RETRANSMIT): ("_retransmit", S.TRYING),
+        (S.TRYING, In.TIMER_TIMEOUT): ("_timeout", S.TERMINATED),
+        (S.TRYING, In.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
+        (S.TRYING, In.PROVISIONAL): ("_deliver", S.PROCEEDING),
+        (S.TRYING, In.SUCCESS): ("_completed", S.COMPLETED),
+        (S.TRYING, In.FAILURE): ("_completed", S.COMPLETED),
+        (S.PROCEEDING, In.TIMER_RETRANSMIT): ("_retransmit", S.PROCEEDING),
+        (S.PROCEEDING, In.TIMER_TIMEOUT): ("_timeout", S.TERMINATED),
+        (S.PROCEEDING, In.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
+        (S.PROCEEDING, In.PROVISIONAL): ("_deliver", S.PROCEEDING),
+        (S.PROCEEDING, In.SUCCESS): ("_completed", S.COMPLETED),
+        (S.PROCEEDING, In.FAILURE): ("_completed", S.COMPLETED),
+        (S.COMPLETED, In.TIMER_LINGER): (None, S.TERMINATED),
     }
-    del S, I
+    del S, In
 
     def start(self, now: float) -> list[Output]:
         """Send the request; arm Timer E (unreliable only) and Timer F."""
@@ -337,31 +337,31 @@ class ServerTransaction(Transaction):
 class InviteServerTransaction(ServerTransaction):
     """§17.2.1 (with RFC 6026 Accepted): Proceeding → Completed → Confirmed, or Accepted."""
 
-    S, I = State, Input
+    S, In = State, Input
     TRANSITIONS = {
-        (S.PROCEEDING, I.REQUEST_RETRANSMITTED): ("_resend_last", S.PROCEEDING),
-        (S.PROCEEDING, I.SEND_PROVISIONAL): ("_respond", S.PROCEEDING),
-        (S.PROCEEDING, I.SEND_SUCCESS): ("_accept", S.ACCEPTED),
-        (S.PROCEEDING, I.SEND_FAILURE): ("_complete", S.COMPLETED),
-        (S.PROCEEDING, I.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
-        (S.COMPLETED, I.REQUEST_RETRANSMITTED): ("_resend_last", S.COMPLETED),
-        (S.COMPLETED, I.TIMER_RETRANSMIT): ("_retransmit", S.COMPLETED),
-        (S.COMPLETED, I.TIMER_TIMEOUT): ("_timeout", S.TERMINATED),
-        (S.COMPLETED, I.ACK): ("_confirm", S.CONFIRMED),
-        (S.COMPLETED, I.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
-        (S.CONFIRMED, I.ACK): (None, S.CONFIRMED),
-        (S.CONFIRMED, I.REQUEST_RETRANSMITTED): (None, S.CONFIRMED),
-        (S.CONFIRMED, I.TIMER_LINGER): (None, S.TERMINATED),
+        (S.PROCEEDING, In.REQUEST_RETRANSMITTED): ("_resend_last", S.PROCEEDING),
+        (S.PROCEEDING, In.SEND_PROVISIONAL): ("_respond", S.PROCEEDING),
+        (S.PROCEEDING, In.SEND_SUCCESS): ("_accept", S.ACCEPTED),
+        (S.PROCEEDING, In.SEND_FAILURE): ("_complete", S.COMPLETED),
+        (S.PROCEEDING, In.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
+        (S.COMPLETED, In.REQUEST_RETRANSMITTED): ("_resend_last", S.COMPLETED),
+        (S.COMPLETED, In.TIMER_RETRANSMIT): ("_retransmit", S.COMPLETED),
+        (S.COMPLETED, In.TIMER_TIMEOUT): ("_timeout", S.TERMINATED),
+        (S.COMPLETED, In.ACK): ("_confirm", S.CONFIRMED),
+        (S.COMPLETED, In.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
+        (S.CONFIRMED, In.ACK): (None, S.CONFIRMED),
+        (S.CONFIRMED, In.REQUEST_RETRANSMITTED): (None, S.CONFIRMED),
+        (S.CONFIRMED, In.TIMER_LINGER): (None, S.TERMINATED),
         # RFC 6026 §7.1: 2xx retransmissions are sent by the core; we do them here,
         # with Timer G pacing, until the ACK (matched by the endpoint) or Timer L.
-        (S.ACCEPTED, I.REQUEST_RETRANSMITTED): (None, S.ACCEPTED),
-        (S.ACCEPTED, I.SEND_SUCCESS): ("_respond", S.ACCEPTED),
-        (S.ACCEPTED, I.TIMER_RETRANSMIT): ("_retransmit", S.ACCEPTED),
-        (S.ACCEPTED, I.ACK): ("_ack_2xx", S.ACCEPTED),
-        (S.ACCEPTED, I.TIMER_TIMEOUT): ("_timeout_2xx", S.ACCEPTED),
-        (S.ACCEPTED, I.TIMER_LINGER): (None, S.TERMINATED),
+        (S.ACCEPTED, In.REQUEST_RETRANSMITTED): (None, S.ACCEPTED),
+        (S.ACCEPTED, In.SEND_SUCCESS): ("_respond", S.ACCEPTED),
+        (S.ACCEPTED, In.TIMER_RETRANSMIT): ("_retransmit", S.ACCEPTED),
+        (S.ACCEPTED, In.ACK): ("_ack_2xx", S.ACCEPTED),
+        (S.ACCEPTED, In.TIMER_TIMEOUT): ("_timeout_2xx", S.ACCEPTED),
+        (S.ACCEPTED, In.TIMER_LINGER): (None, S.TERMINATED),
     }
-    del S, I
+    del S, In
 
     #: Set when the 2xx went unacknowledged for 64*T1 (the TU must end the dialog, §13.3.1.4).
     ack_missing = False
@@ -410,22 +410,22 @@ class InviteServerTransaction(ServerTransaction):
 class NonInviteServerTransaction(ServerTransaction):
     """§17.2.2: Trying → Proceeding → Completed → Terminated."""
 
-    S, I = State, Input
+    S, In = State, Input
     TRANSITIONS = {
-        (S.TRYING, I.REQUEST_RETRANSMITTED): (None, S.TRYING),
-        (S.TRYING, I.SEND_PROVISIONAL): ("_respond", S.PROCEEDING),
-        (S.TRYING, I.SEND_SUCCESS): ("_complete", S.COMPLETED),
-        (S.TRYING, I.SEND_FAILURE): ("_complete", S.COMPLETED),
-        (S.PROCEEDING, I.REQUEST_RETRANSMITTED): ("_resend_last", S.PROCEEDING),
-        (S.PROCEEDING, I.SEND_PROVISIONAL): ("_respond", S.PROCEEDING),
-        (S.PROCEEDING, I.SEND_SUCCESS): ("_complete", S.COMPLETED),
-        (S.PROCEEDING, I.SEND_FAILURE): ("_complete", S.COMPLETED),
-        (S.PROCEEDING, I.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
-        (S.COMPLETED, I.REQUEST_RETRANSMITTED): ("_resend_last", S.COMPLETED),
-        (S.COMPLETED, I.TIMER_LINGER): (None, S.TERMINATED),
-        (S.COMPLETED, I.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
+        (S.TRYING, In.REQUEST_RETRANSMITTED): (None, S.TRYING),
+        (S.TRYING, In.SEND_PROVISIONAL): ("_respond", S.PROCEEDING),
+        (S.TRYING, In.SEND_SUCCESS): ("_complete", S.COMPLETED),
+        (S.TRYING, In.SEND_FAILURE): ("_complete", S.COMPLETED),
+        (S.PROCEEDING, In.REQUEST_RETRANSMITTED): ("_resend_last", S.PROCEEDING),
+        (S.PROCEEDING, In.SEND_PROVISIONAL): ("_respond", S.PROCEEDING),
+        (S.PROCEEDING, In.SEND_SUCCESS): ("_complete", S.COMPLETED),
+        (S.PROCEEDING, In.SEND_FAILURE): ("_complete", S.COMPLETED),
+        (S.PROCEEDING, In.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
+        (S.COMPLETED, In.REQUEST_RETRANSMITTED): ("_resend_last", S.COMPLETED),
+        (S.COMPLETED, In.TIMER_LINGER): (None, S.TERMINATED),
+        (S.COMPLETED, In.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
     }
-    del S, I
+    del S, In
 
     def start(self, now: float) -> list[Output]:
         """Enter Trying."""

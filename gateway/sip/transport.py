@@ -196,7 +196,7 @@ class SipTransport:
             _, proto = await asyncio.wait_for(
                 self.loop.create_connection(lambda: _Stream(self, transport), host, port), timeout=5.0
             )
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             self._failed(peer)
             return
         # The connection is known under the address we dialled too (responses come back on it).

@@ -9,12 +9,11 @@ original spelling; lookups by name are case-insensitive, as §19.1.4 asks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from . import grammar
 from .errors import RemoteProtocolError
 
-Params = tuple[tuple[str, Union[str, None]], ...]
+Params = tuple[tuple[str, str | None], ...]
 
 #: URI schemes we route.  Anything else in a Request-URI earns a 416 (§8.2.2.1).
 SIP_SCHEMES = frozenset({"sip", "sips"})
