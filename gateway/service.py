@@ -32,6 +32,8 @@ from gateway import metrics
 from gateway.api.app import create_app
 from gateway.calls.call import Call, CallConfig
 from gateway.calls.events import CallSummary
+from gateway.calls.liveness import Liveness, StateChanged
+from gateway.calls.liveness import State as LiveState
 from gateway.calls.media_adapter import MediaPlane, create_media_plane
 from gateway.calls.metadata import HelpPointInfo
 from gateway.calls.runner import CallMedia, CallRunner, new_activation_id
@@ -53,7 +55,7 @@ from gateway.sip import events as ev
 from gateway.sip.endpoint import EndpointConfig, SipEndpoint
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
-from gateway.sip.message import Response, build_response, parse_uri
+from gateway.sip.message import Headers, Request, Response, build_response, parse_uri
 from gateway.sip.transport import SipTransport
 from gateway.store import Store
 
@@ -189,6 +191,11 @@ class Gateway:
         self.media_factory: MediaFactory | None = None
         self.media: MediaPlane | None = None
         self.summaries = SummaryLog(Path(config.data_dir) / "activations.jsonl")
+        self.liveness = Liveness()
+        self._probes: dict[str, str] = {}  # OPTIONS client transaction -> help point id
+        now = self.loop.time()
+        for hp in inventory.help_points:
+            self.liveness.add(hp.id, hp.options_interval, now)
 
     # -- tasks -------------------------------------------------------------------
     def spawn(self, coro: Awaitable[None]) -> None:
@@ -211,13 +218,24 @@ class Gateway:
         elif isinstance(event, ev.CancelReceived):
             self.calls.on_cancel(event)
         elif isinstance(event, ev.ResponseReceived):
-            self.calls.on_response(event)
+            if event.transaction in self._probes:
+                if event.response.status >= 200:
+                    hp_id = self._probes.pop(event.transaction)
+                    self._liveness_changed(self.liveness.probe_answered(hp_id, self.loop.time(),
+                                                                        event.response.status))
+            else:
+                self.calls.on_response(event)
         elif isinstance(event, ev.MessageRejected):
             metrics.SIP_MESSAGES_REJECTED.labels(str(event.status)).inc()
             log.debug("rejected message from %s:%s:%s: %s", *event.source, event.reason)
         elif isinstance(event, ev.TransactionTimedOut):
             metrics.TRANSACTION_TIMEOUTS.labels("transport" if event.transport_error else "timer").inc()
-            self.calls.on_timeout(event)
+            hp_id = self._probes.pop(event.transaction, None)
+            if hp_id is not None:
+                why = "transport error" if event.transport_error else "no answer to OPTIONS"
+                self._liveness_changed(self.liveness.probe_failed(hp_id, self.loop.time(), why))
+            else:
+                self.calls.on_timeout(event)
         metrics.TRANSACTIONS.set(self.endpoint.transaction_count)
 
     def respond(self, event: ev.RequestReceived, status: int, reason: str | None = None,
@@ -275,6 +293,9 @@ class Gateway:
 
         def respond(response: Response, decision: Decision | None) -> None:
             metrics.REGISTER.labels(decision.counter.value if decision else "malformed").inc()
+            if decision is not None and decision.counter.value == "ok" and decision.username in self.help_points:
+                hp_id = self.help_points[decision.username].id
+                self._liveness_changed(self.liveness.registered(hp_id, self.loop.time()))
             metrics.REGISTER_SECONDS.observe(self.loop.time() - started)
             self.endpoint.send_response(transaction, response, self.loop.time())
             self.transport.transmit_soon()
@@ -383,7 +404,7 @@ class Gateway:
         info = HelpPointInfo(hp.id, hp.name, hp.sip_user, hp.location.lat, hp.location.lon,
                              hp.location.address, hp.camera_url)
         talkdown = Talkdown(activation_id, info, binding.contact, dest, warning, times, media.negotiator,
-                            self.call_config(dest[0]), lambda: secrets.token_hex(6), datetime.now(timezone.utc),
+                            self.call_config(dest[0]), lambda: secrets.token_hex(6), datetime.now(UTC),
                             requested_by=requested_by)
         log.info("talk-down %s to %s: warning %d x%d (by %s)", activation_id, hp.id, warning, times, requested_by)
         self.calls.add(talkdown, media)
@@ -420,6 +441,13 @@ class Gateway:
     def on_summary(self, summary: CallSummary) -> None:
         """An activation ended: count it and make it durable."""
         metrics.ACTIVATIONS.labels(summary.outcome).inc()
+        bridged = next((e for e in summary.timeline if e.get("event") == "bridged"), None)
+        if bridged is not None and summary.answered_room:
+            metrics.TIME_TO_ANSWER.labels(summary.answered_room).observe(bridged["t"])
+        for entry in summary.routing:
+            if isinstance(entry, dict) and entry.get("type") == "FailedOver":
+                metrics.FAILOVERS.labels(entry.get("from_name") or "", entry.get("to_name") or "none",
+                                         entry.get("cause") or "").inc()
         self.summaries.append(summary)
         log.info("activation %s from %s ended: %s (answered by %s, %.1f s)", summary.activation_id,
                  summary.help_point, summary.outcome, summary.answered_by, summary.duration)
@@ -465,6 +493,61 @@ class Gateway:
                 seen = now
                 self.reload_dialplans()
 
+    # -- liveness ------------------------------------------------------------------------
+    def _liveness_changed(self, change: StateChanged | None) -> None:
+        if change is None:
+            return
+        metrics.HELP_POINT_UP.labels(change.help_point).set(1 if change.new is LiveState.UP else 0)
+        level = logging.WARNING if change.new is LiveState.DOWN else logging.INFO
+        log.log(level, "help point %s is %s (was %s): %s", change.help_point, change.new.value,
+                change.old.value, change.reason)
+
+    def probe(self, hp: HelpPoint) -> None:
+        """Send one OPTIONS to a help point's registered contact (RFC 3261 §11)."""
+        now = self.loop.time()
+        bindings = self.registrar.lookup(hp.sip_user, time.time())
+        if not bindings:
+            self._liveness_changed(self.liveness.probe_failed(hp.id, now, "not registered"))
+            return
+        binding = bindings[0]
+        dest = contact_destination(binding.contact, binding.source)
+        cfg = self.call_config(dest[0])
+        request = Request("OPTIONS", binding.contact, Headers([
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:gateway@{cfg.host}>;tag={secrets.token_hex(6)}"),
+            ("To", f"<sip:{hp.sip_user}@{cfg.host}>"),
+            ("Call-ID", f"probe-{secrets.token_hex(8)}@{cfg.host}"),
+            ("CSeq", "1 OPTIONS"),
+            ("Accept", "application/sdp"),
+        ]))
+        self._probes[self.endpoint.send_request(request, dest, now)] = hp.id
+        self.transport.transmit_soon()
+
+    async def probe_forever(self) -> None:
+        """Probe help points as they fall due; apply the silence rule; never more than 1 s asleep."""
+        by_id = {hp.id: hp for hp in self.inventory.help_points}
+        while True:
+            now = self.loop.time()
+            for hp_id in self.liveness.due(now):
+                self.probe(by_id[hp_id])
+            for change in self.liveness.check_all(now):
+                self._liveness_changed(change)
+            deadline = self.liveness.next_deadline()
+            await asyncio.sleep(min(1.0, max(0.05, (deadline or now + 1.0) - self.loop.time())))
+
+    def help_point_status(self) -> list[dict[str, Any]]:
+        """Each help point's liveness, for the API and /health."""
+        out = []
+        mono, wall = self.loop.time(), time.time()
+        for hp in self.inventory.help_points:
+            state, reason, seen = self.liveness.state(hp.id)
+            out.append({
+                "id": hp.id, "name": hp.name, "state": state.value, "reason": reason,
+                "last_seen": None if seen is None else datetime.fromtimestamp(wall - (mono - seen), UTC).isoformat(),
+                "registered": bool(self.registrar.lookup(hp.sip_user, wall)),
+            })
+        return out
+
     # -- health ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         """The /health document."""
@@ -476,6 +559,7 @@ class Gateway:
             "registrations": len(bindings),
             "transactions": self.endpoint.transaction_count,
             "calls": self.calls.active,
+            "help_points_down": sorted(h["id"] for h in self.help_point_status() if h["state"] == "down"),
             "dialplan_version": self.dialplans.version if self.dialplans else None,
         }
 
@@ -557,12 +641,14 @@ async def run(config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gw.on_sighup)
     watcher = loop.create_task(gw.watch_dialplans())
+    prober = loop.create_task(gw.probe_forever())
     log.info("gateway ready (pid %d, %d help points, %d rooms)", os.getpid(),
              len(inventory.help_points), len(inventory.rooms))
     await stop.wait()
     log.info("SIGTERM: draining (up to %.0f s)", config.drain_timeout)
     sweeper.cancel()
     watcher.cancel()
+    prober.cancel()
     await gw.drain()
     if gw.media is not None:
         await gw.media.engine.close()

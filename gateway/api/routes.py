@@ -446,16 +446,16 @@ def bind(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]
         identity = TokenInfo("anonymous", "none")
         if route.role is not None:
             identity = await identify(request, services)
-            if not role_allows(identity.role, route.role):
-                if route.name == "download_recording" and services.records is not None:
-                    await services.records.audit(identity, "recording.denied", request.match_info.get("id"),
-                                                 {"needed": route.role.value})
-                raise ApiError(403, f"role {identity.role} may not {route.summary.lower()} "
-                               f"(needs {route.role.value} or above)")
         path = {}
         for name, value in request.match_info.items():
             check_text(value, f"path.{name}")
             path[name] = value
+        if route.role is not None and not role_allows(identity.role, route.role):
+            if route.name == "download_recording" and services.records is not None:
+                await services.records.audit(identity, "recording.denied", path.get("id"),
+                                             {"needed": route.role.value})
+            raise ApiError(403, f"role {identity.role} may not {route.summary.lower()} "
+                           f"(needs {route.role.value} or above)")
         query: dict[str, Any] = {}
         for name, value in request.query.items():
             if name not in route.query:

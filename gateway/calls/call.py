@@ -635,6 +635,7 @@ class Call:
             dialplan_version=self.dialplan_version,
             timeline=list(self.timeline),
             silent=self.silent,
+            routing=plan_ev.timeline_to_builtins(self.plan.timeline),
         )
 
 

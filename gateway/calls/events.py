@@ -169,6 +169,8 @@ class CallSummary:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     silent: bool = False
     """The help point sent no audio for a while (a silent call is never dropped: triage sees it)."""
+    routing: list[Any] = field(default_factory=list)
+    """The dialplan's own timeline (rooms rung, closed rooms skipped, failovers with causes)."""
     kind: str = "activation"
     """``activation`` (a press) or ``talkdown`` (a warning broadcast the gateway placed)."""
 

@@ -144,6 +144,11 @@ class CallMediaImpl:
             return
         self.closed = True
         self.on_closed()
+        for name, leg in (("hp", self.hp), ("operator", self.op)):
+            stats = leg.stats
+            if stats.expected:
+                metrics.RTP_LOSS_RATIO.labels(name).observe(max(0, stats.lost) / stats.expected)
+                metrics.RTP_JITTER_SECONDS.labels(name).observe(stats.jitter)
         self.engine.unbridge(self.hp)
         self.hp.close()
         self.op.close()
