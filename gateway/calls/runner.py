@@ -54,8 +54,15 @@ class CallRunner:
 
     def __init__(self, endpoint: SipEndpoint, transmit_soon: Callable[[], None],
                  on_summary: Callable[[ce.CallSummary], None],
-                 count_error: Callable[[], None] = lambda: None) -> None:
+                 count_error: Callable[[], None] = lambda: None,
+                 on_started: Callable[[Call | Talkdown], None] = lambda call: None,
+                 on_progress: Callable[[str, dict[str, Any]], None] = lambda activation_id, entry: None) -> None:
         self.endpoint = endpoint
+        #: Called once when a call starts (the records layer writes its row at once).
+        self.on_started = on_started
+        #: Called with each new timeline entry as the call progresses.
+        self.on_progress = on_progress
+        self._reported: dict[str, int] = {}
         self.transmit_soon = transmit_soon
         self.on_summary = on_summary
         self.count_error = count_error
@@ -75,6 +82,7 @@ class CallRunner:
         if call.transaction is not None:
             self._by_server_tx[call.transaction] = call.id
         self._by_dialog[(call.invite.call_id, call.local_tag)] = (call.id, "hp")
+        self.on_started(call)
         self._run(call, lambda: call.start(self.loop.time()))
 
     @property
@@ -163,7 +171,15 @@ class CallRunner:
             self.count_error()
             log.exception("call %s failed; tearing it down", call.id)
             self._tear_down(call)
+        self._report(call)
         self._rearm(call)
+
+    def _report(self, call: Call | Talkdown) -> None:
+        """Hand new timeline entries to the records layer (written as the call progresses)."""
+        done = self._reported.get(call.id, 0)
+        for entry in call.timeline[done:]:
+            self.on_progress(call.id, entry)
+        self._reported[call.id] = len(call.timeline)
 
     def _execute(self, call: Call | Talkdown, action: ce.CallAction) -> None:
         now = self.loop.time()
@@ -223,6 +239,7 @@ class CallRunner:
         if self.calls.get(call.id) is not call:
             return
         self.calls.pop(call.id, None)
+        self._reported.pop(call.id, None)
         if call.transaction is not None:
             self._by_server_tx.pop(call.transaction, None)
         handle = self._timers.pop(call.id, None)
