@@ -1,0 +1,202 @@
+"""The stereo aligner and the recorder: alignment, silence, prompts, dropping to disk, sealing, repair."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import wave
+from pathlib import Path
+
+import pytest
+
+from gateway.media import g711
+from gateway.media.aligner import LEFT, RIGHT, StereoAligner, mix
+from gateway.media.ports import DiskWriter, StereoRecorder
+from gateway.media.wav import repair_wav
+
+FRAME = 320  # bytes of 16-bit mono per 20 ms
+
+
+def pcm_frame(value: int, samples: int = 160) -> bytes:
+    return struct.pack("<h", value) * samples
+
+
+def split(stereo: bytes) -> tuple[list[int], list[int]]:
+    values = struct.unpack(f"<{len(stereo) // 2}h", stereo)
+    return list(values[0::2]), list(values[1::2])
+
+
+def run(al: StereoAligner, schedule: dict[int, list[tuple[int, bytes]]], ticks: int) -> tuple[list[int], list[int]]:
+    """Push what arrives before tick n (schedule[n]), then tick; returns per-tick (left, right) first samples."""
+    left, right = [], []
+    for n in range(ticks):
+        for side, data in schedule.get(n, []):
+            al.push(side, data)
+        frame = al.tick()
+        assert len(frame) == 640
+        lv, rv = split(frame)
+        assert len(set(lv)) == 1 and len(set(rv)) == 1, "frames are never split in these tests"
+        left.append(lv[0])
+        right.append(rv[0])
+    return left, right
+
+
+def test_one_side_silent_every_tick_one_frame() -> None:
+    al = StereoAligner()
+    sched = {n: [(LEFT, pcm_frame(n + 1))] for n in range(20)}
+    left, right = run(al, sched, 25)
+    assert right == [0] * 25
+    # prefill (two frames queued) costs one tick, then every frame in order, then silence
+    assert left == [0] + list(range(1, 21)) + [0] * 4
+    assert al.frames == 25
+
+
+def test_gap_is_silence_at_the_right_time() -> None:
+    al = StereoAligner(prefill_frames=1)
+    sched = {n: [(LEFT, pcm_frame(100 + n))] for n in list(range(0, 5)) + list(range(15, 20))}
+    sched.update({n: sched.get(n, []) + [(RIGHT, pcm_frame(-7))] for n in range(25)})
+    left, right = run(al, sched, 25)
+    assert left == [100, 101, 102, 103, 104] + [0] * 10 + [115, 116, 117, 118, 119] + [0] * 5
+    assert right == [-7] * 25
+
+
+def test_jitter_within_one_frame_plays_without_gaps() -> None:
+    al = StereoAligner()
+    sched: dict[int, list[tuple[int, bytes]]] = {}
+    # packets 0..29; odd ones arrive a tick late together with the next one
+    for i in range(30):
+        sched.setdefault(i + (i % 2), []).append((RIGHT, pcm_frame(i + 1)))
+    left, right = run(al, sched, 40)
+    played = [v for v in right if v]
+    assert played == list(range(1, 31))
+    first = right.index(1)
+    assert right[first:first + 30] == list(range(1, 31)), "no silence inserted once playing"
+    assert al.sides[RIGHT].underruns == 0
+
+
+def test_30ms_packets_play_without_underrun() -> None:
+    al = StereoAligner()
+    sched: dict[int, list[tuple[int, bytes]]] = {}
+    for k in range(20):  # a 240-sample packet every 30 ms, i.e. at ticks 0, 1.5, 3, ...
+        sched.setdefault((3 * k + 1) // 2, []).append((LEFT, pcm_frame(5, 240)))
+    for _ in range(35):
+        pass
+    out = []
+    for n in range(36):
+        for side, data in sched.get(n, []):
+            al.push(side, data)
+        out.append(split(al.tick())[0])
+    samples = [v for frame in out for v in frame]
+    assert al.sides[LEFT].underruns == 0
+    start = samples.index(5)
+    assert samples[start:start + 4800] == [5] * 4800
+
+
+def test_prompt_mixed_on_the_side_heard() -> None:
+    al = StereoAligner(prefill_frames=1)
+    for n in range(6):
+        al.push(RIGHT, pcm_frame(1000))
+        if n < 3:
+            al.push_prompt(LEFT, pcm_frame(300))
+        if n == 1:
+            al.push(LEFT, pcm_frame(20))
+        left, right = split(al.tick())
+        assert right == [1000] * 160
+        assert left == [300 + (20 if n == 1 else 0)] * 160 if n < 3 else left == [0] * 160
+
+
+def test_burst_after_stall_cut_to_prefill_and_counted() -> None:
+    al = StereoAligner(max_buffer_frames=10)
+    for i in range(25):
+        al.push(LEFT, pcm_frame(i + 1))
+    assert split(al.tick())[0][0] == 24
+    assert al.sides[LEFT].dropped_samples == 23 * 160
+    assert split(al.tick())[0][0] == 25
+
+
+def test_mix_saturates() -> None:
+    a = struct.pack("<3h", 30000, -30000, 5)
+    b = struct.pack("<3h", 10000, -10000, 6)
+    assert struct.unpack("<3h", mix(a, b)) == (32767, -32768, 11)
+    assert mix(bytes(6), b) == b and mix(a, bytes(6)) == a
+
+
+# -- recorder --------------------------------------------------------------------------------------
+
+def make(tmp_path: Path, **kwargs) -> tuple[StereoRecorder, DiskWriter]:
+    writer = DiskWriter(start=False)
+    return StereoRecorder(tmp_path / "rec" / "call.wav", writer=writer, **kwargs), writer
+
+
+def test_recorder_writes_aligned_stereo_and_seals(tmp_path: Path) -> None:
+    rec, writer = make(tmp_path)
+    hp = g711.encode(pcm_frame(1200), "PCMA")
+    op = g711.encode(pcm_frame(-800), "PCMU")
+    for n in range(100):
+        if n < 60:
+            rec.push(LEFT, hp, "PCMA")
+        if n >= 40:
+            rec.push(RIGHT, op, "PCMU")
+        rec.tick()
+        if n % 7 == 0:
+            writer.run_pending()
+    future = rec.seal_start()
+    writer.run_pending()
+    digest = future.result(0)
+    data = rec.path.read_bytes()
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert Path(f"{rec.path}.sha256").read_text() == f"{digest}  call.wav\n"
+    with wave.open(str(rec.path)) as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (2, 8000, 2)
+        frames = w.readframes(w.getnframes())
+    left, right = split(frames)
+    assert len(left) == 160 * rec.aligner.frames >= 100 * 160
+    per_tick_left = [left[i * 160] for i in range(100)]
+    per_tick_right = [right[i * 160] for i in range(100)]
+    dl, dr = g711.alaw_to_linear(hp[0]), g711.ulaw_to_linear(op[0])
+    # one tick of prefill delay on both sides, so the two stay aligned with each other
+    assert per_tick_left == [0] + [dl] * 60 + [0] * 39
+    assert per_tick_right == [0] * 41 + [dr] * 59
+
+
+def test_header_patched_every_second_so_a_crash_is_readable_then_repairable(tmp_path: Path) -> None:
+    rec, writer = make(tmp_path)
+    for _ in range(75):
+        rec.push(LEFT, b"\x00" * 160, "PCMU")
+        rec.tick()
+        writer.run_pending()
+    rec._file.close()  # the process dies here: no seal
+    with wave.open(str(rec.path)) as w:
+        assert w.getnframes() == 50 * 160  # valid up to the last patch
+    assert repair_wav(rec.path) == 75 * 640
+    with wave.open(str(rec.path)) as w:
+        assert w.getnframes() == 75 * 160
+
+
+def test_slow_disk_drops_to_disk_loudly_and_keeps_the_timeline(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    drops = []
+    rec, writer = make(tmp_path, max_pending_frames=5, on_dropped=lambda r, n: drops.append(n))
+    writer.run_pending()  # open
+    for _ in range(12):  # the disk writer is stuck: nothing is written
+        rec.tick()
+    assert rec.frames_dropped == 7 and drops == list(range(1, 8))
+    assert "dropped to disk" in caplog.text
+    writer.run_pending()  # the disk catches up
+    rec.tick()
+    writer.run_pending()
+    rec.seal_start()
+    writer.run_pending()
+    with wave.open(str(rec.path)) as w:
+        assert w.getnframes() == 13 * 160  # the 7 dropped frames are back as silence
+
+
+def test_own_writer_thread_seal(tmp_path: Path) -> None:
+    rec = StereoRecorder(tmp_path / "solo.wav")
+    for _ in range(10):
+        rec.push(RIGHT, b"\x10" * 160, "PCMU")
+        rec.tick()
+    digest = rec.seal(timeout=10)
+    assert digest == hashlib.sha256((tmp_path / "solo.wav").read_bytes()).hexdigest()
+    rec.writer.close()
+    assert rec.writer._thread is not None and not rec.writer._thread.is_alive()

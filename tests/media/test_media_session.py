@@ -1,0 +1,345 @@
+"""The asyncio media shell on loopback: two legs bridged, plain UDP sockets as the peers.
+
+The engine runs on a hand-advanced clock (``start_clock=False`` + ``engine.tick(now)``) and
+the test waits for packets to arrive, never sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import wave
+from pathlib import Path
+
+import pytest
+
+from gateway.media import g711
+from gateway.media.dtmf import TelephoneEvent
+from gateway.media.errors import MediaError, PortsExhaustedError
+from gateway.media.ports import WavPlayer
+from gateway.media.rtcp import ReceiverReport, SenderReport, pack_rtcp, unpack_rtcp
+from gateway.media.rtp import RtpPacket
+from gateway.media.sdp import NegotiatedMedia
+from gateway.media.session import MediaEngine, RtpResumed, RtpStopped, bridge
+from gateway.media.wav import Audio
+
+HOST = "127.0.0.1"
+
+
+class Peer(asyncio.DatagramProtocol):
+    """A phone: sends RTP from one socket, queues what it receives."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[RtpPacket] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.seq = 1000
+        self.ts = 50000
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if 192 <= data[1] <= 223:
+            return  # RTCP
+        self.queue.put_nowait(RtpPacket.unpack(data))
+
+    @property
+    def port(self) -> int:
+        assert self.transport is not None
+        return self.transport.get_extra_info("sockname")[1]
+
+    def send(self, port: int, payload: bytes, pt: int, *, ts: int | None = None, marker: bool = False) -> None:
+        assert self.transport is not None
+        packet = RtpPacket(pt, self.seq, self.ts if ts is None else ts, 0x1111 + self.port, payload, marker)
+        self.transport.sendto(bytes(packet), (HOST, port))
+        self.seq = (self.seq + 1) & 0xFFFF
+        if ts is None:
+            self.ts += len(payload)
+
+    async def get(self) -> RtpPacket:
+        return await asyncio.wait_for(self.queue.get(), 2.0)
+
+
+async def make_peer() -> Peer:
+    loop = asyncio.get_running_loop()
+    _, peer = await loop.create_datagram_endpoint(Peer, local_addr=(HOST, 0))
+    return peer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def voice(i: int, codec: str) -> bytes:
+    """A recognisable 20 ms frame: a ramp offset by the packet number (never digital silence)."""
+    pcm = struct.pack("<160h", *[(i * 97 + k * 50) % 20000 - 10000 for k in range(160)])
+    return g711.encode(pcm, codec)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path):
+    clock = FakeClock()
+    eng = MediaEngine(HOST, 41000, 41099, clock=clock, start_clock=False, silence_timeout=1.0)
+    eng.fake = clock  # type: ignore[attr-defined]
+    yield eng
+    await eng.close()
+
+
+async def until(condition, limit: int = 10_000) -> None:
+    """Yield to the event loop (no timer) until ``condition()`` holds: packets already in flight land."""
+    for _ in range(limit):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+def media(peer: Peer, codec: str, *, port: int | None = None) -> NegotiatedMedia:
+    return NegotiatedMedia(HOST, port or peer.port, codec, 0 if codec == "PCMU" else 8, telephone_event=101)
+
+
+async def test_bridge_relays_50_each_way_transcodes_and_records(engine: MediaEngine, tmp_path: Path) -> None:
+    hp, op = await make_peer(), await make_peer()
+    leg_a = engine.allocate_leg(name="help-point")
+    leg_b = engine.allocate_leg(name="operator")
+    assert leg_a.local_port % 2 == 0 and leg_b.local_port % 2 == 0
+    # the help point's SDP names a port it does not use (NAT): symmetric RTP must find it
+    leg_a.set_remote(media(hp, "PCMU", port=9))
+    leg_b.set_remote(media(op, "PCMA"))
+    digits: list[str] = []
+    leg_b.on_dtmf = digits.append
+    rec = engine.recorder(str(tmp_path / "call.wav"))
+    bridge(leg_a, leg_b, rec)
+    sent_a, sent_b = [], []
+    for i in range(50):
+        engine.fake.now += 0.02  # type: ignore[attr-defined]
+        a = voice(i, "PCMU")
+        hp.send(leg_a.local_port, a, 0)
+        sent_a.append(a)
+        got_b = await op.get()
+        b = voice(i + 1000, "PCMA")
+        op.send(leg_b.local_port, b, 8)
+        sent_b.append(b)
+        got_a = await hp.get()
+        assert got_b.payload_type == 8 and got_b.payload == g711.transcode(a, "PCMU", "PCMA")
+        assert got_a.payload_type == 0 and got_a.payload == g711.transcode(b, "PCMA", "PCMU")
+        # decoding both ends gives the same audio up to one quantisation step
+        da, db = g711.decode(a, "PCMU"), g711.decode(got_b.payload, "PCMA")
+        diffs = [abs(x - y) for x, y in zip(struct.unpack("<160h", da), struct.unpack("<160h", db), strict=True)]
+        assert max(diffs) <= max(abs(v) for v in struct.unpack("<160h", da)) // 16 + 16
+        engine.tick(engine.clock())
+    assert op.queue.empty() and hp.queue.empty()  # no keep-alive while audio flows
+    assert leg_a.latched and leg_a.remote == (HOST, hp.port)
+    for leg in (leg_a, leg_b):
+        s = leg.stats
+        assert (s.packets_in, s.relayed_out, s.lost, s.generated_out) == (50, 50, 0, 0)
+    # operator presses *1: reported once each, not relayed to the help point
+    for digit, ts in (("*", 7000), ("1", 9000)):
+        ev = TelephoneEvent.from_digit(digit).event
+        for end in (False, True, True, True):
+            op.send(leg_b.local_port, bytes(TelephoneEvent(ev, end, 10, 800)), 101, ts=ts)
+    rtp_seq_before = hp.seq
+    await until(lambda: leg_b.stats.dtmf_in == 8)
+    assert digits == ["*", "1"] and hp.queue.empty() and rtp_seq_before == hp.seq
+    digest = await rec.seal_async()
+    with wave.open(str(tmp_path / "call.wav")) as w:
+        frames = w.readframes(w.getnframes())
+    samples = struct.unpack(f"<{len(frames) // 2}h", frames)
+    left, right = bytes(struct.pack(f"<{len(samples) // 2}h", *samples[0::2])), \
+        bytes(struct.pack(f"<{len(samples) // 2}h", *samples[1::2]))
+    # one tick of prefill, then exactly what each side sent, in order
+    assert left[320:320 + 50 * 320] == b"".join(g711.decode(a, "PCMU") for a in sent_a)
+    assert right[320:320 + 50 * 320] == b"".join(g711.decode(b, "PCMA") for b in sent_b)
+    assert len(digest) == 64
+
+
+async def test_silent_help_point_keepalive_events_and_continuous_timestamps(engine: MediaEngine) -> None:
+    hp, op = await make_peer(), await make_peer()
+    leg_a, leg_b = engine.allocate_leg(), engine.allocate_leg()
+    leg_a.set_remote(media(hp, "PCMU"))
+    leg_b.set_remote(media(op, "PCMU"))
+    events: list[object] = []
+    engine.silence_events = events.append
+    bridge(leg_a, leg_b)
+    clock = engine.fake  # type: ignore[attr-defined]
+    received: list[RtpPacket] = []
+    for i in range(5):
+        clock.now += 0.02
+        hp.send(leg_a.local_port, voice(i, "PCMU"), 0)
+        received.append(await op.get())
+        engine.tick(clock.now)
+        await hp.get()  # hp gets keep-alive silence: the operator sends nothing
+    # the help point goes quiet (VAD) for 3 s, sending only comfort noise now and then
+    for n in range(150):
+        clock.now += 0.02
+        if n % 25 == 0:
+            hp.send(leg_a.local_port, b"\x40", 13)
+        engine.tick(clock.now)
+        if n == 0:
+            continue  # 20 ms after the last relayed packet is not yet a gap (keepalive_after = 35 ms)
+        received.append(await op.get())
+    hp.ts += 24000  # its RTP clock kept running through the quiet spell
+    for i in range(5, 8):
+        clock.now += 0.02
+        hp.send(leg_a.local_port, voice(i, "PCMU"), 0)
+        received.append(await op.get())
+        engine.tick(clock.now)
+    assert op.queue.empty()
+    seqs = [p.sequence_number for p in received]
+    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    steps = [(b.timestamp - a.timestamp) % 2**32 for a, b in zip(received, received[1:], strict=False)]
+    # every packet 160 samples after the last, except the one 40 ms wall-clock gap into keep-alive
+    assert steps == [160] * 4 + [320] + [160] * 151, "no timestamp jump"
+    assert len({p.ssrc for p in received}) == 1
+    silence = [p for p in received[5:154] if p.payload == g711.silence("PCMU")]
+    assert len(silence) == 149 and received[5].marker
+    assert received[154].marker and received[154].payload == voice(5, "PCMU")
+    assert leg_b.stats.comfort_noise_in == 0 and leg_a.stats.comfort_noise_in == 6
+    stopped = [e for e in events if isinstance(e, RtpStopped)]
+    resumed = [e for e in events if isinstance(e, RtpResumed)]
+    assert [e.leg for e in stopped] == [leg_b, leg_a]  # the operator never spoke; the help point went quiet
+    assert [e.leg for e in resumed] == [leg_a]
+    assert resumed[0].silent_for == pytest.approx(3.02, abs=0.001)
+    assert leg_a.stats.lost == 0
+
+
+async def test_play_replaces_relay_and_resolves(engine: MediaEngine, tmp_path: Path) -> None:
+    hp, op = await make_peer(), await make_peer()
+    leg_a, leg_b = engine.allocate_leg(), engine.allocate_leg()
+    leg_a.set_remote(media(hp, "PCMA"))
+    leg_b.set_remote(media(op, "PCMU"))
+    rec = engine.recorder(str(tmp_path / "p.wav"))
+    bridge(leg_a, leg_b, rec)
+    audio = Audio(struct.pack("<400h", *[3000] * 400))
+    done = leg_a.play(WavPlayer(audio))
+    clock = engine.fake  # type: ignore[attr-defined]
+    got = []
+    for _ in range(3):
+        clock.now += 0.02
+        op.send(leg_b.local_port, voice(1, "PCMU"), 0)  # the operator talks over the prompt
+        engine.tick(clock.now)
+        got.append(await hp.get())
+    assert [p.payload for p in got] == [audio.encoded("PCMA")[i * 160:(i + 1) * 160].ljust(160, b"\xd5")
+                                        for i in range(3)]
+    clock.now += 0.02
+    engine.tick(clock.now)
+    assert done.done() and done.result() is True and not leg_a.playing
+    op.send(leg_b.local_port, voice(2, "PCMU"), 0)
+    assert (await hp.get()).payload == voice(2, "PCMU").translate(g711.ULAW_TO_ALAW)
+    stopped = leg_a.play(WavPlayer(audio))
+    leg_a.stop_play()
+    assert stopped.result() is False
+    await rec.seal_async()
+    with wave.open(str(tmp_path / "p.wav")) as w:
+        frames = w.readframes(w.getnframes())
+    left = struct.unpack(f"<{len(frames) // 2}h", frames)[0::2]
+    assert left[:320] == (3000,) * 320  # the prompt is on the help point's side, from the first tick
+
+
+async def test_leg_alone_sends_nothing_unless_keepalive(engine: MediaEngine) -> None:
+    peer = await make_peer()
+    quiet, chatty = engine.allocate_leg(), engine.allocate_leg(keepalive=True)
+    quiet.set_remote(media(peer, "PCMU"))
+    chatty.set_remote(media(peer, "PCMA"))
+    clock = engine.fake  # type: ignore[attr-defined]
+    for _ in range(3):
+        clock.now += 0.02
+        engine.tick(clock.now)
+    packets = [await peer.get() for _ in range(3)]
+    assert {p.payload for p in packets} == {g711.silence("PCMA")}
+    assert quiet.stats.packets_out == 0
+
+
+async def test_hold_sends_nothing(engine: MediaEngine) -> None:
+    peer = await make_peer()
+    leg = engine.allocate_leg(keepalive=True)
+    leg.set_remote(NegotiatedMedia("0.0.0.0", peer.port, "PCMU", 0, direction="recvonly"))
+    engine.tick(engine.clock() + 1)
+    assert leg.stats.packets_out == 0
+
+
+async def test_wrong_source_ignored_after_latching(engine: MediaEngine) -> None:
+    hp, intruder, op = await make_peer(), await make_peer(), await make_peer()
+    leg_a, leg_b = engine.allocate_leg(), engine.allocate_leg()
+    leg_a.set_remote(media(hp, "PCMU"))
+    leg_b.set_remote(media(op, "PCMU"))
+    bridge(leg_a, leg_b)
+    hp.send(leg_a.local_port, voice(1, "PCMU"), 0)
+    await op.get()
+    intruder.send(leg_a.local_port, voice(2, "PCMU"), 0)
+    hp.send(leg_a.local_port, voice(3, "PCMU"), 0)
+    assert (await op.get()).payload == voice(3, "PCMU")
+    assert leg_a.stats.wrong_source_in == 1
+
+
+async def test_rtcp_reports_both_ways(engine: MediaEngine) -> None:
+    loop = asyncio.get_running_loop()
+    hp = await make_peer()
+    rtcp_in: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Rtcp(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple) -> None:
+            rtcp_in.put_nowait(data)
+
+    rtcp_transport, _ = await loop.create_datagram_endpoint(Rtcp, local_addr=(HOST, hp.port + 1))
+    try:
+        leg = engine.allocate_leg(keepalive=True)
+        leg.set_remote(media(hp, "PCMU"))
+        clock = engine.fake  # type: ignore[attr-defined]
+        for i in range(10):
+            clock.now += 0.02
+            hp.send(leg.local_port, voice(i, "PCMU"), 0)
+            await until(lambda n=i: leg.stats.packets_in == n + 1)
+        clock.now += 6.0
+        engine.tick(clock.now)
+        report = unpack_rtcp(await asyncio.wait_for(rtcp_in.get(), 2))
+        assert isinstance(report[0], SenderReport)
+        block = report[0].reports[0]
+        assert block.ssrc == 0x1111 + hp.port and block.cumulative_lost == 0
+        # the peer's RR about our stream is kept as the remote view of loss
+        rr = ReceiverReport(0x1111 + hp.port, (report[0].reports[0].__class__(leg.sender.ssrc, 64, 3, 10, 80),))
+        rtcp_transport.sendto(pack_rtcp([rr]), (HOST, leg.local_port + 1))
+        await until(lambda: leg.stats.remote_fraction_lost is not None)
+        assert leg.stats.remote_fraction_lost == 0.25 and leg.stats.remote_jitter == 0.01
+    finally:
+        rtcp_transport.close()
+
+
+async def test_port_range_exhaustion_and_reuse() -> None:
+    eng = MediaEngine(HOST, 41200, 41203, start_clock=False)
+    try:
+        a, b = eng.allocate_leg(), eng.allocate_leg()
+        assert {a.local_port, b.local_port} == {41200, 41202}
+        with pytest.raises(PortsExhaustedError):
+            eng.allocate_leg()
+        a.close()
+        assert eng.allocate_leg().local_port == 41200
+        with pytest.raises(MediaError):
+            bridge(b, b)
+    finally:
+        await eng.close()
+
+
+async def test_real_clock_paces_keepalive_every_20ms() -> None:
+    eng = MediaEngine(HOST, 41300, 41309)
+    try:
+        peer = await make_peer()
+        leg = eng.allocate_leg(keepalive=True)
+        leg.set_remote(media(peer, "PCMU"))
+        loop = asyncio.get_running_loop()
+        arrivals, stamps = [], []
+        for _ in range(10):
+            p = await peer.get()
+            arrivals.append(loop.time())
+            stamps.append(p.timestamp)
+        assert all((b - a) % 2**32 == 160 for a, b in zip(stamps, stamps[1:], strict=False))
+        span = arrivals[-1] - arrivals[0]
+        assert 0.15 < span < 0.3  # nine 20 ms intervals, loosely (shared CI machines)
+        sched = eng.schedule
+        assert sched is not None and sched.skipped == 0
+    finally:
+        await eng.close()
