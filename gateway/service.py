@@ -179,6 +179,7 @@ class Gateway:
             user_agent=config.sip.user_agent,
             max_message_size=config.sip.max_message_size,
             max_headers=config.sip.max_headers,
+            timers=(config.sip.timer_t1, config.sip.timer_t2, config.sip.timer_t4),
         ))
         self.transport = SipTransport(self.endpoint, self.on_event)
         self.help_points = {hp.sip_user: hp for hp in inventory.help_points}

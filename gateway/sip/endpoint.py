@@ -66,6 +66,8 @@ class EndpointConfig:
     max_message_size: int = 65536
     #: Most header fields accepted in one message.
     max_headers: int = 256
+    #: RFC 3261 T1, T2, T4 in seconds.
+    timers: tuple[float, float, float] = (0.5, 4.0, 5.0)
     #: Random id source (branch, tags); replaced in tests for determinism.
     token: Callable[[], str] = field(default=lambda: secrets.token_hex(8))
 
@@ -286,7 +288,7 @@ class SipEndpoint:
             self._receive_cancel(request, peer, key, reliable, now)
             return
         cls = InviteServerTransaction if request.method == "INVITE" else NonInviteServerTransaction
-        tx = cls(key, request, reliable, now)
+        tx = cls(key, request, reliable, now, self.config.timers)
         self._txs[key] = tx
         self._sources[key] = peer
         self._peers[key] = response_destination(request, peer)
@@ -299,7 +301,7 @@ class SipEndpoint:
     def _receive_cancel(self, cancel: Request, peer: Peer, key: str, reliable: bool, now: float) -> None:
         invite_key = key.rsplit("|", 1)[0] + "|INVITE"
         invite_tx = self._txs.get(invite_key)
-        tx = NonInviteServerTransaction(key, cancel, reliable, now)
+        tx = NonInviteServerTransaction(key, cancel, reliable, now, self.config.timers)
         self._txs[key] = tx
         self._peers[key] = response_destination(cancel, peer)
         tx.start(now)
@@ -348,9 +350,9 @@ class SipEndpoint:
         reliable = dest[0] != "UDP"
         tx: InviteClientTransaction | NonInviteClientTransaction
         if request.method == "INVITE":
-            tx = InviteClientTransaction(key, request, reliable, now)
+            tx = InviteClientTransaction(key, request, reliable, now, self.config.timers)
         else:
-            tx = NonInviteClientTransaction(key, request, reliable, now)
+            tx = NonInviteClientTransaction(key, request, reliable, now, self.config.timers)
         self._txs[key] = tx
         self._peers[key] = dest
         self._apply(tx, tx.start(now))
@@ -402,7 +404,7 @@ class SipEndpoint:
         branch = cancel.top_via.branch or ""
         key = _client_key(branch, "CANCEL")
         dest = self._peers[invite_key]
-        tx = NonInviteClientTransaction(key, cancel, dest[0] != "UDP", now)
+        tx = NonInviteClientTransaction(key, cancel, dest[0] != "UDP", now, self.config.timers)
         self._txs[key] = tx
         self._peers[key] = dest
         self._apply(tx, tx.start(now))

@@ -114,7 +114,8 @@ class Transaction:
     #: ``(state, input) -> (effect method name or None, next state)``; set by subclasses.
     TRANSITIONS: dict[tuple[State, Input], tuple[str | None, State]] = {}
 
-    def __init__(self, key: tuple[str, ...], request: Request, reliable: bool, now: float) -> None:
+    def __init__(self, key: str, request: Request, reliable: bool, now: float,
+                 timers: tuple[float, float, float] = (T1, T2, T4)) -> None:
         #: Matching key (§17.1.3 / §17.2.3).
         self.key = key
         #: The request that created the transaction.
@@ -125,7 +126,9 @@ class Transaction:
         self.created = now
         self.last_response: Response | None = None
         self._timers: dict[Input, float] = {}
-        self._interval = T1
+        #: T1, T2, T4 for this transaction (RFC 3261 §17.1.1.1; configurable for slow 4G links).
+        self.t1, self.t2, self.t4 = timers
+        self._interval = self.t1
         self._outputs: list[Output] = []
 
     # -- timers ---------------------------------------------------------------
@@ -224,8 +227,8 @@ class InviteClientTransaction(ClientTransaction):
         self._outputs = []
         self._send(self.request)
         if not self.reliable:
-            self._arm(Input.TIMER_RETRANSMIT, now + T1)
-        self._arm(Input.TIMER_TIMEOUT, now + 64 * T1)
+            self._arm(Input.TIMER_RETRANSMIT, now + self.t1)
+        self._arm(Input.TIMER_TIMEOUT, now + 64 * self.t1)
         return self._outputs
 
     def _retransmit(self, message: Request | Response | None, now: float) -> None:
@@ -253,7 +256,7 @@ class InviteClientTransaction(ClientTransaction):
 
     def _accepted(self, message: Request | Response | None, now: float) -> None:
         self._disarm(Input.TIMER_RETRANSMIT, Input.TIMER_TIMEOUT)
-        self._arm(Input.TIMER_LINGER, now + 64 * T1)  # Timer M (RFC 6026 §8.4)
+        self._arm(Input.TIMER_LINGER, now + 64 * self.t1)  # Timer M (RFC 6026 §8.4)
         self._deliver(message, now)
 
 
@@ -284,21 +287,21 @@ class NonInviteClientTransaction(ClientTransaction):
         self._outputs = []
         self._send(self.request)
         if not self.reliable:
-            self._arm(Input.TIMER_RETRANSMIT, now + T1)
-        self._arm(Input.TIMER_TIMEOUT, now + 64 * T1)
+            self._arm(Input.TIMER_RETRANSMIT, now + self.t1)
+        self._arm(Input.TIMER_TIMEOUT, now + 64 * self.t1)
         return self._outputs
 
     def _retransmit(self, message: Request | Response | None, now: float) -> None:
         self._send(self.request)
-        # §17.1.2.2: doubling up to T2 in Trying; always T2 in Proceeding.
-        self._interval = T2 if self.state is State.PROCEEDING else min(self._interval * 2, T2)
+        # §17.1.2.2: doubling up to self.t2 in Trying; always self.t2 in Proceeding.
+        self._interval = self.t2 if self.state is State.PROCEEDING else min(self._interval * 2, self.t2)
         self._arm(Input.TIMER_RETRANSMIT, now + self._interval)
 
     def _completed(self, message: Request | Response | None, now: float) -> None:
         self._disarm(Input.TIMER_RETRANSMIT, Input.TIMER_TIMEOUT)
         assert isinstance(message, Response)
         self.last_response = message
-        self._arm(Input.TIMER_LINGER, now + (0.0 if self.reliable else T4))  # Timer K
+        self._arm(Input.TIMER_LINGER, now + (0.0 if self.reliable else self.t4))  # Timer K
         self._deliver(message, now)
 
 
@@ -363,7 +366,7 @@ class InviteServerTransaction(ServerTransaction):
     }
     del S, In
 
-    #: Set when the 2xx went unacknowledged for 64*T1 (the TU must end the dialog, §13.3.1.4).
+    #: Set when the 2xx went unacknowledged for 64*self.t1 (the TU must end the dialog, §13.3.1.4).
     ack_missing = False
 
     def start(self, now: float) -> list[Output]:
@@ -374,10 +377,10 @@ class InviteServerTransaction(ServerTransaction):
     def _accept(self, message: Request | Response | None, now: float) -> None:
         self._respond(message, now)
         if not self.reliable:
-            self._interval = T1
-            self._arm(Input.TIMER_RETRANSMIT, now + T1)
-        self._arm(Input.TIMER_TIMEOUT, now + 64 * T1)
-        self._arm(Input.TIMER_LINGER, now + 64 * T1 + 0.001)  # Timer L
+            self._interval = self.t1
+            self._arm(Input.TIMER_RETRANSMIT, now + self.t1)
+        self._arm(Input.TIMER_TIMEOUT, now + 64 * self.t1)
+        self._arm(Input.TIMER_LINGER, now + 64 * self.t1 + 0.001)  # Timer L
 
     def _ack_2xx(self, message: Request | Response | None, now: float) -> None:
         self._disarm(Input.TIMER_RETRANSMIT, Input.TIMER_TIMEOUT)
@@ -390,13 +393,13 @@ class InviteServerTransaction(ServerTransaction):
     def _complete(self, message: Request | Response | None, now: float) -> None:
         self._respond(message, now)
         if not self.reliable:
-            self._interval = T1
-            self._arm(Input.TIMER_RETRANSMIT, now + T1)  # Timer G
-        self._arm(Input.TIMER_TIMEOUT, now + 64 * T1)  # Timer H
+            self._interval = self.t1
+            self._arm(Input.TIMER_RETRANSMIT, now + self.t1)  # Timer G
+        self._arm(Input.TIMER_TIMEOUT, now + 64 * self.t1)  # Timer H
 
     def _retransmit(self, message: Request | Response | None, now: float) -> None:
         self._resend_last(None, now)
-        self._interval = min(self._interval * 2, T2)
+        self._interval = min(self._interval * 2, self.t2)
         self._arm(Input.TIMER_RETRANSMIT, now + self._interval)
 
     def _timeout(self, message: Request | Response | None, now: float) -> None:
@@ -404,7 +407,7 @@ class InviteServerTransaction(ServerTransaction):
 
     def _confirm(self, message: Request | Response | None, now: float) -> None:
         self._disarm(Input.TIMER_RETRANSMIT, Input.TIMER_TIMEOUT)
-        self._arm(Input.TIMER_LINGER, now + (0.0 if self.reliable else T4))  # Timer I
+        self._arm(Input.TIMER_LINGER, now + (0.0 if self.reliable else self.t4))  # Timer I
 
 
 class NonInviteServerTransaction(ServerTransaction):
@@ -434,7 +437,7 @@ class NonInviteServerTransaction(ServerTransaction):
 
     def _complete(self, message: Request | Response | None, now: float) -> None:
         self._respond(message, now)
-        self._arm(Input.TIMER_LINGER, now + (0.0 if self.reliable else 64 * T1))  # Timer J
+        self._arm(Input.TIMER_LINGER, now + (0.0 if self.reliable else 64 * self.t1))  # Timer J
 
 
-TransactionFactory = Callable[[tuple[str, ...], Request, bool, float], Transaction]
+TransactionFactory = Callable[[str, Request, bool, float], Transaction]

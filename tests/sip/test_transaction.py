@@ -274,3 +274,13 @@ def test_unroutable_garbage_gets_no_response():
     b.receive(b"OPTIONS sip:gw SIP/2.0\r\nMax-Forwards 70\r\n\r\n", A, 0.0)
     assert drain(b)[0].status == 0
     assert b.datagrams_to_send(0.0) == []
+
+
+def test_configured_t1_scales_every_timer():
+    counter = itertools.count()
+    a = SipEndpoint(EndpointConfig(local={"UDP": ("127.0.0.1", 5060)}, timers=(1.0, 4.0, 5.0),
+                                   token=lambda: f"t{next(counter)}"))
+    a.send_request(request("INVITE"), B, 0.0)
+    a.datagrams_to_send(0.0)
+    # Timer A starts at T1 = 1 s and doubles; Timer B = 64*T1 = 64 s.
+    assert sent_times(a, 100.0) == [1.0, 3.0, 7.0, 15.0, 31.0, 63.0]
