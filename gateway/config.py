@@ -229,6 +229,11 @@ class SipConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     trusted_networks: tuple[str, ...] = ()
     """Source networks (CIDR) of infrastructure such as load balancers probing with OPTIONS: never counted
     as hostile scanners.  This is *not* an authentication bypass."""
+    rate_limit: float = 20.0
+    """Requests per second an unknown source (not trusted, not registered) may send; beyond it requests
+    are dropped unanswered.  Never a ban: the budget refills by itself."""
+    rate_burst: float = 60.0
+    """Requests an unknown source may send at once before ``rate_limit`` applies."""
 
 
 class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

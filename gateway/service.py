@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ from gateway.sip.endpoint import EndpointConfig, SipEndpoint
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
 from gateway.sip.message import Headers, Request, Response, build_response, parse_uri
+from gateway.sip.ratelimit import SourceLimiter
 from gateway.sip.transport import SipTransport
 from gateway.store import Store
 
@@ -193,6 +195,11 @@ class Gateway:
         self.media: MediaPlane | None = None
         self.summaries = SummaryLog(Path(config.data_dir) / "activations.jsonl")
         self.liveness = Liveness()
+        #: Scanner defence: a request budget per unknown source (never a ban).
+        self.limiter = SourceLimiter(rate=config.sip.rate_limit, burst=config.sip.rate_burst)
+        self.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in config.sip.trusted_networks]
+        #: Addresses that authenticated (live bindings); rebuilt by the binding sweep.
+        self.known_sources: set[str] = set()
         self._probes: dict[str, str] = {}  # OPTIONS client transaction -> help point id
         now = self.loop.time()
         for hp in inventory.help_points:
@@ -246,11 +253,27 @@ class Gateway:
         response = build_response(event.request, status, reason, to_tag=secrets.token_hex(6), headers=headers)
         self.endpoint.send_response(event.transaction, response, self.loop.time())
 
+    def trusted(self, host: str) -> bool:
+        """Sources exempt from the per-source budget: configured infrastructure, registered devices."""
+        if host in self.known_sources:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in net for net in self.trusted_networks)
+
     def on_request(self, event: ev.RequestReceived) -> None:
-        """Dispatch a new request by method."""
+        """Dispatch a new request by method (unknown sources within their budget only)."""
         request = event.request
         method = request.method
         metrics.SIP_REQUESTS.labels(method if method in ALLOW else "other").inc()
+        host = event.source[1]
+        if not self.trusted(host) and not self.limiter.allow(host, self.loop.time()):
+            metrics.RATE_LIMITED.inc()
+            if event.transaction is not None:
+                self.endpoint.drop(event.transaction)
+            return
         if request.to.tag is not None:
             # In-dialog: BYE, ACK, INFO, UPDATE, re-INVITE, OPTIONS of a live call.
             if not self.calls.on_in_dialog(event) and event.transaction is not None:
@@ -294,6 +317,8 @@ class Gateway:
 
         def respond(response: Response, decision: Decision | None) -> None:
             metrics.REGISTER.labels(decision.counter.value if decision else "malformed").inc()
+            if decision is not None and decision.counter.value == "ok":
+                self.known_sources.add(event.source[1])
             if decision is not None and decision.counter.value == "ok" and decision.username in self.help_points:
                 hp_id = self.help_points[decision.username].id
                 self._liveness_changed(self.liveness.registered(hp_id, self.loop.time()))
@@ -569,6 +594,7 @@ class Gateway:
         while True:
             await asyncio.sleep(interval)
             gone = self.registrar.sweep(time.time())
+            self.known_sources = {b.source.host for b in self.registrar.all_bindings(time.time())}
             for aor in {b.aor for b in gone}:
                 self.writer.submit(aor, self.registrar.lookup(aor, time.time()))
 
@@ -576,6 +602,9 @@ class Gateway:
         """Stop accepting, let transactions in progress finish, flush writes."""
         self.draining = True
         self.transport.stop_accepting()
+        for transaction in self._probes:  # liveness probes are not work in progress
+            self.endpoint.drop(transaction)
+        self._probes.clear()
         deadline = self.loop.time() + self.config.drain_timeout
         while (self.endpoint.active_transaction_count or self.calls.active) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)

@@ -409,6 +409,12 @@ class SipEndpoint:
         self._peers[key] = dest
         self._apply(tx, tx.start(now))
 
+    def drop(self, transaction: str) -> None:
+        """Forget a server transaction without answering (a rate-limited request)."""
+        tx = self._txs.get(transaction)
+        if tx is not None:
+            self._forget(tx)
+
     def transport_failed(self, dest: Peer, now: float) -> None:
         """The shell could not reach *dest*: fail every transaction waiting on it."""
         for key, peer in list(self._peers.items()):
