@@ -36,6 +36,11 @@ from .metadata import HelpPointInfo, operator_headers
 #: Digits that follow ``*`` to play a warning (``*1`` -> warning-1).
 WARNING_DIGITS = ("1", "2")
 
+#: Triage by the operator's keypad: ``#`` then a digit classifies the activation (issue 5).
+CLASSIFY_DIGITS = {
+    "1": "genuine", "2": "false", "3": "accidental", "4": "silent", "5": "test", "6": "fault", "7": "prank",
+}
+
 #: ``locate(position_id) -> [(contact URI, destination)]`` from the registrar or static config.
 Locator = Callable[[str], list[tuple[str, Peer]]]
 
@@ -157,6 +162,8 @@ class Call:
         self._refresh_pending = False
         self.silent = False
         self._last_digit = ""
+        #: Set when the operator classifies the call from the keypad (``#`` + digit).
+        self.classification: str | None = None
         self._actions: list[ce.CallAction] = []
 
     # -- time ------------------------------------------------------------------------------
@@ -555,6 +562,11 @@ class Call:
         if previous == "*" and digit in WARNING_DIGITS:
             self._last_digit = ""
             self._warning(int(digit), now, by="operator-dtmf")
+        elif previous == "#" and digit in CLASSIFY_DIGITS:
+            self._last_digit = ""
+            self.classification = CLASSIFY_DIGITS[digit]
+            by = self.bridged.target if self.bridged else None
+            self._log(now, "classified", classification=self.classification, by=by)
 
     def play_warning(self, number: int, now: float, by: str = "api") -> list[ce.CallAction]:
         """Play warning ``number`` into the help point's speaker (the API's entry point)."""
@@ -636,6 +648,7 @@ class Call:
             timeline=list(self.timeline),
             silent=self.silent,
             routing=plan_ev.timeline_to_builtins(self.plan.timeline),
+            classification=self.classification,
         )
 
 

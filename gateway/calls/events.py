@@ -171,6 +171,8 @@ class CallSummary:
     """The help point sent no audio for a while (a silent call is never dropped: triage sees it)."""
     routing: list[Any] = field(default_factory=list)
     """The dialplan's own timeline (rooms rung, closed rooms skipped, failovers with causes)."""
+    classification: str | None = None
+    """Triage by the operator's keypad at the end of the call (``#1`` genuine ... see call.py)."""
     kind: str = "activation"
     """``activation`` (a press) or ``talkdown`` (a warning broadcast the gateway placed)."""
 

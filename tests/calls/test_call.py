@@ -249,3 +249,15 @@ def test_a_refresh_answered_keeps_the_call_and_is_acked():
     actions = call.handle(ce.LegResponded("hp", ok), 902.1)
     assert [a.request.method for a in of(actions, ce.SendAck)] == ["ACK"]
     assert call.ended_at is None and call.get_timer() == pytest.approx(902.1 + 900.0)
+
+
+def test_operator_classifies_by_keypad():
+    call = make_call()
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 200, 1.0)
+    info(call, "council-cctv-1#1", "1", 2.0)  # confirm
+    call.handle(ce.DigitDetected("op", "#"), 30.0)
+    call.handle(ce.DigitDetected("op", "2"), 30.2)
+    assert call.classification == "false"
+    assert call.timeline[-1] == {"t": 30.2, "event": "classified", "classification": "false", "by": "council-cctv-1"}
+    assert call.summary().classification == "false"
