@@ -184,6 +184,19 @@ class Transaction:
 class ClientTransaction(Transaction):
     """Shared parts of the two client transactions."""
 
+    #: The state a new transaction starts in (Calling for INVITE, Trying otherwise).
+    INITIAL = State.TRYING
+
+    def start(self, now: float) -> list[Output]:
+        """Send the request; arm Timer A/E (unreliable transports only) and Timer B/F at 64*T1."""
+        self.state = self.INITIAL
+        self._outputs = []
+        self._send(self.request)
+        if not self.reliable:
+            self._arm(Input.TIMER_RETRANSMIT, now + self.t1)
+        self._arm(Input.TIMER_TIMEOUT, now + 64 * self.t1)
+        return self._outputs
+
     def receive_response(self, response: Response, now: float) -> list[Output]:
         """A response matched this transaction (§17.1.3)."""
         return self._step(status_input(response.status), response, now, from_wire=True)
@@ -221,15 +234,8 @@ class InviteClientTransaction(ClientTransaction):
     }
     del S, In
 
-    def start(self, now: float) -> list[Output]:
-        """Send the INVITE; arm Timer A (unreliable only) and Timer B."""
-        self.state = State.CALLING
-        self._outputs = []
-        self._send(self.request)
-        if not self.reliable:
-            self._arm(Input.TIMER_RETRANSMIT, now + self.t1)
-        self._arm(Input.TIMER_TIMEOUT, now + 64 * self.t1)
-        return self._outputs
+    #: The state a new transaction starts in.
+    INITIAL = State.CALLING
 
     def _retransmit(self, message: Request | Response | None, now: float) -> None:
         self._send(self.request)
@@ -281,19 +287,11 @@ class NonInviteClientTransaction(ClientTransaction):
     }
     del S, In
 
-    def start(self, now: float) -> list[Output]:
-        """Send the request; arm Timer E (unreliable only) and Timer F."""
-        self.state = State.TRYING
-        self._outputs = []
-        self._send(self.request)
-        if not self.reliable:
-            self._arm(Input.TIMER_RETRANSMIT, now + self.t1)
-        self._arm(Input.TIMER_TIMEOUT, now + 64 * self.t1)
-        return self._outputs
+    INITIAL = State.TRYING
 
     def _retransmit(self, message: Request | Response | None, now: float) -> None:
         self._send(self.request)
-        # §17.1.2.2: doubling up to self.t2 in Trying; always self.t2 in Proceeding.
+        # §17.1.2.2: doubling up to T2 in Trying; always T2 in Proceeding.
         self._interval = self.t2 if self.state is State.PROCEEDING else min(self._interval * 2, self.t2)
         self._arm(Input.TIMER_RETRANSMIT, now + self._interval)
 
