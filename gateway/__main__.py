@@ -197,6 +197,41 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tokens_create(args: argparse.Namespace) -> int:
+    from gateway.records import ROLES
+    from gateway.store import create_token
+
+    if args.role not in ROLES:
+        raise CliError(f"unknown role `{args.role}`: one of {', '.join(sorted(ROLES))}")
+    config = _load(args)
+    created: list[str] = []
+
+    async def make(store: Any) -> None:
+        created.append(await create_token(store, args.name, args.role))
+
+    _run_store(config, make)
+    print(created[0])
+    print(f"token `{args.name}` ({args.role}) created: shown once, only its hash is stored", file=sys.stderr)
+    return 0
+
+
+def _cmd_recordings_verify(args: argparse.Namespace) -> int:
+    from gateway.store import verify_recordings
+
+    config = _load(args)
+    found: list[Any] = []
+
+    async def check(store: Any) -> None:
+        found.extend(await verify_recordings(store))
+
+    _run_store(config, check)
+    for mismatch in found:
+        print(f"MISMATCH {mismatch.activation_id} {mismatch.path}: {mismatch.problem} "
+              f"(expected {mismatch.expected}, found {mismatch.actual})", file=sys.stderr)
+    print(f"{len(found)} mismatch(es)" if found else "every recording matches its SHA-256")
+    return 1 if found else 0
+
+
 def _emit(result: tuple[int, Sequence[str]]) -> int:
     """Print a dialplan tool's lines: to stdout on success, to stderr on failure."""
     code, lines = result
@@ -283,6 +318,20 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
     upgrade = db_commands.add_parser("upgrade", parents=[common], help="apply database migrations")
     upgrade.set_defaults(handler=_cmd_db_upgrade)
+
+    tokens = commands.add_parser("tokens", help="HTTP API bearer tokens")
+    tok_commands = tokens.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    tok_create = tok_commands.add_parser(
+        "create", parents=[common], help="create a token (printed once on stdout; only its hash is stored)")
+    tok_create.add_argument("--name", required=True, help="who the token is for, e.g. council-cctv-desk-1")
+    tok_create.add_argument("--role", required=True, help="operator, ops, auditor or admin")
+    tok_create.set_defaults(handler=_cmd_tokens_create)
+
+    recordings = commands.add_parser("recordings", help="evidential recordings")
+    rec_commands = recordings.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    rec_verify = rec_commands.add_parser(
+        "verify", parents=[common], help="re-hash every recording; exit 1 and list any mismatch")
+    rec_verify.set_defaults(handler=_cmd_recordings_verify)
 
     dialplan = commands.add_parser("dialplan", help="dialplan tools")
     dp_commands = dialplan.add_subparsers(

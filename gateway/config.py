@@ -281,6 +281,34 @@ class InventoryFiles(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     """Control rooms and their operator positions."""
 
 
+class RetentionConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The ``records.retention:`` section: how long recordings and personal data are kept, in days."""
+
+    by_classification: dict[str, int] = msgspec.field(default_factory=lambda: {
+        "genuine": 365, "false": 31, "prank": 31, "accidental": 31, "silent": 31, "test": 31, "fault": 31})
+    """Days per operator classification (UK CCTV guidance: 31 days for routine footage)."""
+    by_outcome: dict[str, int] = msgspec.field(default_factory=dict)
+    """Days per outcome for activations nobody classified (e.g. ``answered: 90``)."""
+    unclassified_days: int = 31
+    """Days for an unclassified activation whose outcome is not in ``by_outcome``.  A hold keeps forever."""
+
+
+class RecordsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The ``records:`` section: activation records, retention and the API's public address."""
+
+    repeat_window: float = 120.0
+    """Seconds within which a new press of the same help point is linked to the first (repeat presses)."""
+    retention: RetentionConfig = RetentionConfig()
+    """Retention periods."""
+    retention_interval: float = 3600.0
+    """Seconds between two runs of the retention job."""
+    write_queue_max: int = 100_000
+    """Bound of the activation write queue (a full queue is logged loudly and counted)."""
+    public_url: str | None = None
+    """Base URL operators' phones link to (``Call-Info ...;purpose=helppoint.record``); default: the HTTP
+    listen address."""
+
+
 class DemoConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The ``demo:`` section.  DEMO ONLY: a real deployment leaves the whole section out."""
 
@@ -313,6 +341,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Directory of audio prompts (WAV) played to callers."""
     drain_timeout: float = 32.0
     """On SIGTERM, seconds to let transactions and calls finish before cancelling them (64*T1 by default)."""
+    records: RecordsConfig = RecordsConfig()
+    """Activation records, retention, API address."""
     demo: DemoConfig | None = None
     """DEMO ONLY: seed demo credentials on start.  Absent in production."""
 

@@ -57,7 +57,15 @@ ACTIVATIONS_STARTED = Counter(
     "gateway_activations_started_total", "Help-point activations admitted (one per press)", registry=REGISTRY,
 )
 ACTIVATIONS = Counter(
-    "gateway_activations_total", "Ended activations by outcome", ["outcome"], registry=REGISTRY,
+    "gateway_activations_total", "Ended activations by help point and outcome (talk-downs: talkdown-*)",
+    ["help_point", "outcome"], registry=REGISTRY,
+)
+ACTIVE_CALLS = Gauge(
+    "gateway_active_calls", "Activations and talk-downs in progress", registry=REGISTRY,
+)
+BINDING_QUEUE_DEPTH = Gauge(
+    "gateway_binding_queue_depth", "Registrar binding sets waiting to be written to the database",
+    registry=REGISTRY,
 )
 CALLS_REFUSED = Counter(
     "gateway_calls_refused_total", "INVITEs refused before an activation started, by reason",

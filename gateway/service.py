@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import signal
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import metrics
-from gateway.api.app import create_app
+from gateway.api import Services, create_app
 from gateway.calls.call import Call, CallConfig
 from gateway.calls.events import CallSummary
 from gateway.calls.liveness import Liveness, StateChanged
@@ -40,6 +41,7 @@ from gateway.calls.metadata import HelpPointInfo
 from gateway.calls.runner import CallMedia, CallRunner, new_activation_id
 from gateway.calls.talkdown import Talkdown
 from gateway.config import Config, HelpPoint, Inventory, load_inventory
+from gateway.dialplan import check_command, simulate_command
 from gateway.dialplan.engine import Plan
 from gateway.dialplan.load import DialplanSet
 from gateway.dialplan.load import reload as reload_dialplans
@@ -47,6 +49,8 @@ from gateway.dialplan.model import DialplanError
 from gateway.dialplan.model import Inventory as DialplanInventory
 from gateway.media.errors import MediaError
 from gateway.media.ports import StereoRecorder
+from gateway.media.wav import repair_wav
+from gateway.records import RetentionPolicy
 from gateway.registrar.bindings import BindingPolicy, Source
 from gateway.registrar.digest import Algorithm
 from gateway.registrar.persistence import BindingWriter, from_stored
@@ -59,7 +63,8 @@ from gateway.sip.events import Peer
 from gateway.sip.message import Headers, Request, Response, build_response, parse_uri
 from gateway.sip.ratelimit import SourceLimiter
 from gateway.sip.transport import SipTransport
-from gateway.store import Store
+from gateway.store import ActivationWriter, Records, Store, TokenInfo, retention_forever
+from gateway.store.records import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +193,13 @@ class Gateway:
         self.positions = {p.id: (p, room.id) for room in inventory.rooms for p in room.positions}
         self.dialplan_inventory = dialplan_inventory(config, inventory)
         self.dialplans: DialplanSet | None = None
+        #: Activation records (set by run() once the store is migrated); None in unit tests.
+        self.records: Records | None = None
+        self.activations: ActivationWriter | None = None
         self.calls = CallRunner(self.endpoint, self.transport.transmit_soon, self.on_summary,
-                                count_error=metrics.CALL_ERRORS.inc)
+                                count_error=metrics.CALL_ERRORS.inc, on_started=self.on_call_started,
+                                on_progress=self.on_call_progress)
+        metrics.ACTIVE_CALLS.set_function(lambda: self.calls.active)
         #: Builds a call's media (the media plane plugs in here); None = calls are refused with 503.
         self.media_factory: MediaFactory | None = None
         self.media: MediaPlane | None = None
@@ -466,7 +476,12 @@ class Gateway:
 
     def on_summary(self, summary: CallSummary) -> None:
         """An activation ended: count it and make it durable."""
-        metrics.ACTIVATIONS.labels(summary.outcome).inc()
+        metrics.ACTIVATIONS.labels(summary.help_point, summary.outcome).inc()
+        if self.activations is not None:
+            self.activations.ended(summary)
+        if summary.classification and self.records is not None:
+            actor = TokenInfo(summary.answered_by or "operator", "operator")
+            self.spawn(self._classify(summary.activation_id, summary.classification, actor))
         bridged = next((e for e in summary.timeline if e.get("event") == "bridged"), None)
         if bridged is not None and summary.answered_room:
             metrics.TIME_TO_ANSWER.labels(summary.answered_room).observe(bridged["t"])
@@ -478,15 +493,46 @@ class Gateway:
         log.info("activation %s from %s ended: %s (answered by %s, %.1f s)", summary.activation_id,
                  summary.help_point, summary.outcome, summary.answered_by, summary.duration)
 
+    def on_call_started(self, call: Call | Talkdown) -> None:
+        """Write the activation row the moment the INVITE is admitted (a crash still leaves a record)."""
+        if self.activations is None:
+            return
+        hp = call.help_point
+        location = f"{hp.address} ({hp.lat:.6f},{hp.lon:.6f})"
+        dialplan, version = (None, None) if isinstance(call, Talkdown) else (call.plan.dialplan.name,
+                                                                              call.dialplan_version)
+        linked = self.activations.started(call.id, hp.id, time.time(), dialplan, version, hp.camera_url, location)
+        if linked is not None:
+            log.info("activation %s repeats %s (same help point within %.0f s)", call.id, linked,
+                     self.config.records.repeat_window)
+
+    def on_call_progress(self, activation_id: str, entry: dict[str, Any]) -> None:
+        """Each timeline entry goes to the database as it happens."""
+        if self.activations is not None:
+            self.activations.event(activation_id, entry)
+
+    async def _classify(self, activation_id: str, classification: str, actor: TokenInfo) -> None:
+        assert self.records is not None and self.activations is not None
+        await self.activations.flush()  # the row must exist before it is classified
+        await self.records.classify(activation_id, classification, "classified from the operator's keypad",
+                                    actor=actor)
+
     def on_recording(self, activation_id: str, recorder: StereoRecorder) -> None:
-        """A call's recording was sealed: count it and journal its hash beside the activation."""
+        """A call's recording was sealed: count it, journal it and link it to the activation."""
         metrics.RECORDINGS_WRITTEN.inc()
         log.info("activation %s recording sealed: %s (%.1f s, sha256 %s)", activation_id, recorder.path,
                  recorder.duration, recorder.sha256)
         self.summaries.append_recording(activation_id, str(recorder.path), recorder.duration, recorder.sha256)
+        if self.activations is not None and recorder.sha256:
+            self.activations.recording(activation_id, str(recorder.path), recorder.duration, recorder.sha256,
+                                       Path(recorder.path).stat().st_size)
 
     def reload_dialplans(self) -> bool:
         """Validate the dialplan files and swap atomically; a bad file never replaces a good one."""
+        return self.reload_dialplans_report()["applied"]
+
+    def reload_dialplans_report(self) -> dict[str, Any]:
+        """:meth:`reload_dialplans` with what happened, for the API (``applied``, ``version``, ``lines``)."""
         paths = [self.config.dialplans_dir]
         try:
             new = reload_dialplans(self.dialplans, paths, self.dialplan_inventory)
@@ -494,13 +540,18 @@ class Gateway:
             metrics.DIALPLAN_RELOADS.labels("rejected").inc()
             log.error("dialplan reload rejected, keeping version %s: %s",
                       self.dialplans.version if self.dialplans else None, exc)
-            return False
+            return {"applied": False, "version": self.dialplans.version if self.dialplans else None,
+                    "lines": str(exc).splitlines()}
+        lines = [f"version {new.version} unchanged"]
         if new is not self.dialplans:
             metrics.DIALPLAN_RELOADS.labels("applied").inc()
             metrics.DIALPLAN_VERSION.set(new.version)
             log.info("dialplans version %d in force (%s)", new.version, ", ".join(new.sources))
+            lines = [f"version {new.version} in force: {', '.join(new.sources)}"]
+            if self.records is not None:
+                self.spawn(self.records.record_dialplan_version(new.version, new.digest, list(new.sources)))
         self.dialplans = new
-        return True
+        return {"applied": True, "version": new.version, "lines": lines}
 
     async def watch_dialplans(self, interval: float = 2.0) -> None:
         """Reload when a dialplan file changes (mtime/size poll: no extra dependency)."""
@@ -611,6 +662,8 @@ class Gateway:
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=max(0.1, deadline - self.loop.time()))
         await self.writer.close()
+        if self.activations is not None:
+            await self.activations.close()
         self.transport.close()
 
 
@@ -631,6 +684,81 @@ async def seed_demo_credentials(config: Config, inventory: Inventory, store: Sto
     return seeded
 
 
+async def start_records(gw: Gateway) -> None:
+    """Open the activation records: sync the inventory, mark crashed calls interrupted, recover their audio."""
+    config = gw.config
+    retention = config.records.retention
+    gw.records = Records(gw.store, retention=RetentionPolicy(
+        by_classification=dict(retention.by_classification), by_outcome=dict(retention.by_outcome),
+        unclassified_days=retention.unclassified_days))
+    await gw.records.sync_inventory(gw.inventory.help_points, gw.inventory.rooms)
+    gw.activations = ActivationWriter(gw.records, repeat_window=config.records.repeat_window,
+                                      max_queue=config.records.write_queue_max)
+    interrupted = await gw.activations.start()
+    if interrupted:
+        log.warning("%d activation(s) were in progress when the gateway stopped; marked interrupted: %s",
+                    len(interrupted), ", ".join(interrupted))
+    for activation_id in interrupted:
+        recover_recording(gw, activation_id)
+
+
+def recover_recording(gw: Gateway, activation_id: str) -> None:
+    """A crash left a partial recording: repair its WAV sizes, seal it with a SHA-256, link it."""
+    path = Path(gw.config.data_dir) / "recordings" / f"{activation_id}.wav"
+    if not path.exists() or Path(f"{path}.sha256").exists() or gw.activations is None:
+        return
+    try:
+        data_bytes = repair_wav(path)
+        digest, size = sha256_file(str(path))
+    except (OSError, MediaError) as exc:
+        metrics.RECORDINGS_FAILED.inc()
+        log.error("activation %s: partial recording %s could not be repaired: %s", activation_id, path, exc)
+        return
+    Path(f"{path}.sha256").write_text(f"{digest}  {path.name}\n")
+    duration = data_bytes / (8000 * 2 * 2)
+    gw.activations.recording(activation_id, str(path), duration, digest, size)
+    gw.summaries.append_recording(activation_id, str(path), duration, digest)
+    log.warning("activation %s: partial recording recovered after a crash (%.1f s, sha256 %s)", activation_id,
+                duration, digest)
+
+
+def api_services(gw: Gateway) -> Services:
+    """What the HTTP API may call into."""
+
+    def talkdown(help_point: str, warning: int, times: int) -> str:
+        try:
+            return gw.start_talkdown(help_point, warning, times)
+        except LookupError as exc:
+            raise KeyError(str(exc).strip("'")) from exc
+
+    def check(text: str | None) -> dict[str, Any]:
+        if text is None:
+            code, lines = check_command([gw.config.dialplans_dir], gw.dialplan_inventory)
+            return {"ok": code == 0, "lines": lines}
+        with tempfile.TemporaryDirectory() as folder:
+            candidate = Path(folder) / "candidate.yaml"
+            candidate.write_text(text, encoding="utf-8")
+            code, lines = check_command([candidate], gw.dialplan_inventory)
+        return {"ok": code == 0, "lines": [line.replace(str(candidate), "<posted>") for line in lines]}
+
+    def simulate(help_point: str, at: str | None, outcomes: dict[str, str]) -> dict[str, Any]:
+        if gw.dialplans is None or gw.dialplans.for_help_point(help_point) is None:
+            raise KeyError(f"no dialplan serves help point {help_point!r}")
+        code, lines = simulate_command(
+            [gw.config.dialplans_dir], gw.dialplan_inventory, help_point=help_point,
+            at=at or datetime.now(UTC).isoformat(timespec="minutes"),
+            outcomes=[f"{key}={value}" for key, value in outcomes.items()])
+        if code == 2:
+            raise ValueError("; ".join(lines))
+        return {"ok": code == 0, "lines": lines}
+
+    return Services(
+        health=gw.health, records=gw.records, play_warning=gw.calls.play_warning, start_talkdown=talkdown,
+        help_point_status=gw.help_point_status, check_dialplans=check, simulate_dialplan=simulate,
+        reload_dialplans=gw.reload_dialplans_report,
+    )
+
+
 async def run(config: Config) -> int:
     """Serve until SIGTERM/SIGINT, then drain; returns the exit code."""
     inventory = load_inventory(config)
@@ -639,6 +767,7 @@ async def run(config: Config) -> int:
     await store.upgrade()
     await seed_demo_credentials(config, inventory, store)
     gw = Gateway(config, inventory, store)
+    await start_records(gw)
     if not gw.reload_dialplans():
         log.error("no valid dialplan: fix the files under %s (see `gateway dialplan check`)", config.dialplans_dir)
         await store.close()
@@ -658,12 +787,15 @@ async def run(config: Config) -> int:
         # Port 0 binds a free port: our Via sent-by must name the real one.
         gw.endpoint.config.local[la.transport.upper()] = (f"[{host}]" if ":" in host else host, port)
         log.info("SIP listening on %s %s:%s", la.transport.upper(), host, port)
-    runner = web.AppRunner(create_app(gw.health), access_log=None)
+    runner = web.AppRunner(create_app(api_services(gw)), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.http.listen.host, config.http.listen.port)
     await site.start()
     log.info("HTTP listening on %s:%s", config.http.listen.host, config.http.listen.port)
     sweeper = asyncio.get_running_loop().create_task(gw.sweep_forever())
+    assert gw.records is not None
+    retention = asyncio.get_running_loop().create_task(
+        retention_forever(gw.records, interval=config.records.retention_interval))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -679,6 +811,7 @@ async def run(config: Config) -> int:
     sweeper.cancel()
     watcher.cancel()
     prober.cancel()
+    retention.cancel()
     await gw.drain()
     if gw.media is not None:
         await gw.media.engine.close()

@@ -25,7 +25,7 @@ from .services import Services
 __all__ = ["HEALTH", "SERVICES", "Services", "create_app"]
 
 #: A function returning the health document (``{"status": "ok" | "draining", ...}``).
-HEALTH: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("health", Callable[[], dict[str, Any]])
+HEALTH: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("health")
 _OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi", dict)
 
 

@@ -8,6 +8,7 @@ Every change and every recording access writes the audit log.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import logging
@@ -101,8 +102,8 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def activation_json(row: ActivationRow, policy: Any = None) -> dict[str, Any]:
-    """The API view of an activation row."""
+def activation_json(row: ActivationRow | Any, policy: Any = None) -> dict[str, Any]:
+    """The API view of an activation (an ORM row or a Core row with the same columns)."""
     doc = {
         "id": row.id, "help_point": row.help_point, "started_at": _iso(row.started_at),
         "ended_at": _iso(row.ended_at), "outcome": row.outcome, "answered_by": row.answered_by,
@@ -227,7 +228,7 @@ async def _stream(ctx: Context, fh: Any, recording: RecordingRow, activation_id:
     On a mismatch the connection is cut before the last chunk, so the client never receives a
     complete body (Content-Length is not reached): a tampered file is never delivered silently.
     """
-    loop = ctx.request.loop
+    loop = asyncio.get_running_loop()
     sealed = bytes.fromhex(recording.sha256) if len(recording.sha256) == 64 else b""
     response = web.StreamResponse(headers={
         "Content-Type": "audio/wav",

@@ -177,6 +177,8 @@ class CallRunner:
     def _report(self, call: Call | Talkdown) -> None:
         """Hand new timeline entries to the records layer (written as the call progresses)."""
         done = self._reported.get(call.id, 0)
+        if done < 0:
+            return
         for entry in call.timeline[done:]:
             self.on_progress(call.id, entry)
         self._reported[call.id] = len(call.timeline)
@@ -212,6 +214,9 @@ class CallRunner:
         elif isinstance(action, ce.StopMedia) and media is not None:
             media.close()
         elif isinstance(action, ce.CallEnded):
+            # Every entry so far goes out before the summary; nothing after it (the record is closed).
+            self._report(call)
+            self._reported[call.id] = -1
             # Keep routing late messages (a 200 crossing our CANCEL, BYE retransmissions) to the
             # ended call for a while: it answers them properly.  64*T1 covers every retransmission.
             self.loop.call_later(LINGER, self._forget, call)

@@ -60,7 +60,7 @@ class BindingWriter:
     def submit(self, aor: str, bindings: tuple[Binding, ...]) -> None:
         """Queue the AOR's complete new binding set."""
         self._pending[aor] = bindings
-        metrics.DB_QUEUE_DEPTH.set(len(self._pending))
+        metrics.BINDING_QUEUE_DEPTH.set(len(self._pending))
         self._wake.set()
 
     def start(self) -> None:
@@ -86,7 +86,7 @@ class BindingWriter:
                 continue
             if self._pending.get(aor) is bindings:
                 del self._pending[aor]
-            metrics.DB_QUEUE_DEPTH.set(len(self._pending))
+            metrics.BINDING_QUEUE_DEPTH.set(len(self._pending))
 
     async def close(self) -> None:
         """Flush and stop."""

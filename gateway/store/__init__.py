@@ -6,8 +6,8 @@ A sibling of :mod:`gateway.sip`: it imports neither ``gateway.sip`` nor ``gatewa
 from .errors import MigrationError, StoreError, StoreIntegrityError, StoreUnavailableError
 from .records import (
     ActivationWriter,
-    Records,
     RecordingMismatch,
+    Records,
     TokenInfo,
     apply_retention,
     create_token,

@@ -153,23 +153,30 @@ class ActivationRow(Base):
     """One help-point press: written when the INVITE arrives, updated as the call progresses."""
 
     __tablename__ = "activations"
-    __table_args__ = (Index("ix_activations_started_at_id", "started_at", "id"),)
+    # Keyset pagination newest first, alone or after one equality filter: each index ends in (started_at, id).
+    __table_args__ = (
+        Index("ix_activations_started_at_id", "started_at", "id"),
+        Index("ix_activations_help_point_started", "help_point", "started_at", "id"),
+        Index("ix_activations_outcome_started", "outcome", "started_at", "id"),
+        Index("ix_activations_room_started", "answered_room", "started_at", "id"),
+        Index("ix_activations_classification_started", "classification", "started_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    help_point: Mapped[str] = mapped_column(String(64), index=True)
+    help_point: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    outcome: Mapped[str] = mapped_column(String(16), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))
     """in-progress, answered, unanswered, abandoned, failed, interrupted."""
     answered_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    answered_room: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    answered_room: Mapped[str | None] = mapped_column(String(64), nullable=True)
     ended_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     duration: Mapped[float | None] = mapped_column(Float, nullable=True)
     talk_time: Mapped[float | None] = mapped_column(Float, nullable=True)
     dialplan: Mapped[str | None] = mapped_column(String(128), nullable=True)
     dialplan_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     silent: Mapped[bool] = mapped_column(Boolean, default=False)
-    classification: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    classification: Mapped[str | None] = mapped_column(String(16), nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     linked_to: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     """The first activation of a chain of repeat presses this one belongs to."""

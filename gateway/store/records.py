@@ -25,12 +25,13 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgspec
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Table, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import metrics
@@ -80,7 +81,10 @@ log = logging.getLogger(__name__)
 #: Columns of :class:`ActivationRow` a summary (``CallSummary`` as a dict) sets when the call ends.
 _ENDED_FIELDS = ("outcome", "answered_by", "answered_room", "ended_by", "duration", "talk_time",
                  "dialplan", "dialplan_version", "silent")
-_ACTIVATION_COLUMNS = tuple(ActivationRow.__table__.columns.keys())
+_ACTIVATIONS = cast(Table, ActivationRow.__table__)
+_EVENTS = cast(Table, ActivationEventRow.__table__)
+_RECORDINGS = cast(Table, RecordingRow.__table__)
+_ACTIVATION_COLUMNS = tuple(_ACTIVATIONS.columns.keys())
 _HASH_CHUNK = 1 << 20
 
 
@@ -210,11 +214,16 @@ class InventoryRoom(Protocol):
 class Records:
     """Activation records over a :class:`~gateway.store.Store`."""
 
-    def __init__(self, store: Store, *, retention: RetentionPolicy = DEFAULT_RETENTION) -> None:
+    def __init__(self, store: Store, *, retention: RetentionPolicy = DEFAULT_RETENTION,
+                 token_cache_seconds: float = 10.0) -> None:
         self.store = store
         self.retention = retention
+        self.token_cache_seconds = token_cache_seconds
+        """How long a valid token is trusted without asking the database again (revoking through this
+        object clears the cache at once; a revocation by another process takes up to this long)."""
+        self._tokens: dict[str, tuple[TokenInfo, float]] = {}
 
-    def _session(self, action: str) -> Any:
+    def _session(self, action: str) -> AbstractAsyncContextManager[AsyncSession]:
         return self.store._session(action)
 
     # -- inventory -----------------------------------------------------------------------------
@@ -307,15 +316,15 @@ class Records:
                     inserts[aid] = ended.pop(aid)
             if inserts:
                 rows = [{name: row.get(name) for name in _ACTIVATION_COLUMNS} for row in inserts.values()]
-                await session.execute(ActivationRow.__table__.insert(), rows)
+                await session.execute(_ACTIVATIONS.insert(), rows)
             if ended:
                 fields = [{k: v for k, v in row.items() if k in (*_ENDED_FIELDS, "id", "ended_at")}
                           for row in ended.values()]
                 await session.execute(update(ActivationRow), fields)
             if events:
-                await session.execute(ActivationEventRow.__table__.insert(), events)
+                await session.execute(_EVENTS.insert(), events)
             if recordings:
-                await session.execute(RecordingRow.__table__.insert(), recordings)
+                await session.execute(_RECORDINGS.insert(), recordings)
             touched = {r["activation_id"] for r in recordings} | set(ended)
             touched |= {aid for aid, row in inserts.items() if "ended_at" in row}
             if touched:
@@ -334,9 +343,12 @@ class Records:
     # -- activations: the API's path -------------------------------------------------------------
 
     async def list_activations(self, where: ActivationFilter, *, limit: int = 50,
-                               cursor: str | None = None) -> tuple[list[ActivationRow], str | None]:
-        """A page of activations, newest first, and the cursor of the next page (None at the end)."""
-        query: Select[tuple[ActivationRow]] = select(ActivationRow)
+                               cursor: str | None = None) -> tuple[list[Any], str | None]:
+        """A page of activations, newest first, and the cursor of the next page (None at the end).
+
+        Rows are read-only records with :class:`ActivationRow`'s column attributes.
+        """
+        query = select(*_ACTIVATIONS.columns)  # Core rows: no ORM identity map to fill
         conditions = []
         if where.help_point is not None:
             conditions.append(ActivationRow.help_point == where.help_point)
@@ -359,7 +371,7 @@ class Records:
         query = (query.where(*conditions).order_by(ActivationRow.started_at.desc(), ActivationRow.id.desc())
                  .limit(limit + 1))
         async with self._session("listing activations") as session:
-            rows = list((await session.scalars(query)).all())
+            rows: list[Any] = list((await session.execute(query)).all())
         if len(rows) <= limit:
             return rows, None
         rows = rows[:limit]
@@ -473,14 +485,25 @@ class Records:
     async def authenticate(self, token: str) -> TokenInfo | None:
         """The live token matching ``token``, or None."""
         digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+        cached = self._tokens.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
         query = select(ApiTokenRow.name, ApiTokenRow.role).where(
             ApiTokenRow.token_hash == digest, ApiTokenRow.revoked_at.is_(None))
         async with self._session("checking an API token") as session:
             found = (await session.execute(query)).first()
-        return TokenInfo(found[0], found[1]) if found is not None else None
+        if found is None:
+            self._tokens.pop(digest, None)
+            return None
+        if len(self._tokens) >= 1000:  # only valid tokens are cached, so this bound is never reached in use
+            self._tokens.clear()
+        identity = TokenInfo(found[0], found[1])
+        self._tokens[digest] = (identity, time.monotonic() + self.token_cache_seconds)
+        return identity
 
     async def revoke_tokens(self, name: str, *, now: datetime | None = None) -> int:
         """Revoke every live token called ``name``; return how many."""
+        self._tokens.clear()
         async with self._session(f"revoking tokens of {name}") as session:
             result = await session.execute(
                 update(ApiTokenRow).where(ApiTokenRow.name == name, ApiTokenRow.revoked_at.is_(None))
@@ -632,7 +655,7 @@ class ActivationWriter:
         return interrupted
 
     def _take(self) -> list[tuple[str, dict[str, Any]]]:
-        batch = []
+        batch: list[tuple[str, dict[str, Any]]] = []
         while len(batch) < self.batch_size and not self._queue.empty():
             batch.append(self._queue.get_nowait())
         if len(batch) < self.batch_size and self._queue.empty() and self._overflow:

@@ -24,9 +24,10 @@ def _diff(connection: Connection) -> list[object]:
 async def test_upgrade_then_downgrade_then_upgrade(empty_store: Store) -> None:
     assert await empty_store.current_revision() is None
     await empty_store.upgrade()
-    assert await empty_store.current_revision() == "0001"
+    assert await empty_store.current_revision() == "0002"
     async with empty_store.engine.connect() as connection:
-        assert {"credentials", "registrations", "alembic_version"} <= await connection.run_sync(_tables)
+        assert {"credentials", "registrations", "activations", "activation_events", "recordings", "audit_log",
+                "api_tokens", "alembic_version"} <= await connection.run_sync(_tables)
 
     await empty_store.upgrade()  # already at head: a no-op
     await empty_store.downgrade()
@@ -36,6 +37,13 @@ async def test_upgrade_then_downgrade_then_upgrade(empty_store: Store) -> None:
 
     await empty_store.upgrade("0001")
     assert await empty_store.current_revision() == "0001"
+    async with empty_store.engine.connect() as connection:
+        assert "activations" not in await connection.run_sync(_tables)
+    await empty_store.upgrade()
+    await empty_store.downgrade("0001")  # 0002 down leaves 0001's tables
+    async with empty_store.engine.connect() as connection:
+        tables = await connection.run_sync(_tables)
+        assert "credentials" in tables and "activations" not in tables
 
 
 async def test_models_match_the_migrations(store: Store) -> None:

@@ -19,6 +19,16 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+#: Keyset pagination newest first, alone or after one equality filter.
+_ACTIVATION_INDEXES = (
+    ("ix_activations_started_at_id", ["started_at", "id"]),
+    ("ix_activations_help_point_started", ["help_point", "started_at", "id"]),
+    ("ix_activations_outcome_started", ["outcome", "started_at", "id"]),
+    ("ix_activations_room_started", ["answered_room", "started_at", "id"]),
+    ("ix_activations_classification_started", ["classification", "started_at", "id"]),
+)
+
+
 def _ts(name: str, nullable: bool = False) -> sa.Column[object]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
@@ -75,9 +85,9 @@ def upgrade() -> None:
         _ts("purged_at", nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_activations")),
     )
-    op.create_index("ix_activations_started_at_id", "activations", ["started_at", "id"])
-    for column in ("help_point", "outcome", "answered_room", "classification", "linked_to"):
-        op.create_index(op.f(f"ix_activations_{column}"), "activations", [column])
+    for name, columns in _ACTIVATION_INDEXES:
+        op.create_index(name, "activations", columns)
+    op.create_index(op.f("ix_activations_linked_to"), "activations", ["linked_to"])
     op.create_table(
         "activation_events",
         sa.Column("activation_id", sa.String(64), nullable=False),
@@ -153,9 +163,9 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_recordings_activation_id"), table_name="recordings")
     op.drop_table("recordings")
     op.drop_table("activation_events")
-    for column in ("linked_to", "classification", "answered_room", "outcome", "help_point"):
-        op.drop_index(op.f(f"ix_activations_{column}"), table_name="activations")
-    op.drop_index("ix_activations_started_at_id", table_name="activations")
+    op.drop_index(op.f("ix_activations_linked_to"), table_name="activations")
+    for name, _ in reversed(_ACTIVATION_INDEXES):
+        op.drop_index(name, table_name="activations")
     op.drop_table("activations")
     op.drop_index(op.f("ix_positions_room"), table_name="positions")
     op.drop_table("positions")

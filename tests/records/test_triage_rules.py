@@ -1,0 +1,44 @@
+"""Triage vocabulary, DTMF digits, and that gateway.records stays sans-IO."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from gateway.records import (
+    CLASSIFICATIONS,
+    DTMF_CLASSIFICATION,
+    ROLES,
+    classification_for_digit,
+    parse_classification,
+)
+
+PACKAGE = Path(__file__).resolve().parents[2] / "gateway" / "records"
+FORBIDDEN = {"asyncio", "socket", "time", "gateway.metrics", "gateway.store", "gateway.api", "sqlalchemy",
+             "aiohttp", "os", "logging"}
+
+
+def test_classifications_and_digits() -> None:
+    assert set(DTMF_CLASSIFICATION.values()) == set(CLASSIFICATIONS)
+    assert classification_for_digit("1") == "genuine" and classification_for_digit("3") == "prank"
+    assert classification_for_digit("0") is None and classification_for_digit("#") is None
+    assert parse_classification("fault") == "fault"
+    for bad in ("Genuine", "", None, 1, "unclassified"):
+        with pytest.raises(ValueError, match="must be one of genuine"):
+            parse_classification(bad)
+    assert ROLES == ("operator", "ops", "auditor", "admin")
+
+
+@pytest.mark.parametrize("module", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.name)
+def test_records_package_is_pure(module: Path) -> None:
+    tree = ast.parse(module.read_text())
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        for name in names:
+            assert not any(name == f or name.startswith(f + ".") for f in FORBIDDEN), (module.name, name)
