@@ -453,7 +453,8 @@ class Gateway:
         return CallConfig(
             host=f"{host}:{port}",
             contact=f"sip:gateway@{host}:{port}{param}",
-            record_url=f"http://{self.config.http.listen.host_port}/api/activations/",
+            record_url=(self.config.records.public_url or f"http://{self.config.http.listen.host_port}").rstrip("/")
+            + "/api/activations/",
         )
 
     def locate(self, position_id: str) -> list[tuple[str, Peer]]:
