@@ -258,7 +258,8 @@ class MediaLeg:
         if len(data) < 12 or data[0] & 0xC0 != 0x80:
             counters.invalid_in += 1
             return
-        if addr != self.remote or not self.latched:
+        # Source port 0 means "no reply expected" (RFC 768): never latch onto it.
+        if addr[1] != 0 and (addr != self.remote or not self.latched):
             if not self._may_latch(addr, now):
                 counters.wrong_source_in += 1
                 return
@@ -377,9 +378,8 @@ class MediaLeg:
         elif may_keepalive and (self.bridge is not None or self.keepalive) and self._sends \
                 and now - self._last_relay_out >= self.engine.keepalive_after:
             silence = self.engine._silence[self._codec]
-            for _ in range(frames):
-                self._send(self.sender.generate(silence, now))
-                self.stats_counters.generated_out += 1
+            self._send(self.sender.generate(silence, now))
+            self.stats_counters.generated_out += 1
         if self.media is not None:
             if not self.silent:
                 ref = self._last_audio_at if self._last_audio_at is not None else self._silence_ref
@@ -441,7 +441,7 @@ class MediaEngine:
 
     def __init__(self, host: str, port_min: int, port_max: int, *, clock: Callable[[], float] | None = None,
                  loop: asyncio.AbstractEventLoop | None = None, silence_timeout: float = 10.0,
-                 keepalive_after: float = 0.035, relatch_after: float = 2.0, rtcp_interval: float = 5.0,
+                 keepalive_after: float = 0.030, relatch_after: float = 2.0, rtcp_interval: float = 5.0,
                  silence_events: Callable[[SilenceEvent], None] | None = None,
                  on_recording_dropped: Callable[[StereoRecorder, int], None] | None = None,
                  writer: DiskWriter | None = None, start_clock: bool = True, cname: str = "gateway") -> None:
@@ -572,8 +572,13 @@ class MediaEngine:
                 if late > 0.005:
                     self.late_ticks += 1
                 # A late tick means the loop was busy and relayed packets may still be waiting in the
-                # sockets: no keep-alive this time, or an overloaded loop would add its own flood.
-                keepalive = late < self.keepalive_after - TICK
+                # sockets: let the readers drain them first, so keep-alive silence only fills real gaps.
+                # Keep-alive is never skipped (a silent caller's call must not see a 60 ms hole) and a
+                # late tick sends at most one keep-alive frame per leg (no burst from an overloaded loop).
+                if late > 0.005:
+                    await asyncio.sleep(0)
+                    now = self.clock()
+                keepalive = True
                 legs = list(self.legs.values())
                 recorders = list(self._recorders)
                 for i in range(0, max(len(legs), len(recorders)), self.TICK_CHUNK):
