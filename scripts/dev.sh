@@ -17,7 +17,7 @@ STAMP="$VENV/.pyproject.sha256"
 PYTHON=${PYTHON:-python3.11}
 CONFIG=sip-config/gateway.yaml
 # command -> Debian package providing it, for the test suite
-TEST_TOOLS=("sipp:sip-tester" "baresip:baresip" "promtool:prometheus")
+TEST_TOOLS=("sipp:sip-tester" "baresip:baresip" "promtool:prometheus" "tcpdump:tcpdump")
 
 say() { printf 'dev.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
