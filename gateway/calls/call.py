@@ -60,6 +60,18 @@ class Negotiator(Protocol):
         """The negotiated media from an operator's answer; raises with ``.status``."""
         ...
 
+    def answer_offer(self, side: str, offer: bytes) -> tuple[bytes, Any]:
+        """Answer a new offer (re-INVITE/UPDATE) from ``side`` (``hp``/``op``) on that side's port."""
+        ...
+
+    def offer_for(self, side: str, direction: str) -> bytes:
+        """A new offer to ``side`` (its port, a new SDP version) with ``direction`` (hold: ``sendonly``)."""
+        ...
+
+    def accept_answer_for(self, side: str, offer: bytes, answer: bytes) -> Any:
+        """The negotiated media of ``side`` from the answer to ``offer``."""
+        ...
+
 
 @dataclass(frozen=True)
 class CallConfig:
@@ -160,6 +172,10 @@ class Call:
         #: When we refresh the session ourselves (help points without RFC 4028 support).
         self.refresh_at: float | None = None
         self._refresh_pending = False
+        #: Offers we sent in a re-INVITE to pass hold on, by side, waiting for their answer.
+        self._pending_offer: dict[str, bytes] = {}
+        #: Whether each side holds the call (its last offer was sendonly/inactive).
+        self._held: dict[str, bool] = {"hp": False, "op": False}
         self.silent = False
         self._last_digit = ""
         #: Set when the operator classifies the call from the keypad (``#`` + digit).
@@ -383,6 +399,9 @@ class Call:
 
     def _hp_response(self, event: ce.LegResponded | ce.LegTimedOut, now: float) -> None:
         """The help point answered (or did not answer) one of our in-dialog requests."""
+        if event.method == "INVITE" and "hp" in self._pending_offer and not self._refresh_pending:
+            self._reinvite_answered("hp", event, now)
+            return
         if event.method != "INVITE" or not self._refresh_pending:
             return
         status = event.response.status if isinstance(event, ce.LegResponded) else 408
@@ -407,6 +426,14 @@ class Call:
             return
         response = event.response
         status = response.status
+        if response.cseq[0] != leg.invite.cseq[0]:
+            # The answer to our in-dialog re-INVITE (hold passed on): never the leg's fate.
+            if status >= 300:
+                self._pending_offer.pop("op", None)
+                self._log(now, "reinvite-refused", leg=leg.id, status=status)
+            elif status >= 200:
+                self._leg_answered(leg, response, now)
+            return
         if status < 200:
             if leg.state is LegState.CALLING:
                 leg.state = LegState.EARLY
@@ -440,10 +467,13 @@ class Call:
             self._log(now, "leg-bad-answer", leg=leg.id, why=str(exc))
             return
         leg.dialog = dialog
-        _, ack = dialog.create_request("ACK", cseq=leg.invite.cseq[0])
+        _, ack = dialog.create_request("ACK", cseq=response.cseq[0])
         self._emit(ce.SendAck(ack, leg.dest))
         if leg.state in (LegState.ANSWERED, LegState.BRIDGED):
-            return  # a retransmitted 2xx: ACK again, nothing else
+            offer = self._pending_offer.pop("op", None) if response.cseq[0] > leg.invite.cseq[0] else None
+            if offer is not None and response.body:
+                self._connect_answer("op", offer, response.body, now)
+            return  # a retransmitted 2xx (or the answer to our hold re-INVITE): ACK again
         if leg.state is LegState.ENDED or leg.cancel_reason is not None or self.ended_at is not None:
             # Answered after we gave up on it (a CANCEL crossed the 200): hang it up at once.
             leg.state = LegState.ANSWERED
@@ -530,10 +560,27 @@ class Call:
             self._emit(ce.SendResponse(event.transaction, response))
 
     def _refresh(self, event: ce.InDialogRequest, sdp: bytes, now: float) -> None:
-        """A re-INVITE or UPDATE: session refresh (RFC 4028) or hold; answered with the current SDP."""
+        """A re-INVITE or UPDATE: session refresh (RFC 4028), re-negotiation or hold.
+
+        A new offer is answered on that side's port (RFC 3264 §8); a change of hold state is passed on to
+        the other side with a re-INVITE (``sendonly`` to hold, ``sendrecv`` to resume).
+        """
         headers: list[tuple[str, str]] = [("Contact", f"<{self.config.contact}>")]
-        body = sdp if event.request.body else b""
-        if body:
+        body = b""
+        if event.request.body:
+            side = "hp" if event.side == "hp" else "op"
+            try:
+                body, negotiated = self.negotiator.answer_offer(side, event.request.body)
+            except Exception as exc:
+                self._log(now, "reoffer-refused", side=event.side, why=str(exc))
+                self._answer(event, build_response(event.request, getattr(exc, "status", 488)))
+                return
+            self._emit(ce.ConnectMedia(side, negotiated))
+            self._pass_hold(side, bool(getattr(negotiated, "on_hold", False)), now)
+            headers.append(("Content-Type", "application/sdp"))
+        elif event.request.method == "INVITE":
+            # A re-INVITE without an offer: our 200 carries one (RFC 3264 §5); its answer comes in the ACK.
+            body = sdp
             headers.append(("Content-Type", "application/sdp"))
         se = event.request.headers.get("Session-Expires") or event.request.headers.get("x")
         if se and event.side == "hp":
@@ -541,6 +588,46 @@ class Call:
             self._arm_session_timer(now)
         self._log(now, "refresh", side=event.side, method=event.request.method)
         self._answer(event, build_response(event.request, 200, headers=headers, body=body))
+
+    def _pass_hold(self, side: str, held: bool, now: float) -> None:
+        """``side`` put the call on hold (or resumed): tell the other side, once bridged."""
+        if self._held[side] == held:
+            return
+        self._held[side] = held
+        self._log(now, "hold" if held else "resume", side=side)
+        if self.bridged is None or self.ended_at is not None:
+            return
+        other = "op" if side == "hp" else "hp"
+        offer = self.negotiator.offer_for(other, "sendonly" if held else "sendrecv")
+        extra = (("Content-Type", "application/sdp"),)
+        if other == "op" and self.bridged.dialog is not None:
+            self.bridged.dialog, reinvite = self.bridged.dialog.create_request("INVITE", extra, offer)
+            self._emit(ce.SendRequest(self.bridged.id, reinvite, self.bridged.dest))
+        elif other == "hp" and self.hp_dialog is not None:
+            self.hp_dialog, reinvite = self.hp_dialog.create_request("INVITE", extra, offer)
+            self._emit(ce.SendRequest("hp", reinvite, self.source))
+        else:
+            return
+        self._pending_offer[other] = offer
+
+    def _reinvite_answered(self, side: str, event: ce.LegResponded | ce.LegTimedOut, now: float) -> None:
+        """The help point answered the re-INVITE that passed hold on."""
+        if isinstance(event, ce.LegTimedOut) or event.response.status < 200:
+            if isinstance(event, ce.LegTimedOut):
+                self._pending_offer.pop(side, None)
+            return
+        offer = self._pending_offer.pop(side)
+        if event.response.status < 300 and self.hp_dialog is not None:
+            _, ack = self.hp_dialog.create_request("ACK", cseq=event.response.cseq[0])
+            self._emit(ce.SendAck(ack, self.source))
+            if event.response.body:
+                self._connect_answer(side, offer, event.response.body, now)
+
+    def _connect_answer(self, side: str, offer: bytes, answer: bytes, now: float) -> None:
+        try:
+            self._emit(ce.ConnectMedia(side, self.negotiator.accept_answer_for(side, offer, answer)))
+        except Exception as exc:
+            self._log(now, "reanswer-refused", side=side, why=str(exc))
 
     def _digit(self, side: str, digit: str, now: float) -> None:
         if self.bridged is not None and side != "hp":

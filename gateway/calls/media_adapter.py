@@ -53,6 +53,30 @@ class _Negotiator:
         self.op_port = op_port
         self.session_id = secrets.randbits(31)
         self._offer = sdp.build_offer(address, op_port, session_id=self.session_id)
+        #: Our SDP version per side (RFC 3264 §8: +1 for every changed description we send).
+        self._version = {"hp": 0, "op": 0}
+
+    def _port(self, side: str) -> int:
+        return self.hp_port if side == "hp" else self.op_port
+
+    def answer_offer(self, side: str, offer: bytes) -> tuple[bytes, Any]:
+        self._version[side] += 1
+        try:
+            answer, negotiated = sdp.answer(offer, self.address, self._port(side), session_id=self.session_id,
+                                            version=self._version[side])
+        except SdpNegotiationError:
+            raise
+        except MediaError as exc:
+            raise SdpNegotiationError(f"unreadable SDP offer: {exc}") from exc
+        return bytes(answer), negotiated
+
+    def offer_for(self, side: str, direction: str) -> bytes:
+        self._version[side] += 1
+        return bytes(sdp.build_offer(self.address, self._port(side), session_id=self.session_id,
+                                     version=self._version[side], direction=direction))
+
+    def accept_answer_for(self, side: str, offer: bytes, answer: bytes) -> Any:
+        return sdp.accept_answer(offer, answer)
 
     def answer_help_point(self, offer: bytes) -> tuple[bytes, Any]:
         if not offer:

@@ -60,6 +60,24 @@ class FakeNegotiator:
     def accept_operator_answer(self, answer: bytes):
         return "op-media"
 
+    def answer_offer(self, side, offer):
+        held = b"sendonly" in offer
+        return b"REANSWER-" + side.encode(), FakeMedia(side, held)
+
+    def offer_for(self, side, direction):
+        return f"OFFER-{side}-{direction}".encode()
+
+    def accept_answer_for(self, side, offer, answer):
+        return FakeMedia(side, False)
+
+
+class FakeMedia:
+    def __init__(self, side, on_hold):
+        self.side, self.on_hold = side, on_hold
+
+    def __eq__(self, other):
+        return isinstance(other, FakeMedia) and (self.side, self.on_hold) == (other.side, other.on_hold)
+
 
 def make_call(wall=DAY, registered=("council-cctv-1", "council-cctv-2", "police-control-1"), invite=INVITE):
     sets = load_dialplan_set([ROOT / "dialplans" / "sutton.yaml"], INVENTORY)
@@ -261,3 +279,48 @@ def test_operator_classifies_by_keypad():
     assert call.classification == "false"
     assert call.timeline[-1] == {"t": 30.2, "event": "classified", "classification": "false", "by": "council-cctv-1"}
     assert call.summary().classification == "false"
+
+
+def _reinvite(call, leg_id, body, cseq):
+    leg = call.legs[leg_id]
+    return Request("INVITE", "sip:gateway@127.0.0.1", Headers([
+        ("From", f"<sip:x@y>;tag=op-{leg_id}"), ("To", f"<sip:a@b>;tag={leg.invite.from_.tag}"),
+        ("Call-ID", leg.invite.call_id), ("CSeq", f"{cseq} INVITE"), ("Contact", "<sip:op@127.0.0.1:6000>"),
+        ("Content-Type", "application/sdp")]), body)
+
+
+def test_operator_hold_is_answered_and_passed_on_to_the_help_point():
+    call = make_call()
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 200, 1.0)
+    info(call, "council-cctv-1#1", "1", 2.0)
+    actions = call.handle(ce.InDialogRequest("council-cctv-1#1", _reinvite(call, "council-cctv-1#1",
+                                                                           b"a=sendonly", 5), "rtx"), 10.0)
+    (ok,) = [a for a in of(actions, ce.SendResponse) if a.transaction == "rtx"]
+    assert ok.response.status == 200 and ok.response.body == b"REANSWER-op"
+    assert ce.ConnectMedia("op", FakeMedia("op", True)) in actions
+    (hold,) = [a for a in of(actions, ce.SendRequest) if a.leg == "hp"]
+    assert hold.request.method == "INVITE" and hold.request.body == b"OFFER-hp-sendonly"
+    assert [e["event"] for e in call.timeline[-2:]] == ["hold", "refresh"]
+    # The help point answers the hold re-INVITE: ACKed with its CSeq, media reconnected.
+    ok_hp = build_response(hold.request, 200, headers=(("Contact", "<sip:hp@127.0.0.1:5099>"),), body=b"ANS")
+    actions = call.handle(ce.LegResponded("hp", ok_hp), 10.1)
+    (ack,) = of(actions, ce.SendAck)
+    assert ack.request.cseq == (hold.request.cseq[0], "ACK")
+    assert ce.ConnectMedia("hp", FakeMedia("hp", False)) in actions
+    # Resume: passed on as sendrecv.
+    actions = call.handle(ce.InDialogRequest("council-cctv-1#1", _reinvite(call, "council-cctv-1#1",
+                                                                           b"a=sendrecv", 6), "rtx2"), 20.0)
+    (resume,) = [a for a in of(actions, ce.SendRequest) if a.leg == "hp"]
+    assert resume.request.body == b"OFFER-hp-sendrecv"
+
+
+def test_refresh_without_hold_change_is_not_passed_on():
+    call = make_call()
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 200, 1.0)
+    info(call, "council-cctv-1#1", "1", 2.0)
+    actions = call.handle(ce.InDialogRequest("council-cctv-1#1", _reinvite(call, "council-cctv-1#1",
+                                                                           b"a=sendrecv", 5), "rtx"), 10.0)
+    assert not of(actions, ce.SendRequest)
+    assert [a.response.status for a in of(actions, ce.SendResponse)] == [200]
