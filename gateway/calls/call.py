@@ -123,6 +123,14 @@ _CANCEL_REASONS = {
 }
 
 
+#: Plan-ended legs that count as a failure of their room, as ``"status text"`` for History-Info/Reason.
+_PLAN_FAILURES = {
+    "timeout": "480 Ring timeout",
+    "connect-timeout": "408 No response within connect timeout",
+    "unconfirmed": "480 Answer not confirmed",
+}
+
+
 class Call:
     """The B2BUA for one activation."""
 
@@ -296,6 +304,10 @@ class Call:
             self._log(now, "dial-unavailable", number=action.number)
             return self.plan.handle(plan_ev.LegFailed(action.number, "unreachable", "no trunk configured"), now)
         elif isinstance(action, plan_ev.CancelTargets):
+            failure = _PLAN_FAILURES.get(action.reason)
+            for target in action.targets if failure else ():
+                # The room failed because of our own timer: later rooms must hear why (History-Info).
+                self.failures.append((target, failure))
             for leg in list(self.legs.values()):
                 if leg.target in action.targets and leg is not self.bridged:
                     self._end_leg(leg, _CANCEL_REASONS[action.reason], now)
@@ -381,6 +393,10 @@ class Call:
         elif isinstance(event, ce.PromptDone):
             if event.side == "hp":
                 self._run_plan(self.plan.handle(plan_ev.PromptFinished(event.prompt), now), now)
+        elif isinstance(event, ce.AckTimedOut):
+            # RFC 3261 §13.3.1.4: a 2xx never ACKed for 64*T1 ends the session with a BYE.
+            self._log(now, "ack-missing")
+            self._hang_up_everything(now, by="gateway", reason='SIP;cause=408;text="ACK not received"')
         elif isinstance(event, ce.MediaSilence):
             self._log(now, "silence" if event.silent else "audio-resumed", side=event.side)
             if event.silent and event.side == "hp":

@@ -65,6 +65,11 @@ class PromptDone:
 
 
 @dataclass(frozen=True, slots=True)
+class AckTimedOut:
+    """Our 200 to the help point's INVITE was retransmitted for 64*T1 and never ACKed."""
+
+
+@dataclass(frozen=True, slots=True)
 class MediaSilence:
     """The media plane saw ``side`` go silent (``silent=True``) or resume."""
 
@@ -74,6 +79,7 @@ class MediaSilence:
 
 CallEvent = (
     LegResponded | LegTimedOut | CallerCancelled | InDialogRequest | DigitDetected | PromptDone | MediaSilence
+    | AckTimedOut
 )
 
 # -- actions ------------------------------------------------------------------------------------

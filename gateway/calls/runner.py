@@ -73,6 +73,8 @@ class CallRunner:
         self._by_client_tx: dict[str, tuple[str, str, str]] = {}  # tx -> (call id, leg, method)
         self._by_dialog: dict[tuple[str, str], tuple[str, str]] = {}  # (Call-ID, our tag) -> (call, side)
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: Every index key a call owns, so forgetting a call costs O(its keys), not O(all calls).
+        self._keys: dict[str, set[tuple[str, Any]]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
     def add(self, call: Call | Talkdown, media: CallMedia) -> None:
@@ -81,7 +83,7 @@ class CallRunner:
         self.media[call.id] = media
         if call.transaction is not None:
             self._by_server_tx[call.transaction] = call.id
-        self._by_dialog[(call.invite.call_id, call.local_tag)] = (call.id, "hp")
+        self._index_dialog((call.invite.call_id, call.local_tag), call.id, "hp")
         self.on_started(call)
         self._run(call, lambda: call.start(self.loop.time()))
 
@@ -129,12 +131,17 @@ class CallRunner:
             return True
         if event.response.status >= 200 and method == "INVITE" and event.response.to.tag:
             # Index the operator dialog so its BYE/INFO find the call.
-            self._by_dialog[(event.response.call_id, event.response.from_.tag or "")] = (call_id, leg)
+            self._index_dialog((event.response.call_id, event.response.from_.tag or ""), call_id, leg)
         self._run(call, lambda: call.handle(ce.LegResponded(leg, event.response, method), self.loop.time()))
         return True
 
     def on_timeout(self, event: ev.TransactionTimedOut) -> bool:
-        """A leg's request timed out; True when it was ours."""
+        """A leg's request timed out, or our 2xx to the help point was never ACKed; True when ours."""
+        server_call = self._by_server_tx.get(event.transaction)
+        if server_call is not None and server_call in self.calls:
+            call = self.calls[server_call]
+            self._run(call, lambda: call.handle(ce.AckTimedOut(), self.loop.time()))
+            return True
         found = self._by_client_tx.pop(event.transaction, None)
         if found is None:
             return False
@@ -191,10 +198,11 @@ class CallRunner:
         elif isinstance(action, ce.SendRequest):
             key = self.endpoint.send_request(action.request, action.dest, now)
             self._by_client_tx[key] = (call.id, action.leg, action.request.method)
+            self._keys.setdefault(call.id, set()).add(("tx", key))
             leg = call.legs.get(action.leg)
             if action.request.method == "INVITE" and leg is not None and leg.invite_tx is None:
                 leg.invite_tx = key
-                self._by_dialog[(action.request.call_id, action.request.from_.tag or "")] = (call.id, action.leg)
+                self._index_dialog((action.request.call_id, action.request.from_.tag or ""), call.id, action.leg)
         elif isinstance(action, ce.SendCancel):
             leg = call.legs.get(action.leg)
             if leg is not None and leg.invite_tx is not None:
@@ -240,6 +248,10 @@ class CallRunner:
             self._run(call, lambda: call.handle_timer(self.loop.time()))
             self.transmit_soon()
 
+    def _index_dialog(self, key: tuple[str, str], call_id: str, side: str) -> None:
+        self._by_dialog[key] = (call_id, side)
+        self._keys.setdefault(call_id, set()).add(("dialog", key))
+
     def _forget(self, call: Call | Talkdown) -> None:
         if self.calls.get(call.id) is not call:
             return
@@ -250,10 +262,11 @@ class CallRunner:
         handle = self._timers.pop(call.id, None)
         if handle is not None:
             handle.cancel()
-        for key in [k for k, v in self._by_dialog.items() if v[0] == call.id]:
-            del self._by_dialog[key]
-        for key in [k for k, v in self._by_client_tx.items() if v[0] == call.id]:
-            del self._by_client_tx[key]
+        for kind, key in self._keys.pop(call.id, ()):
+            if kind == "dialog":
+                self._by_dialog.pop(key, None)  # type: ignore[arg-type]
+            else:
+                self._by_client_tx.pop(key, None)  # type: ignore[arg-type]
         self.media.pop(call.id, None)
 
     def _tear_down(self, call: Call | Talkdown) -> None:

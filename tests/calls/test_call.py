@@ -324,3 +324,27 @@ def test_refresh_without_hold_change_is_not_passed_on():
                                                                            b"a=sendrecv", 5), "rtx"), 10.0)
     assert not of(actions, ce.SendRequest)
     assert [a.response.status for a in of(actions, ce.SendResponse)] == [200]
+
+
+def test_unacked_200_ends_the_call_with_bye_both_ways():
+    call = make_call()
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 200, 1.0)
+    info(call, "council-cctv-1#1", "1", 2.0)
+    actions = call.handle(ce.AckTimedOut(), 34.0)
+    byes = {a.leg: a.request for a in of(actions, ce.SendRequest) if a.request.method == "BYE"}
+    assert set(byes) == {"hp", "council-cctv-1#1"}
+    assert byes["hp"].headers.get("Reason") == 'SIP;cause=408;text="ACK not received"'
+    assert of(actions, ce.CallEnded)[0].summary.ended_by == "gateway"
+
+
+def test_ring_timeout_and_unconfirmed_rooms_are_named_to_the_next_room():
+    call = make_call()
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 180, 0.2)
+    respond(call, "council-cctv-2#2", 180, 0.2)
+    actions = call.handle_timer(20.0)  # council ring_timeout
+    (police,) = [a for a in of(actions, ce.SendRequest) if a.request.method == "INVITE"]
+    history = police.request.headers.get("History-Info")
+    assert "council-cctv-1" in history and "council-cctv-2" in history and "cause%3D480" in history
+    assert police.request.headers.get("Reason") == 'SIP;cause=480;text="council-cctv: Ring timeout"'

@@ -1,0 +1,455 @@
+"""Calls per second through the gateway, and the post-dial delay it adds (issue 3's benchmark).
+
+    .venv/bin/python bench/calls_bench.py [--rates 100,250,500,750,1000] [--calls 2000] [--pdd-calls 1000]
+
+One command, one table. It starts ``python -m gateway serve`` on free loopback ports with a throw-away data
+directory and a benchmark dialplan (tests/integration/calls_harness.py ``single_room_dialplan``): one step that
+rings council-cctv-1 only, no prompt, no confirm digit, so every call is INVITE -> operator answers -> bridged.
+Digest is MD5-first (``registrar.algorithms: [MD5, SHA-256]``) because SIPp 3.6.1 only computes MD5.
+
+* Operator: a SIPp UAS (scenarios/calls/bench_op.xml) registered as council-cctv-1, answering every INVITE at
+  once (180, 200 with SDP), then the ACK and the BYE.
+* Help point: a SIPp UAC (scenarios/calls/bench_hp.xml) as hp-outram-street: INVITE, 401, INVITE with digest,
+  183, 200, ACK, BYE at once. No RTP is sent by either SIPp (the gateway still opens its two RTP legs per call
+  and records from the 183, as in production).
+* Throughput: each offered rate runs a bounded number of calls (``--calls``, SIPp ``-m``), at most ``--limit``
+  in flight; "failed" is SIPp's FailedCall count at the help point (plus calls the gateway did not journal as
+  answered). cps = successful calls / SIPp's elapsed time.
+* Post-dial delay at 100 cps, from a packet capture on ``lo`` (tcpdump, microsecond stamps), not from SIPp's
+  4 ms clock: for each call, the help point's authenticated INVITE (CSeq 2) arriving at the gateway ->
+  (a) the gateway's INVITE to the operator leaving, (b) the gateway's 183 to the help point leaving.
+  The 183 is matched by Call-ID. The operator INVITE is a new dialog that carries nothing of the help point's
+  Call-ID, so each call is paired with the operator INVITE sent nearest its 183 (within 2 ms: the gateway
+  sends both from the same event-loop step, and calls are 10 ms apart at 100 cps); calls that cannot be
+  paired that way are counted as "unpaired" in the note, not guessed.
+
+Everything stays on 127.0.0.1; every SIPp run is bounded by -m, -timeout and coreutils timeout, and tcpdump by
+coreutils timeout too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import csv
+import os
+import re
+import resource
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT))
+
+from calls_harness import CALL_SCENARIOS, CallGateway, free_udp_block, register, single_room_dialplan  # noqa: E402
+from sip_harness import LOOPBACK, demo_password, free_port  # noqa: E402
+
+HP = "hp-outram-street"
+OPERATOR = "council-cctv-1"
+
+
+@dataclass
+class Row:
+    bench: str
+    offered: str
+    ok: str
+    failed: str
+    result: str
+    p50: str = "-"
+    p99: str = "-"
+    note: str = ""
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def udp_rcvbuf_errors() -> int:
+    try:
+        lines = [
+            ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines() if ln.startswith("Udp:")
+        ]
+        return int(lines[1][lines[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def _hms(value: str) -> float:
+    parts = value.strip().split(":")
+    h, m, s = int(parts[0]), int(parts[1]), int(parts[2])
+    us = int(parts[3]) if len(parts) > 3 else 0
+    return h * 3600 + m * 60 + s + us / 1e6
+
+
+def sipp_argv(
+    sipp: str,
+    scenario: str,
+    gw: CallGateway,
+    work: Path,
+    port: int,
+    calls: int,
+    budget: int,
+    extra: list[str],
+) -> list[str]:
+    return [
+        "timeout", "-k", "5", str(budget + 10),
+        sipp, f"{LOOPBACK}:{gw.sip_port}", "-sf", str(CALL_SCENARIOS / scenario),
+        "-i", LOOPBACK, "-p", str(port), "-mp", str(free_udp_block(4, 20000, 29990)), "-t", "u1",
+        "-m", str(calls), "-nostdin", "-timeout", f"{budget}s", "-max_recv_loops", "10000",
+        "-trace_stat", "-stf", str(work / "stats.csv"), "-fd", "1",
+        "-trace_err", "-error_file", str(work / "errors.log"),
+        *extra,
+    ]  # fmt: skip
+
+
+def last_stats(path: Path) -> dict[str, str]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter=";"))
+    return rows[-1] if rows else {}
+
+
+def run_rate(
+    sipp: str, gw: CallGateway, work: Path, rate: int, calls: int, limit: int, capture: Path | None = None
+) -> tuple[Row, Path]:
+    step = work / f"rate-{rate}{'-pcap' if capture else ''}"
+    (step / "op").mkdir(parents=True)
+    (step / "hp").mkdir()
+    budget = int(calls / rate) + 40
+    op_port = free_port()
+    op = subprocess.Popen(
+        sipp_argv(
+            sipp,
+            "bench_op.xml",
+            gw,
+            step / "op",
+            op_port,
+            calls,
+            budget + 10,
+            ["-key", "opuser", OPERATOR, "-recv_timeout", "30000"],
+        ),
+        cwd=step / "op",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    tcpdump = None
+    capture_note = ""
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # wait for the UAS to bind its port
+            out = subprocess.run(["ss", "-uln", f"sport = :{op_port}"], capture_output=True, text=True).stdout
+            if f":{op_port}" in out:
+                break
+            time.sleep(0.05)
+        reg = register(gw, OPERATOR, op_port, expires=3600)
+        assert reg.status == 200, f"REGISTER {OPERATOR}: {reg.text}"
+        if capture is not None:
+            tcpdump = subprocess.Popen(
+                [
+                    "timeout",
+                    "-s",
+                    "INT",
+                    str(budget + 20),
+                    "tcpdump",
+                    "-i",
+                    "lo",
+                    "-w",
+                    str(capture),
+                    "-U",
+                    "-B",
+                    "16384",
+                    "-n",
+                    f"udp port {gw.sip_port}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            time.sleep(1.0)  # tcpdump needs a moment before it captures
+        answered0 = gw.metric("gateway_activations_total", outcome="answered")
+        all0 = gw.metric("gateway_activations_total")
+        cpu0 = cpu_seconds(gw.proc.pid)  # type: ignore[union-attr]
+        busy0, kids0 = machine_busy_seconds(), children_cpu_seconds()
+        drops0 = udp_rcvbuf_errors()
+        t0 = time.monotonic()
+        hp_proc = subprocess.run(
+            sipp_argv(
+                sipp,
+                "bench_hp.xml",
+                gw,
+                step / "hp",
+                free_port(),
+                calls,
+                budget,
+                [
+                    "-r",
+                    str(rate),
+                    "-l",
+                    str(limit),
+                    "-recv_timeout",
+                    "10000",
+                    "-key",
+                    "hpuser",
+                    HP,
+                    "-au",
+                    HP,
+                    "-ap",
+                    demo_password(HP),
+                ],
+            ),
+            cwd=step / "hp",
+            capture_output=True,
+            timeout=budget + 30,
+            check=False,
+        )
+        wall = time.monotonic() - t0
+        cpu = cpu_seconds(gw.proc.pid) - cpu0  # type: ignore[union-attr]
+        busy = machine_busy_seconds() - busy0
+        hp_cpu = children_cpu_seconds() - kids0  # the help point SIPp (waited for); the UAS is counted below
+        drops = udp_rcvbuf_errors() - drops0
+        # Let the journal catch up with the last BYEs.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and gw.metric("gateway_activations_total") - all0 < calls:
+            time.sleep(0.2)
+        answered = gw.metric("gateway_activations_total", outcome="answered") - answered0
+        ended = gw.metric("gateway_activations_total") - all0
+    finally:
+        if tcpdump is not None:
+            time.sleep(0.5)
+            tcpdump.send_signal(signal.SIGINT)
+            try:
+                _, err = tcpdump.communicate(timeout=10)
+                dropped = re.search(rb"(\d+) packets? dropped by kernel", err or b"")
+                if dropped:
+                    capture_note = f", tcpdump: {int(dropped.group(1))} dropped by kernel"
+            except subprocess.TimeoutExpired:
+                tcpdump.kill()
+        try:
+            op.wait(15)
+        except subprocess.TimeoutExpired:
+            op.terminate()
+            op.wait(5)
+    op_cpu = children_cpu_seconds() - kids0 - hp_cpu
+    others = max(0.0, busy - cpu - hp_cpu - op_cpu)
+    stats = last_stats(step / "hp" / "stats.csv")
+    ok = int(stats.get("SuccessfulCall(C)", 0))
+    failed = int(stats.get("FailedCall(C)", 0))
+    elapsed = _hms(stats["ElapsedTime(C)"]) if stats else wall
+    cps = ok / elapsed if elapsed else 0.0
+    peers = "SIPp+tcpdump" if capture else "SIPp"
+    note = (
+        f"gateway CPU {100 * cpu / wall:.0f}%, {peers} {100 * (hp_cpu + op_cpu) / wall:.0f}%, "
+        f"other processes {100 * others / wall:.0f}% (of 1 core, {os.cpu_count()} cores), "
+        f"journal: {answered:.0f} answered / {ended:.0f} ended, "
+        f"SIPp retrans {stats.get('Retransmissions(C)', '?')}, UDP rcvbuf drops {drops}"
+    )
+    if hp_proc.returncode not in (0, 1):
+        note += f", sipp exit {hp_proc.returncode}"
+    note += capture_note
+    not_answered = max(0, calls - int(answered))
+    row = Row(
+        "calls, SIPp hp -> gw -> SIPp op (UDP)",
+        f"{rate}/s x {calls}",
+        str(ok),
+        f"{failed}" + (f" (+{not_answered} not answered)" if not_answered and not failed else ""),
+        f"{cps:.0f} calls/s",
+        note=note,
+    )
+    return row, step
+
+
+# ------------------------------------------------------------------------------------------- pcap
+
+
+def read_pcap(path: Path) -> list[tuple[float, int, int, bytes]]:
+    """(time, src port, dst port, UDP payload) of each IPv4/UDP packet in a pcap file."""
+    data = path.read_bytes()
+    magic = data[:4]
+    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+        endian = "<"
+    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        endian = ">"
+    else:
+        raise ValueError(f"{path}: not a pcap file")
+    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    link_len = {1: 14, 113: 16, 276: 20, 0: 4, 12: 0, 101: 0}.get(linktype)
+    if link_len is None:
+        raise ValueError(f"{path}: unsupported link type {linktype}")
+    out = []
+    pos = 24
+    while pos + 16 <= len(data):
+        sec, frac, incl, _ = struct.unpack(endian + "IIII", data[pos : pos + 16])
+        pkt = data[pos + 16 : pos + 16 + incl]
+        pos += 16 + incl
+        ip = pkt[link_len:]
+        if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+            continue
+        ihl = (ip[0] & 0x0F) * 4
+        sport, dport = struct.unpack("!HH", ip[ihl : ihl + 4])
+        out.append((sec + frac / (1e9 if nano else 1e6), sport, dport, ip[ihl + 8 :]))
+    return out
+
+
+def _header(payload: bytes, name: bytes) -> bytes | None:
+    head = payload.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name.lower():
+            return value.strip()
+    return None
+
+
+def post_dial_delays(pcap: Path, gw_port: int) -> tuple[list[float], list[float], int, int]:
+    """(INVITE in -> INVITE out ms, INVITE in -> 183 ms, calls seen, pairs out of order)."""
+    hp_invites: dict[bytes, float] = {}
+    hp_order: list[bytes] = []
+    ringing: dict[bytes, float] = {}
+    op_invites: list[float] = []
+    seen_op: set[bytes] = set()
+    for when, sport, dport, payload in read_pcap(pcap):
+        first = payload.split(b"\r\n", 1)[0]
+        call_id = _header(payload, b"Call-ID") or _header(payload, b"i") or b""
+        cseq = _header(payload, b"CSeq") or b""
+        if dport == gw_port and first.startswith(b"INVITE ") and cseq.startswith(b"2 "):
+            if call_id not in hp_invites:  # retransmissions keep the first arrival
+                hp_invites[call_id] = when
+                hp_order.append(call_id)
+        elif sport == gw_port and first.startswith(b"SIP/2.0 183") and call_id not in ringing:
+            ringing[call_id] = when
+        elif sport == gw_port and first.startswith(b"INVITE ") and call_id not in seen_op:
+            seen_op.add(call_id)
+            op_invites.append(when)
+    to_183 = [1000 * (ringing[c] - hp_invites[c]) for c in hp_order if c in ringing]
+    # Pair each call with the operator INVITE sent nearest to its 183 (same event-loop step, calls 10 ms apart).
+    op_sorted = sorted(op_invites)
+    to_invite, bad, used = [], 0, set()
+    for cid in hp_order:
+        if cid not in ringing:
+            bad += 1
+            continue
+        t183 = ringing[cid]
+        i = bisect.bisect_left(op_sorted, t183)
+        near = [j for j in (i - 1, i) if 0 <= j < len(op_sorted) and j not in used]
+        j = min(near, key=lambda k: abs(op_sorted[k] - t183), default=None)
+        if j is None or abs(op_sorted[j] - t183) > 0.002:
+            bad += 1
+            continue
+        used.add(j)
+        to_invite.append(1000 * (op_sorted[j] - hp_invites[cid]))
+    return to_invite, to_183, len(hp_order), bad
+
+
+def pdd_rows(sipp: str, gw: CallGateway, work: Path, calls: int, limit: int) -> list[Row]:
+    if shutil.which("tcpdump") is None:
+        return [Row("post-dial delay", "100/s", "-", "-", "tcpdump missing (apt-get install -y tcpdump)")]
+    capture = work / "pdd.pcap"
+    row, _ = run_rate(sipp, gw, work, 100, calls, limit, capture=capture)
+    to_invite, to_183, seen, bad = post_dial_delays(capture, gw.sip_port)
+    row.bench = "calls at 100/s under capture"
+    rows = [row]
+    for name, values in (
+        ("PDD: hp INVITE in -> operator INVITE out", to_invite),
+        ("PDD: hp INVITE in -> 183 to hp", to_183),
+    ):
+        rows.append(
+            Row(
+                name,
+                "100/s",
+                str(len(values)),
+                "-",
+                f"max {max(values):.3f} ms" if values else "no data",
+                f"{percentile(values, 50):.3f} ms",
+                f"{percentile(values, 99):.3f} ms",
+                f"tcpdump on lo, {seen} calls captured"
+                + (f", {bad} unpaired" if bad and "operator" in name else ""),
+            )
+        )
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    head = Row("benchmark", "offered", "ok", "failed", "result", "p50", "p99", "note")
+    cols = list(head.__dict__)
+    widths = {c: max(len(str(getattr(r, c))) for r in [head, *rows]) for c in cols}
+    line = lambda r: "| " + " | ".join(str(getattr(r, c)).ljust(widths[c]) for c in cols) + " |"  # noqa: E731
+    print(line(head))
+    print("|" + "|".join("-" * (widths[c] + 2) for c in cols) + "|")
+    for r in rows:
+        print(line(r))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rates", default="100,250,500,750,1000", help="offered calls/s, comma-separated")
+    ap.add_argument("--calls", type=int, default=2000, help="calls per rate (SIPp -m)")
+    ap.add_argument("--limit", type=int, default=400, help="SIPp -l: calls in flight at most")
+    ap.add_argument("--pdd-calls", type=int, default=1000, help="calls in the captured 100/s run (0: skip)")
+    ap.add_argument("--workdir", help="keep SIPp files, the capture and the gateway log here")
+    args = ap.parse_args()
+    sipp = shutil.which("sipp")
+    if sipp is None:
+        print("SIPp not found (apt-get install -y sip-tester)", file=sys.stderr)
+        return 2
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="calls-bench-") as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        gw = CallGateway(work / "gateway", single_room_dialplan(), rtp_ports=4000)
+        gw.start()
+        try:
+            if args.pdd_calls:
+                rows += pdd_rows(sipp, gw, work, args.pdd_calls, args.limit)
+                print(
+                    f"  pdd: {rows[-2].p50} / {rows[-2].p99}; {rows[-1].p50} / {rows[-1].p99}",
+                    file=sys.stderr,
+                )
+            for rate in [int(r) for r in args.rates.split(",") if r.strip()]:
+                row, _ = run_rate(sipp, gw, work, rate, args.calls, args.limit)
+                rows.append(row)
+                print(f"  {row.offered}: {row.ok} ok, {row.failed} failed, {row.result}", file=sys.stderr)
+                if not gw.running:
+                    print("gateway died; log tail:\n" + gw.log_tail(), file=sys.stderr)
+                    break
+        finally:
+            t_stop = time.monotonic()
+            code = gw.stop(timeout=45)
+            print(f"  gateway SIGTERM -> exit {code} in {time.monotonic() - t_stop:.1f} s", file=sys.stderr)
+            if code != 0:
+                print(f"gateway exit code {code}; log tail:\n{gw.log_tail()}", file=sys.stderr)
+            errors = [ln for ln in gw.log_text().splitlines() if " ERROR " in ln]
+            if errors:
+                print(f"gateway logged {len(errors)} ERROR lines, first: {errors[0]}", file=sys.stderr)
+    print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
