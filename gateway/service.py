@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import ipaddress
 import json
@@ -120,13 +121,15 @@ def contact_destination(contact: str, source: Source) -> Peer:
 
 
 class SummaryLog:
-    """Append-only JSON-lines log of ended activations (fsync'd: nothing is lost on a crash).
+    """Append-only JSON-lines journal of ended activations and sealed recordings, beside the database.
 
-    The records issue moves activations into the database; this file stays as a local journal.
+    Each line is written and fsync'd by one dedicated thread, in order, so the event loop never waits
+    for the disk; :meth:`close` waits for every line to be on disk.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
 
     def append(self, summary: CallSummary) -> None:
         """Write one activation."""
@@ -139,11 +142,21 @@ class SummaryLog:
 
     def _write(self, doc: dict[str, Any]) -> None:
         line = json.dumps(doc, separators=(",", ":"), default=str)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        self._thread.submit(self._append, line)
+
+    def _append(self, line: str) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            log.exception("activation journal %s: write failed (the database still has the record)", self.path)
+
+    def close(self) -> None:
+        """Wait until every queued line is written."""
+        self._thread.shutdown(wait=True)
 
     def read(self) -> list[dict[str, Any]]:
         """Every activation written so far (tests, CLI)."""
@@ -665,6 +678,7 @@ class Gateway:
         await self.writer.close()
         if self.activations is not None:
             await self.activations.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.summaries.close)
         self.transport.close()
 
 

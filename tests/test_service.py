@@ -33,6 +33,7 @@ def test_summary_log_appends_durable_json_lines(tmp_path):
                           [{"t": 0.0, "event": "offered"}])
     log.append(summary)
     log.append_recording("act-1", "/r/act-1.wav", 1.0, "ab" * 32)
+    log.close()  # written by the journal thread, in order
     rows = log.read()
     assert rows[0]["activation_id"] == "act-1" and rows[0]["timeline"] == [{"t": 0.0, "event": "offered"}]
     assert rows[1] == {"recording": {"activation_id": "act-1", "path": "/r/act-1.wav", "duration": 1.0,
