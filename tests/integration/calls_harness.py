@@ -55,8 +55,8 @@ from sip_harness import (
     TracedMessage,
     UdpClient,
     demo_password,
-    digest_params,
     free_port,
+    md5_authorization,
     parse_trace,
 )
 
@@ -281,23 +281,8 @@ def register(
         assert first is not None, f"no answer to REGISTER {user}"
         if first.status != 401:
             return first
-        challenges = [digest_params(c) for c in first.get_all("WWW-Authenticate")]
-        md5 = next(c for c in challenges if c.get("algorithm", "MD5").upper() == "MD5")
         pw = password if password is not None else demo_password(user)
-        ha1 = hashlib.md5(f"{user}:{md5['realm']}:{pw}".encode()).hexdigest()
-        ha2 = hashlib.md5(f"REGISTER:{gw.uri}".encode()).hexdigest()
-        cnonce, nc = uuid.uuid4().hex[:16], "00000001"
-        if "auth" in [q.strip() for q in md5.get("qop", "").split(",")]:
-            response = hashlib.md5(f"{ha1}:{md5['nonce']}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
-            qop = f', qop=auth, nc={nc}, cnonce="{cnonce}"'
-        else:
-            response = hashlib.md5(f"{ha1}:{md5['nonce']}:{ha2}".encode()).hexdigest()
-            qop = ""
-        opaque = f', opaque="{md5["opaque"]}"' if "opaque" in md5 else ""
-        authz = (
-            f'Digest username="{user}", realm="{md5["realm"]}", nonce="{md5["nonce"]}", uri="{gw.uri}", '
-            f'response="{response}", algorithm=MD5{qop}{opaque}'
-        )
+        authz = md5_authorization(first.get_all("WWW-Authenticate"), user, pw, gw.uri)
         final = client.request(
             "REGISTER",
             gw.uri,

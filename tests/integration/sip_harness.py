@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import os
 import re
 import signal
@@ -245,6 +246,25 @@ def build_request(
         f"Content-Length: {len(body)}",
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def md5_authorization(challenges: list[str], user: str, password: str, uri: str, method: str = "REGISTER") -> str:
+    """An RFC 2617/7616 MD5 ``Authorization`` value answering the MD5 one of ``challenges`` (qop=auth)."""
+    md5 = next(c for c in map(digest_params, challenges) if c.get("algorithm", "MD5").upper() == "MD5")
+    ha1 = hashlib.md5(f"{user}:{md5['realm']}:{password}".encode()).hexdigest()
+    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()
+    cnonce, nc = uuid.uuid4().hex[:16], "00000001"
+    if "auth" in [q.strip() for q in md5.get("qop", "").split(",")]:
+        response = hashlib.md5(f"{ha1}:{md5['nonce']}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
+        qop = f', qop=auth, nc={nc}, cnonce="{cnonce}"'
+    else:
+        response = hashlib.md5(f"{ha1}:{md5['nonce']}:{ha2}".encode()).hexdigest()
+        qop = ""
+    opaque = f', opaque="{md5["opaque"]}"' if "opaque" in md5 else ""
+    return (
+        f'Digest username="{user}", realm="{md5["realm"]}", nonce="{md5["nonce"]}", uri="{uri}", '
+        f'response="{response}", algorithm=MD5{qop}{opaque}'
+    )
 
 
 class UdpClient:
@@ -731,7 +751,6 @@ def query_bindings(
     """Query-only REGISTER (no Contact) with an MD5 digest answer computed here; returns the final response.
 
     Used to check bindings from Python without SIPp (RFC 3261 section 10.2.3)."""
-    import hashlib
 
     client = UdpClient(gw.sip_addr)
     try:
@@ -741,23 +760,8 @@ def query_bindings(
         assert first is not None, "no answer to the query REGISTER"
         if first.status != 401:
             return first
-        challenges = [digest_params(c) for c in first.get_all("WWW-Authenticate")]
-        md5 = next(c for c in challenges if c.get("algorithm", "MD5").upper() == "MD5")
         pw = password if password is not None else demo_password(user)
-        ha1 = hashlib.md5(f"{user}:{md5['realm']}:{pw}".encode()).hexdigest()
-        ha2 = hashlib.md5(f"REGISTER:{gw.uri}".encode()).hexdigest()
-        cnonce, nc = uuid.uuid4().hex[:16], "00000001"
-        if "auth" in [q.strip() for q in md5.get("qop", "").split(",")]:
-            response = hashlib.md5(f"{ha1}:{md5['nonce']}:{nc}:{cnonce}:auth:{ha2}".encode()).hexdigest()
-            qop = f', qop=auth, nc={nc}, cnonce="{cnonce}"'
-        else:
-            response = hashlib.md5(f"{ha1}:{md5['nonce']}:{ha2}".encode()).hexdigest()
-            qop = ""
-        opaque = f', opaque="{md5["opaque"]}"' if "opaque" in md5 else ""
-        authz = (
-            f'Digest username="{user}", realm="{md5["realm"]}", nonce="{md5["nonce"]}", uri="{gw.uri}", '
-            f'response="{response}", algorithm=MD5{qop}{opaque}'
-        )
+        authz = md5_authorization(first.get_all("WWW-Authenticate"), user, pw, gw.uri)
         final = client.request(
             "REGISTER",
             gw.uri,
