@@ -14,15 +14,11 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import dataclasses
 import ipaddress
-import json
 import logging
 import os
 import secrets
 import signal
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -32,9 +28,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway import metrics
-from gateway.api import Services, create_app
+from gateway.api import create_app
 from gateway.calls.call import Call, CallConfig
 from gateway.calls.events import CallSummary
+from gateway.calls.journal import SummaryLog
 from gateway.calls.liveness import Liveness, StateChanged
 from gateway.calls.liveness import State as LiveState
 from gateway.calls.media_adapter import MediaPlane, create_media_plane
@@ -42,7 +39,6 @@ from gateway.calls.metadata import HelpPointInfo
 from gateway.calls.runner import CallMedia, CallRunner, new_activation_id
 from gateway.calls.talkdown import Talkdown
 from gateway.config import Config, HelpPoint, Inventory, load_inventory
-from gateway.dialplan import check_command, simulate_command
 from gateway.dialplan.engine import Plan
 from gateway.dialplan.load import DialplanSet
 from gateway.dialplan.load import reload as reload_dialplans
@@ -50,22 +46,26 @@ from gateway.dialplan.model import DialplanError
 from gateway.dialplan.model import Inventory as DialplanInventory
 from gateway.media.errors import MediaError
 from gateway.media.ports import StereoRecorder
-from gateway.media.wav import repair_wav
-from gateway.records import RetentionPolicy
-from gateway.registrar.bindings import BindingPolicy, Source
+from gateway.registrar.bindings import BindingPolicy
 from gateway.registrar.digest import Algorithm
 from gateway.registrar.persistence import BindingWriter, from_stored
 from gateway.registrar.registrar import Decision, Registrar
-from gateway.registrar.service import Admission, CredentialCache, RegistrarService, admit, digest_user
+from gateway.registrar.service import (
+    Admission,
+    CredentialCache,
+    RegistrarService,
+    admit,
+    contact_destination,
+    digest_user,
+)
+from gateway.service_records import api_services, start_records
 from gateway.sip import events as ev
 from gateway.sip.endpoint import EndpointConfig, SipEndpoint
-from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
 from gateway.sip.message import Headers, Request, Response, build_response, parse_uri
 from gateway.sip.ratelimit import SourceLimiter
 from gateway.sip.transport import SipTransport
 from gateway.store import ActivationWriter, Records, Store, TokenInfo, retention_forever
-from gateway.store.records import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -99,70 +99,6 @@ def dialplan_inventory(config: Config, inventory: Inventory) -> DialplanInventor
         rooms={room.id: tuple(p.id for p in room.positions) for room in inventory.rooms},
         prompts=frozenset(prompts),
     )
-
-
-def contact_destination(contact: str, source: Source) -> Peer:
-    """Where to send requests for a registered contact.
-
-    Over TCP, the connection the REGISTER came on (the flow).  Over UDP, the
-    Contact's own address when the REGISTER came from that host (the device said
-    where it listens), else the packet source: the contact sits behind NAT (4G
-    help points) and only the NAT binding's public address and port reach it.
-    """
-    if source.transport != "UDP":
-        return (source.transport, source.host, source.port)
-    try:
-        uri = parse_uri(contact)
-    except RemoteProtocolError:
-        return (source.transport, source.host, source.port)
-    if uri.host.strip("[]") == source.host and (uri.param("transport") or "udp").lower() == "udp":
-        return ("UDP", source.host, uri.port or 5060)
-    return (source.transport, source.host, source.port)
-
-
-class SummaryLog:
-    """Append-only JSON-lines journal of ended activations and sealed recordings, beside the database.
-
-    Each line is written and fsync'd by one dedicated thread, in order, so the event loop never waits
-    for the disk; :meth:`close` waits for every line to be on disk.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
-
-    def append(self, summary: CallSummary) -> None:
-        """Write one activation."""
-        self._write(dataclasses.asdict(summary))
-
-    def append_recording(self, activation_id: str, path: str, duration: float, sha256: str | None) -> None:
-        """Journal a sealed recording."""
-        self._write({"recording": {"activation_id": activation_id, "path": path, "duration": duration,
-                                   "sha256": sha256}})
-
-    def _write(self, doc: dict[str, Any]) -> None:
-        line = json.dumps(doc, separators=(",", ":"), default=str)
-        self._thread.submit(self._append, line)
-
-    def _append(self, line: str) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError:
-            log.exception("activation journal %s: write failed (the database still has the record)", self.path)
-
-    def close(self) -> None:
-        """Wait until every queued line is written."""
-        self._thread.shutdown(wait=True)
-
-    def read(self) -> list[dict[str, Any]]:
-        """Every activation written so far (tests, CLI)."""
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
 
 
 class Gateway:
@@ -697,81 +633,6 @@ async def seed_demo_credentials(config: Config, inventory: Inventory, store: Sto
         log.warning("seeded DEMO credentials for %d accounts (password = %r + user); not for production",
                     seeded, config.demo.password_prefix)
     return seeded
-
-
-async def start_records(gw: Gateway) -> None:
-    """Open the activation records: sync the inventory, mark crashed calls interrupted, recover their audio."""
-    config = gw.config
-    retention = config.records.retention
-    gw.records = Records(gw.store, retention=RetentionPolicy(
-        by_classification=dict(retention.by_classification), by_outcome=dict(retention.by_outcome),
-        unclassified_days=retention.unclassified_days))
-    await gw.records.sync_inventory(gw.inventory.help_points, gw.inventory.rooms)
-    gw.activations = ActivationWriter(gw.records, repeat_window=config.records.repeat_window,
-                                      max_queue=config.records.write_queue_max)
-    interrupted = await gw.activations.start()
-    if interrupted:
-        log.warning("%d activation(s) were in progress when the gateway stopped; marked interrupted: %s",
-                    len(interrupted), ", ".join(interrupted))
-    for activation_id in interrupted:
-        recover_recording(gw, activation_id)
-
-
-def recover_recording(gw: Gateway, activation_id: str) -> None:
-    """A crash left a partial recording: repair its WAV sizes, seal it with a SHA-256, link it."""
-    path = Path(gw.config.data_dir) / "recordings" / f"{activation_id}.wav"
-    if not path.exists() or Path(f"{path}.sha256").exists() or gw.activations is None:
-        return
-    try:
-        data_bytes = repair_wav(path)
-        digest, size = sha256_file(str(path))
-    except (OSError, MediaError) as exc:
-        metrics.RECORDINGS_FAILED.inc()
-        log.error("activation %s: partial recording %s could not be repaired: %s", activation_id, path, exc)
-        return
-    Path(f"{path}.sha256").write_text(f"{digest}  {path.name}\n")
-    duration = data_bytes / (8000 * 2 * 2)
-    gw.activations.recording(activation_id, str(path), duration, digest, size)
-    gw.summaries.append_recording(activation_id, str(path), duration, digest)
-    log.warning("activation %s: partial recording recovered after a crash (%.1f s, sha256 %s)", activation_id,
-                duration, digest)
-
-
-def api_services(gw: Gateway) -> Services:
-    """What the HTTP API may call into."""
-
-    def talkdown(help_point: str, warning: int, times: int) -> str:
-        try:
-            return gw.start_talkdown(help_point, warning, times)
-        except LookupError as exc:
-            raise KeyError(str(exc).strip("'")) from exc
-
-    def check(text: str | None) -> dict[str, Any]:
-        if text is None:
-            code, lines = check_command([gw.config.dialplans_dir], gw.dialplan_inventory)
-            return {"ok": code == 0, "lines": lines}
-        with tempfile.TemporaryDirectory() as folder:
-            candidate = Path(folder) / "candidate.yaml"
-            candidate.write_text(text, encoding="utf-8")
-            code, lines = check_command([candidate], gw.dialplan_inventory)
-        return {"ok": code == 0, "lines": [line.replace(str(candidate), "<posted>") for line in lines]}
-
-    def simulate(help_point: str, at: str | None, outcomes: dict[str, str]) -> dict[str, Any]:
-        if gw.dialplans is None or gw.dialplans.for_help_point(help_point) is None:
-            raise KeyError(f"no dialplan serves help point {help_point!r}")
-        code, lines = simulate_command(
-            [gw.config.dialplans_dir], gw.dialplan_inventory, help_point=help_point,
-            at=at or datetime.now(UTC).isoformat(timespec="minutes"),
-            outcomes=[f"{key}={value}" for key, value in outcomes.items()])
-        if code == 2:
-            raise ValueError("; ".join(lines))
-        return {"ok": code == 0, "lines": lines}
-
-    return Services(
-        health=gw.health, records=gw.records, play_warning=gw.calls.play_warning, start_talkdown=talkdown,
-        help_point_status=gw.help_point_status, check_dialplans=check, simulate_dialplan=simulate,
-        reload_dialplans=gw.reload_dialplans_report,
-    )
 
 
 async def run(config: Config) -> int:

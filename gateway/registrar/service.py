@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
-from gateway.sip.message import Request, Response, build_response
+from gateway.sip.message import Request, Response, build_response, parse_uri
 
 from .bindings import Binding, ContactSpec, Source
 from .digest import AuthResult
@@ -199,3 +199,22 @@ def digest_user(registrar: Registrar, request: Request) -> str | None:
     except Exception:
         return None
     return digest.username if digest is not None else None
+
+
+def contact_destination(contact: str, source: Source) -> Peer:
+    """Where to send requests for a registered contact.
+
+    Over TCP, the connection the REGISTER came on (the flow).  Over UDP, the
+    Contact's own address when the REGISTER came from that host (the device said
+    where it listens), else the packet source: the contact sits behind NAT (4G
+    help points) and only the NAT binding's public address and port reach it.
+    """
+    if source.transport != "UDP":
+        return (source.transport, source.host, source.port)
+    try:
+        uri = parse_uri(contact)
+    except RemoteProtocolError:
+        return (source.transport, source.host, source.port)
+    if uri.host.strip("[]") == source.host and (uri.param("transport") or "udp").lower() == "udp":
+        return ("UDP", source.host, uri.port or 5060)
+    return (source.transport, source.host, source.port)

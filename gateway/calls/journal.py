@@ -1,0 +1,60 @@
+"""The activation journal: JSON lines beside the database, written by a thread of its own."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from .events import CallSummary
+
+log = logging.getLogger(__name__)
+
+
+class SummaryLog:
+    """Append-only JSON-lines journal of ended activations and sealed recordings, beside the database.
+
+    Each line is written and fsync'd by one dedicated thread, in order, so the event loop never waits
+    for the disk; :meth:`close` waits for every line to be on disk.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+
+    def append(self, summary: CallSummary) -> None:
+        """Write one activation."""
+        self._write(dataclasses.asdict(summary))
+
+    def append_recording(self, activation_id: str, path: str, duration: float, sha256: str | None) -> None:
+        """Journal a sealed recording."""
+        self._write({"recording": {"activation_id": activation_id, "path": path, "duration": duration,
+                                   "sha256": sha256}})
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        line = json.dumps(doc, separators=(",", ":"), default=str)
+        self._thread.submit(self._append, line)
+
+    def _append(self, line: str) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            log.exception("activation journal %s: write failed (the database still has the record)", self.path)
+
+    def close(self) -> None:
+        """Wait until every queued line is written."""
+        self._thread.shutdown(wait=True)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every activation written so far (tests, CLI)."""
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]

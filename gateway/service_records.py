@@ -1,0 +1,98 @@
+"""Wiring of the activation records into the running gateway: start-up recovery and the HTTP API's services."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway import metrics
+from gateway.api import Services
+from gateway.dialplan import check_command, simulate_command
+from gateway.media.errors import MediaError
+from gateway.media.wav import repair_wav
+from gateway.records import RetentionPolicy
+from gateway.store import ActivationWriter, Records
+from gateway.store.records import sha256_file
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
+
+log = logging.getLogger(__name__)
+
+
+async def start_records(gw: Gateway) -> None:
+    """Open the activation records: sync the inventory, mark crashed calls interrupted, recover their audio."""
+    config = gw.config
+    retention = config.records.retention
+    gw.records = Records(gw.store, retention=RetentionPolicy(
+        by_classification=dict(retention.by_classification), by_outcome=dict(retention.by_outcome),
+        unclassified_days=retention.unclassified_days))
+    await gw.records.sync_inventory(gw.inventory.help_points, gw.inventory.rooms)
+    gw.activations = ActivationWriter(gw.records, repeat_window=config.records.repeat_window,
+                                      max_queue=config.records.write_queue_max)
+    interrupted = await gw.activations.start()
+    if interrupted:
+        log.warning("%d activation(s) were in progress when the gateway stopped; marked interrupted: %s",
+                    len(interrupted), ", ".join(interrupted))
+    for activation_id in interrupted:
+        recover_recording(gw, activation_id)
+
+
+def recover_recording(gw: Gateway, activation_id: str) -> None:
+    """A crash left a partial recording: repair its WAV sizes, seal it with a SHA-256, link it."""
+    path = Path(gw.config.data_dir) / "recordings" / f"{activation_id}.wav"
+    if not path.exists() or Path(f"{path}.sha256").exists() or gw.activations is None:
+        return
+    try:
+        data_bytes = repair_wav(path)
+        digest, size = sha256_file(str(path))
+    except (OSError, MediaError) as exc:
+        metrics.RECORDINGS_FAILED.inc()
+        log.error("activation %s: partial recording %s could not be repaired: %s", activation_id, path, exc)
+        return
+    Path(f"{path}.sha256").write_text(f"{digest}  {path.name}\n")
+    duration = data_bytes / (8000 * 2 * 2)
+    gw.activations.recording(activation_id, str(path), duration, digest, size)
+    gw.summaries.append_recording(activation_id, str(path), duration, digest)
+    log.warning("activation %s: partial recording recovered after a crash (%.1f s, sha256 %s)", activation_id,
+                duration, digest)
+
+
+def api_services(gw: Gateway) -> Services:
+    """What the HTTP API may call into."""
+
+    def talkdown(help_point: str, warning: int, times: int) -> str:
+        try:
+            return gw.start_talkdown(help_point, warning, times)
+        except LookupError as exc:
+            raise KeyError(str(exc).strip("'")) from exc
+
+    def check(text: str | None) -> dict[str, Any]:
+        if text is None:
+            code, lines = check_command([gw.config.dialplans_dir], gw.dialplan_inventory)
+            return {"ok": code == 0, "lines": lines}
+        with tempfile.TemporaryDirectory() as folder:
+            candidate = Path(folder) / "candidate.yaml"
+            candidate.write_text(text, encoding="utf-8")
+            code, lines = check_command([candidate], gw.dialplan_inventory)
+        return {"ok": code == 0, "lines": [line.replace(str(candidate), "<posted>") for line in lines]}
+
+    def simulate(help_point: str, at: str | None, outcomes: dict[str, str]) -> dict[str, Any]:
+        if gw.dialplans is None or gw.dialplans.for_help_point(help_point) is None:
+            raise KeyError(f"no dialplan serves help point {help_point!r}")
+        code, lines = simulate_command(
+            [gw.config.dialplans_dir], gw.dialplan_inventory, help_point=help_point,
+            at=at or datetime.now(UTC).isoformat(timespec="minutes"),
+            outcomes=[f"{key}={value}" for key, value in outcomes.items()])
+        if code == 2:
+            raise ValueError("; ".join(lines))
+        return {"ok": code == 0, "lines": lines}
+
+    return Services(
+        health=gw.health, records=gw.records, play_warning=gw.calls.play_warning, start_talkdown=talkdown,
+        help_point_status=gw.help_point_status, check_dialplans=check, simulate_dialplan=simulate,
+        reload_dialplans=gw.reload_dialplans_report,
+    )
