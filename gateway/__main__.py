@@ -377,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(level: str) -> None:
+    # The format names no source file, thread or process: skip computing them on every record.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None  # type: ignore[attr-defined]  # no findCaller() stack walk per record
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
     if level != "DEBUG":
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin at INFO

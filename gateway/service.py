@@ -427,8 +427,9 @@ class Gateway:
     def on_summary(self, summary: CallSummary) -> None:
         """An activation ended: count it and make it durable."""
         metrics.ACTIVATIONS.labels(summary.help_point, summary.outcome).inc()
+        doc = summary.as_dict()  # once, shared by the database writer and the journal
         if self.activations is not None:
-            self.activations.ended(summary)
+            self.activations.ended(doc)
         if summary.classification and self.records is not None:
             actor = TokenInfo(summary.answered_by or "operator", "operator")
             self.spawn(self._classify(summary.activation_id, summary.classification, actor))
@@ -439,7 +440,7 @@ class Gateway:
             if isinstance(entry, dict) and entry.get("type") == "FailedOver":
                 metrics.FAILOVERS.labels(entry.get("from_name") or "", entry.get("to_name") or "none",
                                          entry.get("cause") or "").inc()
-        self.summaries.append(summary)
+        self.summaries.append(doc)
         log.info("activation %s from %s ended: %s (answered by %s, %.1f s)", summary.activation_id,
                  summary.help_point, summary.outcome, summary.answered_by, summary.duration)
 
@@ -470,7 +471,7 @@ class Gateway:
     def on_recording(self, activation_id: str, recorder: StereoRecorder) -> None:
         """A call's recording was sealed: count it, journal it and link it to the activation."""
         metrics.RECORDINGS_WRITTEN.inc()
-        log.info("activation %s recording sealed: %s (%.1f s, sha256 %s)", activation_id, recorder.path,
+        log.debug("activation %s recording sealed: %s (%.1f s, sha256 %s)", activation_id, recorder.path,
                  recorder.duration, recorder.sha256)
         self.summaries.append_recording(activation_id, str(recorder.path), recorder.duration, recorder.sha256)
         if self.activations is not None and recorder.sha256:

@@ -7,7 +7,7 @@ help point's leg and a leg id (``"<position>#<n>"``) for an operator leg.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gateway.sip.events import Peer
@@ -181,6 +181,10 @@ class CallSummary:
     """Triage by the operator's keypad at the end of the call (``#1`` genuine ... see call.py)."""
     kind: str = "activation"
     """``activation`` (a press) or ``talkdown`` (a warning broadcast the gateway placed)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (shallow: the timeline entries are never mutated once ended)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 CallAction = (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import json
 import logging
 import os
@@ -26,9 +25,9 @@ class SummaryLog:
         self.path = path
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
 
-    def append(self, summary: CallSummary) -> None:
-        """Write one activation."""
-        self._write(dataclasses.asdict(summary))
+    def append(self, summary: CallSummary | dict[str, Any]) -> None:
+        """Write one activation (a summary, or its :meth:`~CallSummary.as_dict`)."""
+        self._write(summary if isinstance(summary, dict) else summary.as_dict())
 
     def append_recording(self, activation_id: str, path: str, duration: float, sha256: str | None) -> None:
         """Journal a sealed recording."""

@@ -8,6 +8,7 @@ original spelling; lookups by name are case-insensitive, as §19.1.4 asks.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from . import grammar
@@ -157,6 +158,7 @@ class Uri:
         return "".join(out)
 
 
+@functools.lru_cache(maxsize=8192)  # pure and frozen: a header is parsed once, not per access
 def parse_uri(text: str) -> Uri:
     """Parse a URI; SIP/SIPS per RFC 3261 §19.1.1, others kept opaque."""
     m = grammar.SCHEME_RE.match(text)
@@ -238,6 +240,7 @@ class NameAddr:
         return f"{disp}<{self.uri}>{format_params(self.params)}"
 
 
+@functools.lru_cache(maxsize=8192)  # pure and frozen: a header is parsed once, not per access
 def parse_name_addr(text: str) -> NameAddr:
     """Parse ``name-addr / addr-spec`` with header params (RFC 3261 §20.10)."""
     text = text.strip()
@@ -312,6 +315,7 @@ class Via:
         return f"{self.protocol}/{self.transport} {hostport}{format_params(self.params)}"
 
 
+@functools.lru_cache(maxsize=8192)  # pure and frozen: a header is parsed once, not per access
 def parse_via(text: str) -> Via:
     """Parse one Via value."""
     m = grammar.SENT_PROTOCOL_RE.match(text.strip())
