@@ -343,3 +343,14 @@ async def test_real_clock_paces_keepalive_every_20ms() -> None:
         assert sched is not None and sched.skipped == 0
     finally:
         await eng.close()
+
+
+async def test_source_port_zero_is_relayed_but_never_latched(engine: MediaEngine) -> None:
+    """RFC 768: source port 0 means no reply is expected; RTP keeps going to the SDP address."""
+    peer = await make_peer()
+    leg = engine.allocate_leg()
+    leg.set_remote(media(peer, "PCMU"))
+    packet = bytes(RtpPacket(0, 1, 160, 0x4242, voice(1, "PCMU")))
+    leg._receive_rtp(packet, (HOST, 0), engine.clock())
+    assert leg.remote == (HOST, peer.port) and not leg.latched
+    assert leg.stats.packets_in == 1
