@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -681,6 +682,10 @@ async def run(config: Config) -> int:
     loop.add_signal_handler(signal.SIGHUP, gw.on_sighup)
     watcher = loop.create_task(gw.watch_dialplans())
     prober = loop.create_task(gw.probe_forever())
+    # Everything built so far lives for the whole run: move it out of the cyclic collector's sight, and
+    # collect the young generation less often, so a collection never stalls call setup for long.
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     log.info("gateway ready (pid %d, %d help points, %d rooms)", os.getpid(),
              len(inventory.help_points), len(inventory.rooms))
     await stop.wait()
