@@ -10,7 +10,9 @@ the same seam: a ``("TLS", host, port)`` peer served by another stream server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections.abc import Callable
 
 from .endpoint import SipEndpoint
@@ -19,6 +21,9 @@ from .events import Event, MessageRejected, Peer
 from .message import StreamFramer
 
 log = logging.getLogger(__name__)
+
+#: SO_RCVBUF asked for the SIP UDP socket (the kernel caps it at net.core.rmem_max).
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 #: Called with each endpoint event, synchronously, on the event loop thread.
 EventHandler = Callable[[Event], None]
@@ -95,6 +100,11 @@ class SipTransport:
         """Open a UDP socket or TCP server; returns the bound ``(host, port)``."""
         if transport == "UDP":
             udp, _ = await self.loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+            sock = udp.get_extra_info("socket")
+            if sock is not None:
+                # A burst of presses (or a reboot storm of intercoms) must queue, not be dropped by the kernel.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             bound = udp.get_extra_info("sockname")[:2]
             self._udp[(bound[0], bound[1])] = udp
             return bound[0], bound[1]
