@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT))
 
 from calls_harness import CALL_SCENARIOS, CallGateway, free_udp_block, register, single_room_dialplan  # noqa: E402
-from sip_harness import LOOPBACK, demo_password, free_port  # noqa: E402
+from sip_harness import LOOPBACK, demo_password, free_port, percentile  # noqa: E402
 
 HP = "hp-outram-street"
 OPERATOR = "council-cctv-1"
@@ -66,14 +66,6 @@ class Row:
     p50: str = "-"
     p99: str = "-"
     note: str = ""
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def cpu_seconds(pid: int) -> float:

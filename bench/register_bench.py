@@ -43,6 +43,7 @@ from sip_harness import (  # noqa: E402
     GatewayProcess,
     demo_password,
     free_port,
+    percentile,
 )
 
 BENCH_USER = "council-cctv-1"
@@ -86,14 +87,6 @@ class Row:
     p50: str
     p99: str
     note: str = ""
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def md5_first_config(tmp: Path) -> Path:

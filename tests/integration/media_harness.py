@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calls_harness import HELP_POINT, CallGateway, SippAgent, check_dialplan, register
+from sip_harness import SippResult
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -567,3 +568,9 @@ def subsequence_pairs(needles: Sequence[bytes], haystack: Sequence[bytes]) -> li
             out.append((i, j))
             i += 1
     return out
+
+
+def finished(result: SippResult, what: str, rig: MediaRig) -> SippResult:
+    """Assert a SIPp agent ran its scenario to the end (with the gateway log on failure)."""
+    assert result.returncode == 0, f"{what} failed:\n{result.explain()}\ngateway log:\n{rig.gw.log_tail(40)}"
+    return result

@@ -36,6 +36,7 @@ from media_harness import (
     capture_available,
     decode,
     decode_stream,
+    finished,
     match,
     probe_signal,
     read_stereo,
@@ -76,11 +77,6 @@ def rig(sipp: str, tmp_path: Path) -> Iterator[MediaRig]:
         yield r.start()
     finally:
         r.close()
-
-
-def finished(result: SippResult, what: str, rig: MediaRig) -> SippResult:
-    assert result.returncode == 0, f"{what} failed:\n{result.explain()}\ngateway log:\n{rig.gw.log_tail(40)}"
-    return result
 
 
 def response(result: SippResult, status: int, method: str = "INVITE"):  # type: ignore[no-untyped-def]

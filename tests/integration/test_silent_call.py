@@ -30,6 +30,7 @@ from media_harness import (
     Rtp,
     capture_available,
     decode,
+    finished,
     gaps,
     match,
     read_stereo,
@@ -39,7 +40,6 @@ from media_harness import (
     slice_pcap,
     subsequence_matches,
 )
-from sip_harness import SippResult
 
 pytestmark = pytest.mark.integration
 
@@ -66,11 +66,6 @@ def rig(sipp: str, tmp_path: Path) -> Iterator[MediaRig]:
         yield r.start()
     finally:
         r.close()
-
-
-def finished(result: SippResult, what: str, rig: MediaRig) -> SippResult:
-    assert result.returncode == 0, f"{what} failed:\n{result.explain()}\ngateway log:\n{rig.gw.log_tail(40)}"
-    return result
 
 
 def check_stream(name: str, stream: list[Rtp], start: float, end: float) -> str:
