@@ -18,6 +18,8 @@ Rules:
 
 from __future__ import annotations
 
+import functools
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import overload
@@ -93,6 +95,7 @@ MAX_MESSAGE_SIZE = 65536
 MAX_HEADERS = 256
 
 
+@functools.lru_cache(maxsize=1024)
 def canonical_name(name: str) -> str:
     """Lower-cased long form of a header name, for comparisons."""
     lname = name.lower()
@@ -102,10 +105,17 @@ def canonical_name(name: str) -> str:
 class Headers(Sequence[tuple[str, str]]):
     """An immutable, ordered list of ``(name, value)`` header fields."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_names")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: tuple[tuple[str, str], ...] = tuple(items)
+        self._names: tuple[str, ...] | None = None
+
+    def canonical_names(self) -> tuple[str, ...]:
+        """Canonical names of the fields, in order, computed once (the headers never change)."""
+        if self._names is None:
+            self._names = tuple(canonical_name(k) for k, _ in self._items)
+        return self._names
 
     @overload
     def __getitem__(self, index: int) -> tuple[str, str]: ...
@@ -136,14 +146,14 @@ class Headers(Sequence[tuple[str, str]]):
     def values(self, name: str) -> list[str]:
         """Every raw field value of *name*, one per header line, in order."""
         want = canonical_name(name)
-        return [v for k, v in self._items if canonical_name(k) == want]
+        return [item[1] for item, n in zip(self._items, self.canonical_names(), strict=True) if n == want]
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first field value of *name* (compact forms understood), or *default*."""
         want = canonical_name(name)
-        for k, v in self._items:
-            if canonical_name(k) == want:
-                return v
+        for item, n in zip(self._items, self.canonical_names(), strict=True):
+            if n == want:
+                return item[1]
         return default
 
     def get_all(self, name: str) -> list[str]:
@@ -435,11 +445,12 @@ def validate_request(
         return 501, "Not Implemented"
     h = request.headers
     try:
+        counts = Counter(h.canonical_names())
         for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-            if h.get(name) is None:
+            if not counts[canonical_name(name)]:
                 return 400, f"Missing {name}"
         for name in SINGLE_HEADERS:
-            if len(h.values(name)) > 1:
+            if counts[name] > 1:
                 return 400, f"Multiple {name} headers"
         number, method = request.cseq
         if method != request.method:
