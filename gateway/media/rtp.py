@@ -256,7 +256,8 @@ class RtpSender:
     RESYNC_SAMPLES = 8000
 
     __slots__ = ("ssrc", "payload_type", "clock_rate", "next_seq", "last_ts", "last_samples", "last_now",
-                 "relaying", "source_ssrc", "ts_offset", "seq_offset", "packets", "octets", "_max_seq")
+                 "relaying", "source_ssrc", "ts_offset", "seq_offset", "packets", "octets", "_max_seq",
+                 "_anchor")
 
     def __init__(self, ssrc: int, payload_type: int, *, initial_seq: int = 0, initial_ts: int = 0,
                  clock_rate: int = 8000) -> None:
@@ -275,14 +276,30 @@ class RtpSender:
         self.packets = 0
         self.octets = 0
         self._max_seq = (initial_seq - 1) & 0xFFFF
+        #: ``(timestamp, now)`` of a frame known to be on time: generated frames never drift from it.
+        self._anchor: tuple[int, float] | None = None
 
     def _next_ts(self, now: float) -> int:
         step = self.last_samples
-        if self.last_now is not None:
-            elapsed = round((now - self.last_now) * self.clock_rate)
-            if elapsed > step + step // 2:
-                step = elapsed  # a real gap: keep wall-clock spacing
-        return (self.last_ts + step) & 0xFFFFFFFF
+        if self.last_now is None:
+            return (self.last_ts + step) & 0xFFFFFFFF
+        elapsed = round((now - self.last_now) * self.clock_rate)
+        if elapsed > step + step // 2:
+            ts = (self.last_ts + elapsed) & 0xFFFFFFFF  # a real gap: keep wall-clock spacing
+            self._anchor = (ts, now)
+            return ts
+        ts = (self.last_ts + step) & 0xFFFFFFFF
+        if self._anchor is not None:
+            # Frames produced by a clock that caught up after a late tick come closer than one frame
+            # apart: stamping each +1 frame would run ahead of the wall clock for the rest of the call.
+            anchor_ts, anchor_now = self._anchor
+            ideal = (anchor_ts + round((now - anchor_now) * self.clock_rate)) & 0xFFFFFFFF
+            ahead = (ts - ideal) % _TS_MOD
+            if ahead < _TS_MOD // 2 and ahead > step // 2:
+                ts = (self.last_ts + max(1, (ideal - self.last_ts) % _TS_MOD)) & 0xFFFFFFFF
+            elif ahead >= _TS_MOD // 2 and _TS_MOD - ahead > step // 2:
+                ts = ideal  # behind by more than half a frame: back to the wall clock
+        return ts
 
     def _advance(self, seq: int, ts: int, samples: int, payload_len: int, now: float) -> None:
         if (seq - self._max_seq) % _SEQ_MOD < _SEQ_MOD // 2:
@@ -299,9 +316,13 @@ class RtpSender:
                  payload_type: int | None = None) -> bytes:
         """Pack a frame we produce (silence, comfort noise, prompt audio); returns the datagram."""
         samples = len(payload) if samples is None else samples
-        if self.relaying:
+        switching = self.relaying
+        if switching:
             self.relaying = False
             marker = True
+        if (switching or self._anchor is None) and self.last_now is not None:
+            # Switching from relayed audio (or starting): the last frame sent is the on-time reference.
+            self._anchor = ((self.last_ts + self.last_samples) & 0xFFFFFFFF, now)
         ts = self._next_ts(now)
         seq = self.next_seq
         pt = self.payload_type if payload_type is None else payload_type

@@ -228,3 +228,21 @@ def test_sender_counts_for_sr() -> None:
     for i in range(5):
         tx.generate(b"\xff" * 160, i * 0.02)
     assert (tx.packets, tx.octets) == (5, 800)
+
+
+def test_generated_timestamps_never_run_ahead_after_late_ticks() -> None:
+    """Issue 6: a clock that catches up after late ticks must not push the RTP clock ahead of wall time."""
+    sender = RtpSender(0x1234, 0, initial_seq=1, initial_ts=1000)
+    silence = bytes(160)
+    times = [0.0, 0.02, 0.04]
+    # 20 late ticks: each one 15 ms late, the next on schedule 5 ms later (a busy event loop).
+    t = 0.04
+    for _ in range(20):
+        times += [t + 0.035, t + 0.04, t + 0.06]
+        t += 0.06
+    stamps = [RtpPacket.unpack(sender.generate(silence, now)).timestamp for now in times]
+    first = stamps[0]
+    for now, ts in zip(times, stamps, strict=True):
+        drift = ((ts - first) % 2**32) - round(now * 8000)
+        assert abs(drift) <= 80, f"{drift} samples off the wall clock at {now:.3f} s"
+    assert all(0 < (b - a) % 2**32 <= 320 for a, b in zip(stamps, stamps[1:], strict=False))
