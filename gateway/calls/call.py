@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from gateway.dialplan import engine as plan_ev
 from gateway.dialplan.model import cause_for_status
+from gateway.media.errors import SdpError
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
@@ -50,7 +51,7 @@ class Negotiator(Protocol):
     """Pure SDP offer/answer for one call (built by the runner with the call's media ports)."""
 
     def answer_help_point(self, offer: bytes) -> tuple[bytes, Any]:
-        """Our answer to the help point's offer and the negotiated media; raises with ``.status``."""
+        """Our answer to the help point's offer and the negotiated media; raises SdpError (``.status``)."""
         ...
 
     def operator_offer(self) -> bytes:
@@ -58,7 +59,7 @@ class Negotiator(Protocol):
         ...
 
     def accept_operator_answer(self, answer: bytes) -> Any:
-        """The negotiated media from an operator's answer; raises with ``.status``."""
+        """The negotiated media from an operator's answer; raises SdpError (``.status``)."""
         ...
 
     def answer_offer(self, side: str, offer: bytes) -> tuple[bytes, Any]:
@@ -228,10 +229,9 @@ class Call(SessionUpkeep):
         self._log(now, "offered", help_point=self.help_point.id, source=f"{self.source[1]}:{self.source[2]}")
         try:
             self.hp_sdp, negotiated = self.negotiator.answer_help_point(self.invite.body)
-        except Exception as exc:  # SdpNegotiationError carries the SIP status
-            status = getattr(exc, "status", 488)
-            self._log(now, "rejected", status=status, why=str(exc))
-            self._respond(status, reason=getattr(exc, "reason", None))
+        except SdpError as exc:  # carries the SIP status (488 no common codec, 400 unreadable)
+            self._log(now, "rejected", status=exc.status, why=str(exc))
+            self._respond(exc.status, reason=exc.reason)
             self._finish(now, "failed", by="gateway")
             return self._flush()
         self.hp_dialog = Dialog.from_uas(self.invite, self.local_tag, self.config.contact)
@@ -443,7 +443,7 @@ class Call(SessionUpkeep):
             return
         try:
             negotiated = self.negotiator.accept_operator_answer(response.body)
-        except Exception as exc:
+        except SdpError as exc:
             self._log(now, "leg-bad-sdp", leg=leg.id, why=str(exc))
             leg.state = LegState.ANSWERED
             self._end_leg(leg, 'SIP;cause=488;text="No common codec"', now)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from gateway.media.errors import SdpError
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
@@ -153,7 +154,7 @@ class Talkdown:
             return
         try:
             negotiated = self.negotiator.accept_operator_answer(response.body)
-        except Exception as exc:
+        except SdpError as exc:
             self._log(now, "talkdown-bad-sdp", why=str(exc))
             self._bye(now, "no common codec")
             return

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gateway.media.errors import SdpError
 from gateway.sip.message import build_response
 
 from . import events as ce
@@ -118,9 +119,9 @@ class SessionUpkeep:
             side = "hp" if event.side == "hp" else "op"
             try:
                 body, negotiated = self.negotiator.answer_offer(side, event.request.body)
-            except Exception as exc:
+            except SdpError as exc:
                 self._log(now, "reoffer-refused", side=event.side, why=str(exc))
-                self._answer(event, build_response(event.request, getattr(exc, "status", 488)))
+                self._answer(event, build_response(event.request, exc.status, exc.reason))
                 return
             self._emit(ce.ConnectMedia(side, negotiated))
             self._pass_hold(side, bool(getattr(negotiated, "on_hold", False)), now)
@@ -173,5 +174,5 @@ class SessionUpkeep:
     def _connect_answer(self, side: str, offer: bytes, answer: bytes, now: float) -> None:
         try:
             self._emit(ce.ConnectMedia(side, self.negotiator.accept_answer_for(side, offer, answer)))
-        except Exception as exc:
+        except SdpError as exc:
             self._log(now, "reanswer-refused", side=side, why=str(exc))

@@ -22,6 +22,7 @@ from gateway.sip.message import Request, Response, build_response, parse_uri
 
 from .bindings import Binding, ContactSpec, Source
 from .digest import AuthResult
+from .errors import DigestParseError
 from .registrar import Decision, Ha1Credentials, RegisterRequest, Registrar
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,7 @@ def admit(registrar: Registrar, request: Request, source: Peer, record: Ha1Crede
         return Admission.OK, user
     try:
         digest = registrar.auth.select(request.headers.values("Authorization"))
-    except Exception as exc:  # DigestParseError: malformed credentials
+    except DigestParseError as exc:  # malformed credentials
         return Admission.MALFORMED, str(exc)
     if digest is None:
         return Admission.CHALLENGE, "no credentials"
@@ -196,7 +197,7 @@ def digest_user(registrar: Registrar, request: Request) -> str | None:
     """The user whose credentials :func:`admit` will need (None when none is needed)."""
     try:
         digest = registrar.auth.select(request.headers.values("Authorization"))
-    except Exception:
+    except DigestParseError:
         return None
     return digest.username if digest is not None else None
 

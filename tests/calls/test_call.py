@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from gateway.calls.metadata import HelpPointInfo
 from gateway.dialplan.engine import Plan
 from gateway.dialplan.load import load_dialplan_set
 from gateway.dialplan.model import Inventory
+from gateway.media.errors import SdpNegotiationError
 from gateway.sip.message import Headers, Request, build_response, parse_message
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,31 +28,29 @@ INVENTORY = Inventory(
 ROOMS = {"council-cctv-1": "council-cctv", "council-cctv-2": "council-cctv", "police-control-1": "police-control"}
 HP = HelpPointInfo("hp-portland-square", "Portland Square", "hp-portland-square", 53.1245, -1.2612,
                    "Portland Square, Sutton-in-Ashfield", "rtsp://cctv.example.invalid/cam/portland-square")
-DAY = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
-NIGHT = datetime(2026, 11, 22, 2, 10, tzinfo=timezone.utc)
+DAY = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+NIGHT = datetime(2026, 11, 22, 2, 10, tzinfo=UTC)
 
 INVITE = (
-    "INVITE sip:help@127.0.0.1:5060 SIP/2.0\r\n"
-    "Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKhp1;rport=5099;received=127.0.0.1\r\n"
-    "Max-Forwards: 70\r\n"
-    'From: "HP" <sip:hp-portland-square@127.0.0.1>;tag=hp1\r\n'
-    "To: <sip:help@127.0.0.1>\r\n"
-    "Call-ID: hpcall-1\r\n"
-    "CSeq: 1 INVITE\r\n"
-    "Contact: <sip:hp-portland-square@127.0.0.1:5099>\r\n"
-    "Supported: timer\r\n"
-    "Session-Expires: 600\r\n"
-    "Content-Type: application/sdp\r\n"
-    "Content-Length: 5\r\n\r\nOFFER"
-).encode()
+    b"INVITE sip:help@127.0.0.1:5060 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKhp1;rport=5099;received=127.0.0.1\r\n"
+    b"Max-Forwards: 70\r\n"
+    b'From: "HP" <sip:hp-portland-square@127.0.0.1>;tag=hp1\r\n'
+    b"To: <sip:help@127.0.0.1>\r\n"
+    b"Call-ID: hpcall-1\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Contact: <sip:hp-portland-square@127.0.0.1:5099>\r\n"
+    b"Supported: timer\r\n"
+    b"Session-Expires: 600\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: 5\r\n\r\nOFFER"
+)
 
 
 class FakeNegotiator:
     def answer_help_point(self, offer: bytes):
         if offer != b"OFFER":
-            err = ValueError("no common codec")
-            err.status = 488  # type: ignore[attr-defined]
-            raise err
+            raise SdpNegotiationError("no common codec")
         return b"ANSWER-HP", "hp-media"
 
     def operator_offer(self) -> bytes:

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from test_call import HP, FakeNegotiator, of  # noqa: I001  (sibling test module)
 
 from gateway.calls import events as ce
 from gateway.calls.call import CallConfig
 from gateway.calls.talkdown import ANSWER_TIMEOUT, Talkdown
 from gateway.sip.message import Headers, Request, build_response
 
-from test_call import HP, FakeNegotiator, of  # noqa: I001  (sibling test module)
-
 
 def make(times: int = 2) -> Talkdown:
     counter = itertools.count()
     return Talkdown("td-1", HP, "sip:hp-portland-square@127.0.0.1:5099", ("UDP", "127.0.0.1", 5099), 1, times,
                     FakeNegotiator(), CallConfig(host="127.0.0.1:5060", contact="sip:gateway@127.0.0.1:5060"),
-                    lambda: f"t{next(counter)}", datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc))
+                    lambda: f"t{next(counter)}", datetime(2026, 11, 22, 2, 0, tzinfo=UTC))
 
 
 def answer(td: Talkdown, now: float, status: int = 200):
