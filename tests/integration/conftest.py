@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from calls_harness import single_room_dialplan
+from media_harness import MediaRig
 from sip_harness import GatewayProcess, SippRunner
 
 
@@ -65,3 +68,13 @@ def sipp_runner(
     runner.md5_first()  # probe the challenge order now, so that tests' metric deltas do not see the probe
     yield runner
     runner.close()
+
+
+@pytest.fixture
+def rig(sipp: str, tmp_path: Path) -> Iterator[MediaRig]:
+    """A gateway with the one-room test dialplan, a capture on lo and SIPp peers (the media tests)."""
+    r = MediaRig(sipp, tmp_path, single_room_dialplan())
+    try:
+        yield r.start()
+    finally:
+        r.close()

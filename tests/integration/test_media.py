@@ -24,11 +24,10 @@ Measured with ``tcpdump -i lo`` (the instrument; no Python socket takes part in 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from calls_harness import COUNCIL, SAMPLE_PCAP, sha256_file, single_room_dialplan
+from calls_harness import COUNCIL, SAMPLE_PCAP, sha256_file
 from media_harness import (
     PT_OF_CODEC,
     MediaRig,
@@ -68,15 +67,6 @@ def _need_tools() -> None:
     why = capture_available()
     if why:
         pytest.skip(why)
-
-
-@pytest.fixture
-def rig(sipp: str, tmp_path: Path) -> Iterator[MediaRig]:
-    r = MediaRig(sipp, tmp_path, single_room_dialplan())
-    try:
-        yield r.start()
-    finally:
-        r.close()
 
 
 def response(result: SippResult, status: int, method: str = "INVITE"):  # type: ignore[no-untyped-def]

@@ -18,12 +18,11 @@ and stays on mute (sends no RTP) until the gateway's BYE. Measured with ``tcpdum
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from calls_harness import COUNCIL, SAMPLE_PCAP, single_room_dialplan
+from calls_harness import COUNCIL, SAMPLE_PCAP
 from media_harness import (
     RATE,
     MediaRig,
@@ -57,15 +56,6 @@ def _need_tools() -> None:
     why = capture_available()
     if why:
         pytest.skip(why)
-
-
-@pytest.fixture
-def rig(sipp: str, tmp_path: Path) -> Iterator[MediaRig]:
-    r = MediaRig(sipp, tmp_path, single_room_dialplan())
-    try:
-        yield r.start()
-    finally:
-        r.close()
 
 
 def check_stream(name: str, stream: list[Rtp], start: float, end: float) -> str:
