@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT))
 
 from calls_harness import CALL_SCENARIOS, CallGateway, free_udp_block, register, single_room_dialplan  # noqa: E402
-from sip_harness import LOOPBACK, demo_password, free_port, percentile  # noqa: E402
+from sip_harness import LOOPBACK, demo_password, free_port, percentile, print_markdown_table  # noqa: E402
 
 HP = "hp-outram-street"
 OPERATOR = "council-cctv-1"
@@ -389,13 +389,7 @@ def pdd_rows(sipp: str, gw: CallGateway, work: Path, calls: int, limit: int) -> 
 
 def print_table(rows: list[Row]) -> None:
     head = Row("benchmark", "offered", "ok", "failed", "result", "p50", "p99", "note")
-    cols = list(head.__dict__)
-    widths = {c: max(len(str(getattr(r, c))) for r in [head, *rows]) for c in cols}
-    line = lambda r: "| " + " | ".join(str(getattr(r, c)).ljust(widths[c]) for c in cols) + " |"  # noqa: E731
-    print(line(head))
-    print("|" + "|".join("-" * (widths[c] + 2) for c in cols) + "|")
-    for r in rows:
-        print(line(r))
+    print_markdown_table(head, rows)
 
 
 def main() -> int:

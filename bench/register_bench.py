@@ -44,6 +44,7 @@ from sip_harness import (  # noqa: E402
     demo_password,
     free_port,
     percentile,
+    print_markdown_table,
 )
 
 BENCH_USER = "council-cctv-1"
@@ -284,13 +285,7 @@ def print_table(rows: list[Row]) -> None:
     head = Row(
         "benchmark", "offered", "done", "failed", "throughput", "p50 (401 / 200)", "p99 (401 / 200)", "note"
     )
-    cols = list(head.__dict__)
-    widths = {c: max(len(str(getattr(r, c))) for r in [head, *rows]) for c in cols}
-    line = lambda r: "| " + " | ".join(str(getattr(r, c)).ljust(widths[c]) for c in cols) + " |"  # noqa: E731
-    print(line(head))
-    print("|" + "|".join("-" * (widths[c] + 2) for c in cols) + "|")
-    for r in rows:
-        print(line(r))
+    print_markdown_table(head, rows)
 
 
 def main() -> int:

@@ -19,6 +19,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
@@ -784,3 +785,17 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+def print_markdown_table(head: object, rows: list[Any]) -> None:
+    """Print dataclass rows (``head`` holds the column titles) as a Markdown table (benchmarks)."""
+    cols = list(head.__dict__)
+    widths = {c: max(len(str(getattr(r, c))) for r in [head, *rows]) for c in cols}
+
+    def line(row: object) -> str:
+        return "| " + " | ".join(str(getattr(row, c)).ljust(widths[c]) for c in cols) + " |"
+
+    print(line(head))
+    print("|" + "|".join("-" * (widths[c] + 2) for c in cols) + "|")
+    for row in rows:
+        print(line(row))
