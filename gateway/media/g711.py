@@ -117,6 +117,12 @@ def _tables(codec: str) -> tuple[bytes, bytes, bytes]:
         raise MediaError(f"unsupported codec {codec!r} (G.711 only: PCMU, PCMA)") from None
 
 
+def decode_tables(codec: str) -> tuple[bytes, bytes]:
+    """The two ``translate`` tables (low byte, high byte of each 16-bit sample) that decode ``codec``."""
+    lo, hi, _ = _tables(codec)
+    return lo, hi
+
+
 def decode(payload: bytes, codec: str) -> bytes:
     """G.711 bytes -> signed 16-bit little-endian linear audio (twice as long)."""
     lo, hi, _ = _tables(codec)

@@ -27,13 +27,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import g711
-from .aligner import LEFT, RIGHT, StereoAligner
+from .aligner import LEFT, RIGHT, StereoAligner, interleave, mix
 from .errors import MediaError
 from .wav import HEADER_SIZE, Audio, load_wav, wav_header
 
 log = logging.getLogger(__name__)
 
 FRAME_SAMPLES = 160
+_PCMU_DECODE = g711.decode_tables("PCMU")
+_PCMU_SILENCE = bytes((g711.SILENCE_BYTE["PCMU"],))
+_ZERO = bytes(256)  # a translate table that decodes every code to 0
+
+
+def _decode(payload: bytes, lo: bytes, hi: bytes) -> bytes:
+    out = bytearray(2 * len(payload))
+    out[0::2] = payload.translate(lo)
+    out[1::2] = payload.translate(hi)
+    return bytes(out)
 __all__ = ["LEFT", "RIGHT", "WavPlayer", "DiskWriter", "StereoRecorder"]
 
 
@@ -74,11 +84,17 @@ class WavPlayer:
 
 
 class DiskWriter:
-    """One writer thread serving many recorders (``start=False`` runs it by hand in tests)."""
+    """One writer thread serving many recorders (``start=False`` runs it by hand in tests).
 
-    def __init__(self, *, poll_interval: float = 0.05, start: bool = True) -> None:
+    Frames do not travel as jobs: each recorder keeps its own thread-safe deque of finished frames,
+    and every ``poll_interval`` the thread writes each open recorder's frames in one ``write``.
+    Only ``open`` and ``seal`` are jobs (a seal first writes the frames queued before it).
+    """
+
+    def __init__(self, *, poll_interval: float = 0.1, start: bool = True) -> None:
         self.poll_interval = poll_interval
         self._jobs: deque[tuple[StereoRecorder, str, object]] = deque()
+        self._open: dict[StereoRecorder, None] = {}
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -87,29 +103,28 @@ class DiskWriter:
             self._thread.start()
 
     def submit(self, recorder: StereoRecorder, kind: str, data: object = None) -> None:
-        """Queue a job (``open``, ``frame``, ``seal``) for ``recorder``; never blocks."""
+        """Queue a job (``open``, ``seal``) for ``recorder``; never blocks."""
         self._jobs.append((recorder, kind, data))
-        if kind != "frame":
-            self._wake.set()
+        self._wake.set()
 
     def run_pending(self) -> int:
-        """Process every queued job on the calling thread; returns how many."""
-        batches: dict[StereoRecorder, list[bytes]] = {}
+        """Process every queued job and write every recorder's queued frames on the calling thread;
+        returns how many jobs and frame batches were handled."""
         count = 0
         while self._jobs:
             recorder, kind, data = self._jobs.popleft()
             count += 1
-            if kind == "frame":
-                batches.setdefault(recorder, []).append(data)  # type: ignore[arg-type]
-                continue
-            if recorder in batches:
-                recorder._write(batches.pop(recorder))
             if kind == "open":
                 recorder._open()
+                self._open[recorder] = None
             elif kind == "seal":
+                self._open.pop(recorder, None)
+                recorder._write_queued()
                 recorder._seal(data)  # type: ignore[arg-type]
-        for recorder, frames in batches.items():
-            recorder._write(frames)
+        for recorder in list(self._open):
+            if recorder._queue:
+                recorder._write_queued()
+                count += 1
         return count
 
     def _run(self) -> None:
@@ -140,7 +155,13 @@ class StereoRecorder:
         self.path = Path(path)
         self._own_writer = writer is None
         self.writer = writer if writer is not None else DiskWriter()
-        self.aligner = StereoAligner(FRAME_SAMPLES)
+        #: Received audio is aligned as G.711, one byte a sample, and decoded a frame at a time.
+        self.aligner = StereoAligner(FRAME_SAMPLES, sample_bytes=1)
+        self._codecs: list[str | None] = [None, None]
+        self._decode: list[tuple[bytes, bytes]] = [_PCMU_DECODE, _PCMU_DECODE]
+        self.aligner.set_silence(LEFT, _PCMU_SILENCE)
+        self.aligner.set_silence(RIGHT, _PCMU_SILENCE)
+        self._stereo_bytes = 4 * FRAME_SAMPLES
         self.max_pending_frames = max_pending_frames
         self.on_dropped = on_dropped
         #: Frames handed to the writer, frames written, and frames dropped to disk.
@@ -155,16 +176,28 @@ class StereoRecorder:
         self._since_patch = 0
         self._since_fsync = 0
         self._done: concurrent.futures.Future[str] = concurrent.futures.Future()
+        #: Finished frames waiting for the writer thread (deque: appended here, popped there).
+        self._queue: deque[bytes] = deque()
         self.writer.submit(self, "open")
 
     # -- loop-thread side ------------------------------------------------------------------------
     def push(self, side: int, payload: bytes, codec: str) -> None:
-        """Queue G.711 audio received from ``side``."""
-        self.aligner.push(side, g711.decode(payload, codec))
+        """Queue G.711 audio received from ``side`` (kept as G.711 until its frame is written)."""
+        if codec != self._codecs[side]:
+            self._set_codec(side, codec)
+        s = self.aligner.sides[side]
+        s.fifo += payload
+        s.pushed = True
 
-    def push_pcm(self, side: int, pcm: bytes) -> None:
-        """Queue linear audio received from ``side``."""
-        self.aligner.push(side, pcm)
+    def _set_codec(self, side: int, codec: str) -> None:
+        lo, hi = g711.decode_tables(codec)  # raises MediaError for anything but PCMU/PCMA
+        previous = self._codecs[side]
+        fifo = self.aligner.sides[side].fifo
+        if previous is not None and fifo:
+            fifo[:] = fifo.translate(g711.transcode_table(previous, codec))  # a re-INVITE changed codec
+        self._codecs[side] = codec
+        self._decode[side] = (lo, hi)
+        self.aligner.set_silence(side, bytes((g711.SILENCE_BYTE[codec],)))
 
     def push_prompt(self, side: int, pcm: bytes) -> None:
         """Mix prompt audio heard on ``side`` into that channel."""
@@ -175,7 +208,32 @@ class StereoRecorder:
         if self.sealed:
             return
         for _ in range(count):
-            self._enqueue(self.aligner.tick())
+            self._enqueue(self._frame())
+
+    def _frame(self) -> bytes:
+        left, right, lp, rp = self.aligner.tick_parts()
+        (llo, lhi), (rlo, rhi) = self._decode
+        # A side that sent nothing is written as digital zero (A-law has no code for zero).
+        lsides = self.aligner.sides
+        if left is lsides[LEFT].silence:
+            llo = lhi = _ZERO
+        if right is lsides[RIGHT].silence:
+            rlo = rhi = _ZERO
+        if lp is None and rp is None:
+            # Decode both G.711 channels straight into the interleaved 16-bit stereo frame.
+            out = bytearray(self._stereo_bytes)
+            out[0::4] = left.translate(llo)
+            out[1::4] = left.translate(lhi)
+            out[2::4] = right.translate(rlo)
+            out[3::4] = right.translate(rhi)
+            return bytes(out)
+        lpcm = _decode(left, llo, lhi)
+        rpcm = _decode(right, rlo, rhi)
+        if lp is not None:
+            lpcm = mix(lpcm, lp)
+        if rp is not None:
+            rpcm = mix(rpcm, rp)
+        return interleave(lpcm, rpcm)
 
     def _enqueue(self, frame: bytes) -> None:
         if self.frames_queued - self.frames_written >= self.max_pending_frames:
@@ -191,16 +249,19 @@ class StereoRecorder:
             frame = bytes(len(frame) * self._gap) + frame
             self._gap = 0
         self.frames_queued += 1
-        self.writer.submit(self, "frame", frame)
+        self._queue.append(frame)
 
     def seal_start(self) -> concurrent.futures.Future[str]:
         """Stop recording, flush, and start sealing; the future gives the SHA-256 hex digest."""
         if not self.sealed:
-            for frame in self.aligner.drain():
-                self._enqueue(frame)
+            self.aligner.start_drain()
+            for _ in range(50):
+                if not self.aligner.pending():
+                    break
+                self._enqueue(self._frame())
             if self._gap:
                 self.frames_queued += 1
-                self.writer.submit(self, "frame", bytes(4 * FRAME_SAMPLES * self._gap))
+                self._queue.append(bytes(4 * FRAME_SAMPLES * self._gap))
                 self._gap = 0
             self.sealed = True
             self.writer.submit(self, "seal", self._own_writer)
@@ -227,6 +288,12 @@ class StereoRecorder:
         except OSError as exc:
             log.error("recording %s: cannot open: %s", self.path, exc)
             self._done.set_exception(MediaError(f"{self.path}: cannot open recording: {exc}"))
+
+    def _write_queued(self) -> None:
+        queue = self._queue
+        frames = [queue.popleft() for _ in range(len(queue))]
+        if frames:
+            self._write(frames)
 
     def _write(self, frames: list[bytes]) -> None:
         f = self._file

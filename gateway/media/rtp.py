@@ -134,6 +134,8 @@ class ReceiveStats:
     last_sr_at: float | None = None
     duplicates_or_late: int = field(default=0)
     _fresh: bool = True
+    #: The sequence number that continues the stream (-1: none yet), for the fast path of update().
+    _next_seq: int = -1
 
     def _init_seq(self, seq: int) -> None:
         self.base_seq = seq
@@ -152,6 +154,29 @@ class ReceiveStats:
         a packet whose timestamp is not a sampling instant (a telephone-event
         repeats its start timestamp) without feeding the jitter estimate.
         """
+        if seq == self._next_seq and not self.probation:
+            # Fast path (nearly every packet): the next sequence number of a validated source.
+            if not seq:
+                self.cycles += _SEQ_MOD
+            self.max_seq = seq
+            self._next_seq = (seq + 1) & 0xFFFF
+            self.received += 1
+            if jitter:
+                transit = (int(now * self.clock_rate + 0.5) - timestamp) & 0xFFFFFFFF
+                last = self._transit
+                if last is not None:
+                    d = (transit - last) & 0xFFFFFFFF
+                    if d >= 0x80000000:
+                        d = _TS_MOD - d
+                    self.jitter += (d - self.jitter) * 0.0625
+                self._transit = transit
+            return True
+        try:
+            return self._update(seq, timestamp, now, jitter)
+        finally:
+            self._next_seq = (self.max_seq + 1) & 0xFFFF
+
+    def _update(self, seq: int, timestamp: int, now: float, jitter: bool) -> bool:
         if self._fresh:
             self._fresh = False
             self._init_seq(seq)
@@ -192,7 +217,7 @@ class ReceiveStats:
 
     def _jitter(self, timestamp: int, now: float) -> None:
         # RFC 3550 A.8: transit = arrival - timestamp, in timestamp units
-        arrival = round(now * self.clock_rate)
+        arrival = int(now * self.clock_rate + 0.5)
         transit = (arrival - timestamp) % _TS_MOD
         if self._transit is not None:
             d = (transit - self._transit) % _TS_MOD
@@ -333,8 +358,26 @@ class RtpSender:
     def relay(self, ssrc: int, seq: int, timestamp: int, payload: bytes, now: float, *, marker: bool = False,
               samples: int | None = None, payload_type: int | None = None) -> bytes:
         """Pack a relayed packet under our SSRC, mapping its sequence and timestamp; returns the datagram."""
-        samples = len(payload) if samples is None else samples
         ts = (timestamp + self.ts_offset) & 0xFFFFFFFF
+        if samples is None and payload_type is None and self.relaying and ssrc == self.source_ssrc:
+            # Fast path (nearly every relayed packet): the same source, its timestamp moving forward by
+            # less than RESYNC_SAMPLES: constant offsets, no resync.
+            step = (ts - self.last_ts) & 0xFFFFFFFF
+            if step <= self.RESYNC_SAMPLES:
+                out_seq = (seq + self.seq_offset) & 0xFFFF
+                n = len(payload)
+                if (out_seq - self._max_seq) & 0xFFFF < 0x8000:
+                    self._max_seq = out_seq
+                    self.next_seq = (out_seq + 1) & 0xFFFF
+                if step < 0x80000000:
+                    self.last_ts = ts
+                    self.last_samples = n
+                    self.last_now = now
+                self.packets += 1
+                self.octets += n
+                return _HEADER.pack(0x80, (0x80 if marker else 0) | self.payload_type, out_seq, ts,
+                                    self.ssrc) + payload
+        samples = len(payload) if samples is None else samples
         continuing = self.relaying and ssrc == self.source_ssrc
         if continuing:
             step = (ts - self.last_ts) % _TS_MOD

@@ -9,8 +9,8 @@ Relayed audio is forwarded as soon as it arrives (no added latency); the clock
 only produces what nobody else does: prompt frames, keep-alive silence for a
 bridged leg whose other side is quiet or sends only comfort noise (issue 6),
 recorder frames, silence events and RTCP reports.  Sockets are read with
-``loop.add_reader`` and drained on each wake-up, so ``allocate_leg`` is
-synchronous and a burst costs one wake-up.
+``loop.add_reader``, one datagram per readiness (level-triggered), so ``allocate_leg`` is
+synchronous and a wake-up never pays for a failing read.
 """
 
 from __future__ import annotations
@@ -114,29 +114,29 @@ class Bridge:
 
 
 class _Reader:
-    """Drain a non-blocking UDP socket into ``handler(data, addr, now)`` on each readiness."""
+    """Read one datagram from a non-blocking UDP socket into ``handler(data, addr, now)`` per readiness.
 
-    __slots__ = ("sock", "handler", "clock")
+    The loop's readiness is level-triggered, so a socket with more queued comes back on the next
+    iteration; reading until EAGAIN would cost every wake-up a second, failing system call.
+    """
+
+    __slots__ = ("recv", "handler", "clock")
 
     def __init__(self, sock: socket.socket, handler: Callable[[bytes, tuple, float], None],
                  clock: Callable[[], float]) -> None:
-        self.sock = sock
+        self.recv = sock.recvfrom
         self.handler = handler
         self.clock = clock
 
     def __call__(self) -> None:
-        recv = self.sock.recvfrom
-        handler = self.handler
-        now = self.clock()
-        for _ in range(256):
-            try:
-                data, addr = recv(2048)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error: nothing to read
-                log.debug("RTP socket error: %s", exc)
-                return
-            handler(data, addr, now)
+        try:
+            data, addr = self.recv(2048)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error: nothing to read
+            log.debug("RTP socket error: %s", exc)
+            return
+        self.handler(data, addr, self.clock())
 
 
 class MediaLeg:
@@ -291,17 +291,37 @@ class MediaLeg:
         if ssrc != self.rx_ssrc or rx is None:
             self.rx_ssrc = ssrc
             self.rx = rx = ReceiveStats()
-        rx.update(seq, ts, now, jitter=pt == self._pt)
         if pt == self._pt:
+            rx.update(seq, ts, now)
             if self.silent:
                 self._set_silent(False, now)
             self._last_audio_at = now
             peer = self._peer
-            if peer is not None:
-                peer._relay(ssrc, seq, ts, payload, bool(marker), self._codec, now)
-            if self.recorder is not None:
-                self.recorder.push(self.record_side, payload, self._codec)
-        elif pt == self._te_pt:
+            if peer is not None and peer._sends and peer._player is None:
+                # MediaLeg._relay inlined: this runs for every packet of every bridged call.
+                codec = self._codec
+                out = payload if codec == peer._codec else payload.translate(_TRANSCODE[codec])
+                remote = peer.remote
+                pc = peer.stats_counters
+                if remote is not None:
+                    data = peer.sender.relay(ssrc, seq, ts, out, now, marker=bool(marker))
+                    try:
+                        peer._rtp.sendto(data, remote)
+                    except OSError as exc:
+                        pc.send_errors += 1
+                        if not isinstance(exc, BlockingIOError | InterruptedError):
+                            log.debug("leg %s: send to %s failed: %s", peer.name, remote, exc)
+                    else:
+                        pc.packets_out += 1
+                        pc.octets_out += len(data)
+                peer._last_relay_out = now
+                pc.relayed_out += 1
+            recorder = self.recorder
+            if recorder is not None:
+                recorder.push(self.record_side, payload, self._codec)
+            return
+        rx.update(seq, ts, now, jitter=False)
+        if pt == self._te_pt:
             counters.dtmf_in += 1
             for digit in self.dtmf.receive(ts, payload):
                 log.info("leg %s: DTMF %s", self.name, digit)
