@@ -200,3 +200,26 @@ def test_own_writer_thread_seal(tmp_path: Path) -> None:
     assert digest == hashlib.sha256((tmp_path / "solo.wav").read_bytes()).hexdigest()
     rec.writer.close()
     assert rec.writer._thread is not None and not rec.writer._thread.is_alive()
+
+
+def test_codec_change_mid_call_keeps_queued_audio_and_decodes_each_law(tmp_path: Path) -> None:
+    """A re-INVITE may switch a side from PCMU to PCMA: audio queued before the switch is still written
+    as what was sent (re-coded once), audio after it is decoded as A-law."""
+    rec, writer = make(tmp_path)
+    mu = g711.encode(pcm_frame(1000), "PCMU")
+    a = g711.encode(pcm_frame(-3000), "PCMA")
+    rec.push(LEFT, mu, "PCMU")
+    rec.push(LEFT, mu, "PCMU")  # two frames queued (prefill), none played yet
+    rec.push(LEFT, a, "PCMA")
+    for _ in range(4):
+        rec.tick()
+    rec.seal_start()
+    writer.run_pending()
+    with wave.open(str(rec.path)) as w:
+        left, right = split(w.readframes(w.getnframes()))
+    per_tick = [left[i * 160] for i in range(4)]
+    mu_value = g711.ulaw_to_linear(mu[0])
+    for value in per_tick[:2]:  # queued mu-law re-coded to A-law once: within one quantisation step
+        assert value != 0 and abs(value - mu_value) <= abs(mu_value) // 16
+    assert per_tick[2] == g711.alaw_to_linear(a[0])
+    assert per_tick[3] == 0 and set(right) == {0}  # nothing more sent: digital zero, not A-law's +8

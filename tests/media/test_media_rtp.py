@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.media.errors import RtpError
 from gateway.media.rtcp import (
@@ -246,3 +248,50 @@ def test_generated_timestamps_never_run_ahead_after_late_ticks() -> None:
         drift = ((ts - first) % 2**32) - round(now * 8000)
         assert abs(drift) <= 80, f"{drift} samples off the wall clock at {now:.3f} s"
     assert all(0 < (b - a) % 2**32 <= 320 for a, b in zip(stamps, stamps[1:], strict=False))
+
+
+# -- the fast paths give exactly what the general code gives -----------------------------------------
+
+_packets = st.lists(
+    st.tuples(st.sampled_from([1, 1, 1, 1, 2, 0, -1, 5, 3000, -200, 40000]),  # sequence step
+              st.sampled_from([160, 160, 160, 0, 320, 8000, 9000, -160, 200000]),  # timestamp step
+              st.floats(0.0, 0.2),  # arrival gap (s)
+              st.booleans(),  # jitter counted (audio) or not (telephone-event)
+              st.sampled_from([7, 7, 7, 7, 8])),  # source SSRC
+    max_size=120)
+
+
+def _slow_update(stats: ReceiveStats, seq: int, ts: int, now: float, jitter: bool) -> bool:
+    """ReceiveStats.update without its fast path (the RFC 3550 A.1 code for every packet)."""
+    return stats._update(seq, ts, now, jitter)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start_seq=st.integers(0, 0xFFFF), start_ts=st.integers(0, 0xFFFFFFFF), steps=_packets)
+def test_receive_stats_fast_path_matches_rfc3550_code(start_seq: int, start_ts: int,
+                                                      steps: list[tuple[int, int, float, bool, int]]) -> None:
+    fast, slow = ReceiveStats(), ReceiveStats()
+    seq, ts, now = start_seq, start_ts, 100.0
+    for dseq, dts, gap, jitter, _ssrc in steps:
+        seq, ts, now = (seq + dseq) & 0xFFFF, (ts + dts) & 0xFFFFFFFF, now + gap
+        assert fast.update(seq, ts, now, jitter=jitter) == _slow_update(slow, seq, ts, now, jitter)
+        assert (fast.received, fast.max_seq, fast.cycles, fast.lost, fast.expected, fast.probation) == \
+               (slow.received, slow.max_seq, slow.cycles, slow.lost, slow.expected, slow.probation)
+        assert fast.jitter == pytest.approx(slow.jitter, abs=1e-9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(start_seq=st.integers(0, 0xFFFF), start_ts=st.integers(0, 0xFFFFFFFF), steps=_packets)
+def test_sender_relay_fast_path_matches_general_mapping(start_seq: int, start_ts: int,
+                                                        steps: list[tuple[int, int, float, bool, int]]) -> None:
+    fast = RtpSender(0xABCD, 8, initial_seq=321, initial_ts=999)
+    slow = RtpSender(0xABCD, 8, initial_seq=321, initial_ts=999)
+    seq, ts, now = start_seq, start_ts, 50.0
+    payload = bytes(160)
+    for dseq, dts, gap, marker, ssrc in steps:
+        seq, ts, now = (seq + dseq) & 0xFFFF, (ts + dts) & 0xFFFFFFFF, now + gap
+        # samples= given explicitly takes the general path; the result must be the same datagram
+        assert fast.relay(ssrc, seq, ts, payload, now, marker=marker) == \
+               slow.relay(ssrc, seq, ts, payload, now, marker=marker, samples=len(payload))
+        assert (fast.next_seq, fast.last_ts, fast.packets, fast.octets) == \
+               (slow.next_seq, slow.last_ts, slow.packets, slow.octets)
