@@ -14,8 +14,8 @@ measures each packet's one-way time through the gateway.
 
 Reported: packets lost (sent by a peer and not relayed to the other, after a drain), one-way latency
 p50/p99 through the gateway, the same for a direct peer->peer baseline at the same packet rate (the
-difference is the gateway's added latency), gateway CPU % of one core per call during traffic, RSS
-per call (growth from before the first leg to the end of traffic, divided by calls), and recorder
+difference is the gateway's added latency), gateway CPU % of one core per call while traffic is sent
+(not during the 1 s drain, when every bridged leg sends keep-alive silence), RSS per call (growth from before the first leg to the end of traffic, divided by calls), and recorder
 frames dropped to disk.  Peers share a few generator sockets (the gateway learns their address by
 symmetric RTP as it would behind NAT).
 """
@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -139,8 +140,9 @@ async def serve(args: argparse.Namespace) -> None:
     say({"bridged": True})
     await lines.get()  # go
     cpu0, wall0, wait0 = time.process_time(), time.monotonic(), run_delay_s()
-    await lines.get()  # traffic ended
+    await lines.get()  # the last packet was sent (the drain that follows is keep-alive only)
     cpu1, wall1, wait1 = time.process_time(), time.monotonic(), run_delay_s()
+    await lines.get()  # drained
     rss1 = rss_kib()
     stats = [leg.stats for pair in legs for leg in pair]
     result = {
@@ -180,7 +182,8 @@ def make_sockets(count: int) -> list[socket.socket]:
 
 
 def run_traffic(streams: list[tuple[socket.socket, tuple[str, int], str]], socks: dict[socket.socket, str],
-                duration: float, drain: float, sample_every: int = 4) -> dict:
+                duration: float, drain: float, sample_every: int = 4,
+                on_sent: Callable[[], None] | None = None) -> dict:
     """Send every stream's packets, spread over each 20 ms in 1 ms groups; receive what comes back.
 
     ``streams``: (socket, destination, codec sent).  ``socks``: every socket -> the codec it receives
@@ -228,6 +231,8 @@ def run_traffic(streams: list[tuple[socket.socket, tuple[str, int], str]], socks
                     except BlockingIOError:
                         pass
                 group += 1
+            if group == total_groups and on_sent is not None:
+                on_sent()
         elif now > end:
             break
         for key, _ in sel.select(0):
@@ -305,7 +310,7 @@ def bench(calls: int, duration: float, record: bool, transcode: float, port_base
         send({"peers": peers})
         json.loads(gw.stdout.readline())  # bridged
         send({"go": True})
-        result = run_traffic(streams, codec_of, duration, 1.0)
+        result = run_traffic(streams, codec_of, duration, 1.0, on_sent=lambda: send({"sent": True}))
         send({"stop": True})
         gw_result = json.loads(gw.stdout.readline())
         gw.wait(60)
