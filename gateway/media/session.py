@@ -22,6 +22,7 @@ import random
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -125,6 +126,7 @@ class _Reader:
     def __init__(self, sock: socket.socket, handler: Callable[[bytes, tuple, float], None],
                  clock: Callable[[], float]) -> None:
         self.recv = sock.recvfrom
+        #: Where datagrams go; a pooled socket's reader is pointed at the next leg that takes it.
         self.handler = handler
         self.clock = clock
 
@@ -137,6 +139,36 @@ class _Reader:
             log.debug("RTP socket error: %s", exc)
             return
         self.handler(data, addr, self.clock())
+
+
+class _Idle:
+    """A released RTP/RTCP socket pair kept open (readers still registered) for the next leg."""
+
+    __slots__ = ("rtp", "rtcp", "port", "readers", "quiet_since", "strays")
+
+    def __init__(self, rtp: socket.socket, rtcp: socket.socket, port: int, readers: tuple[_Reader, _Reader],
+                 now: float) -> None:
+        self.rtp = rtp
+        self.rtcp = rtcp
+        self.port = port
+        self.readers = readers
+        #: When the last datagram arrived (or the release): the pair is reused only after a quiet spell.
+        self.quiet_since = now
+        self.strays = 0
+
+    def discard(self, data: bytes, addr: tuple, now: float) -> None:
+        """Reader handler while idle: late RTP of the call that ended, or a scanner: dropped, and it
+        restarts the quiet spell, so a stream that keeps coming never reaches the next call."""
+        self.quiet_since = now
+        self.strays += 1
+
+    def drain(self) -> None:
+        for sock in (self.rtp, self.rtcp):
+            for _ in range(64):
+                try:
+                    sock.recvfrom(2048)
+                except OSError:
+                    break
 
 
 class MediaLeg:
@@ -171,6 +203,7 @@ class MediaLeg:
         self.closed = False
         self._rtp = rtp
         self._rtcp = rtcp
+        self._readers: tuple[_Reader, _Reader] | None = None
         self._sends = False
         self._codec = "PCMU"
         self._pt = 0
@@ -464,7 +497,8 @@ class MediaEngine:
                  keepalive_after: float = 0.030, relatch_after: float = 2.0, rtcp_interval: float = 5.0,
                  silence_events: Callable[[SilenceEvent], None] | None = None,
                  on_recording_dropped: Callable[[StereoRecorder, int], None] | None = None,
-                 writer: DiskWriter | None = None, start_clock: bool = True, cname: str = "gateway") -> None:
+                 writer: DiskWriter | None = None, start_clock: bool = True, cname: str = "gateway",
+                 reuse_quiet: float = 2.0, idle_max: int | None = None, idle_ttl: float = 60.0) -> None:
         if port_max - port_min < 1:
             raise MediaError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
         self.host = host
@@ -484,6 +518,15 @@ class MediaEngine:
         self.cname = cname
         self.writer = writer if writer is not None else DiskWriter()
         self.legs: dict[int, MediaLeg] = {}
+        #: Released socket pairs, oldest first: reused after ``reuse_quiet`` seconds without a datagram
+        #: (binding, registering and closing four sockets is most of a call's media set-up cost).
+        self._idle: deque[_Idle] = deque()
+        self._idle_ports: set[int] = set()
+        self.reuse_quiet = reuse_quiet
+        pairs = (self.port_max - self.port_min + 1) // 2
+        self.idle_max = pairs // 2 if idle_max is None else idle_max
+        #: Idle pairs unused this long are closed.
+        self.idle_ttl = idle_ttl
         self._recorders: dict[StereoRecorder, None] = {}
         self._cursor = self.port_min
         self._silence = {codec: g711.silence(codec, FRAME_SAMPLES) for codec in g711.CODECS}
@@ -507,12 +550,42 @@ class MediaEngine:
         return sock
 
     def allocate_leg(self, *, keepalive: bool = False, name: str = "") -> MediaLeg:
-        """Bind an even RTP port and RTCP on port+1; raises :class:`PortsExhaustedError`."""
+        """An even RTP port and RTCP on port+1: a pooled pair that has been quiet for ``reuse_quiet``
+        seconds, else a newly bound one, else the quietest pooled pair; raises
+        :class:`PortsExhaustedError` when the range holds none."""
+        now = self.clock()
+        self._trim_idle(now)
+        idle = self._take_idle(now, quiet=True)
+        if idle is None:
+            bound = self._bind_pair()
+            if bound is not None:
+                rtp, rtcp, port = bound
+                leg = MediaLeg(self, rtp, rtcp, port, keepalive, name or f"rtp:{port}")
+                readers = (_Reader(rtp, leg._receive_rtp, self.clock), _Reader(rtcp, leg._receive_rtcp, self.clock))
+                self.loop.add_reader(rtp.fileno(), readers[0])
+                self.loop.add_reader(rtcp.fileno(), readers[1])
+                return self._register(leg, readers)
+            idle = self._take_idle(now, quiet=False)
+            if idle is None:
+                raise PortsExhaustedError(f"no free RTP port pair in {self.port_min}-{self.port_max}")
+        idle.drain()
+        leg = MediaLeg(self, idle.rtp, idle.rtcp, idle.port, keepalive, name or f"rtp:{idle.port}")
+        idle.readers[0].handler = leg._receive_rtp
+        idle.readers[1].handler = leg._receive_rtcp
+        return self._register(leg, idle.readers)
+
+    def _register(self, leg: MediaLeg, readers: tuple[_Reader, _Reader]) -> MediaLeg:
+        leg._readers = readers
+        self.legs[leg.local_port] = leg
+        self._ensure_clock()
+        return leg
+
+    def _bind_pair(self) -> tuple[socket.socket, socket.socket, int] | None:
         pairs = (self.port_max - self.port_min + 1) // 2
         for _ in range(pairs):
             port = self._cursor
             self._cursor = port + 2 if port + 3 <= self.port_max else self.port_min
-            if port in self.legs:
+            if port in self.legs or port in self._idle_ports:
                 continue
             try:
                 rtp = self._bind(port)
@@ -525,19 +598,57 @@ class MediaEngine:
             except OSError:
                 rtp.close()
                 continue
-            leg = MediaLeg(self, rtp, rtcp, port, keepalive, name or f"rtp:{port}")
-            self.legs[port] = leg
-            self.loop.add_reader(rtp.fileno(), _Reader(rtp, leg._receive_rtp, self.clock))
-            self.loop.add_reader(rtcp.fileno(), _Reader(rtcp, leg._receive_rtcp, self.clock))
-            self._ensure_clock()
-            return leg
-        raise PortsExhaustedError(f"no free RTP port pair in {self.port_min}-{self.port_max}")
+            return rtp, rtcp, port
+        return None
+
+    def _take_idle(self, now: float, *, quiet: bool) -> _Idle | None:
+        idle = self._idle
+        if not idle:
+            return None
+        if quiet:
+            # Oldest first; a pair that keeps receiving strays goes to the back (a few looks, no scan).
+            for _ in range(min(4, len(idle))):
+                head = idle[0]
+                if now - head.quiet_since < self.reuse_quiet:
+                    if head.strays:
+                        head.strays = 0
+                        idle.rotate(-1)
+                        continue
+                    return None
+                break
+            else:
+                return None
+            entry = idle.popleft()
+        else:
+            entry = min(idle, key=lambda e: e.quiet_since)
+            idle.remove(entry)
+        self._idle_ports.discard(entry.port)
+        return entry
+
+    def _trim_idle(self, now: float) -> None:
+        idle = self._idle
+        while idle and (len(idle) > self.idle_max or now - idle[0].quiet_since > self.idle_ttl):
+            self._close_idle(idle.popleft())
+
+    def _close_idle(self, entry: _Idle) -> None:
+        self._idle_ports.discard(entry.port)
+        for sock in (entry.rtp, entry.rtcp):
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
 
     def _release(self, leg: MediaLeg) -> None:
+        self.legs.pop(leg.local_port, None)
+        readers = leg._readers
+        if readers is not None and self.idle_max > 0:
+            entry = _Idle(leg._rtp, leg._rtcp, leg.local_port, readers, self.clock())
+            readers[0].handler = readers[1].handler = entry.discard
+            self._idle.append(entry)
+            self._idle_ports.add(leg.local_port)
+            self._trim_idle(entry.quiet_since)
+            return
         for sock in (leg._rtp, leg._rtcp):
             self.loop.remove_reader(sock.fileno())
             sock.close()
-        self.legs.pop(leg.local_port, None)
 
     # -- bridging and recording ------------------------------------------------------------------
     def bridge(self, leg_a: MediaLeg, leg_b: MediaLeg, recorder: StereoRecorder | None = None, *,
@@ -637,6 +748,8 @@ class MediaEngine:
         """Close every leg, stop the clock and finish pending recording writes."""
         for leg in list(self.legs.values()):
             leg.close()
+        while self._idle:
+            self._close_idle(self._idle.popleft())
         if self._clock_task is not None:
             self._clock_task.cancel()
             try:

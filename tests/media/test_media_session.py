@@ -354,3 +354,59 @@ async def test_source_port_zero_is_relayed_but_never_latched(engine: MediaEngine
     leg._receive_rtp(packet, (HOST, 0), engine.clock())
     assert leg.remote == (HOST, peer.port) and not leg.latched
     assert leg.stats.packets_in == 1
+
+
+async def test_released_ports_are_pooled_and_reused_only_after_a_quiet_spell() -> None:
+    clock = FakeClock()
+    eng = MediaEngine(HOST, 41400, 41409, clock=clock, start_clock=False, reuse_quiet=2.0)
+    peer = await make_peer()
+    try:
+        first = eng.allocate_leg()
+        port = first.local_port
+        first.close()
+        # too soon: a fresh port is bound rather than the one whose call just ended
+        second = eng.allocate_leg()
+        assert second.local_port != port
+        # late RTP of the ended call keeps arriving: dropped, and the quiet spell restarts
+        clock.now += 1.5
+        peer.send(port, voice(1, "PCMU"), 0)
+        await until(lambda: eng._idle[0].strays == 1)
+        clock.now += 1.0  # 2.5 s since the release, but only 1.0 s since the last stray packet
+        third = eng.allocate_leg()
+        assert third.local_port not in (port, second.local_port)
+        clock.now += 2.0  # now quiet for 3.0 s: the pooled pair is taken again, socket and reader as they were
+        peer.send(port, voice(2, "PCMU"), 0)  # queued, never read: the new leg must not see it
+        reused = eng.allocate_leg()
+        assert reused.local_port == port and reused._rtp is first._rtp
+        assert reused.stats.packets_in == 0
+        reused.set_remote(NegotiatedMedia(HOST, peer.port, "PCMU", 0))
+        peer.send(port, voice(3, "PCMU"), 0)
+        await until(lambda: reused.stats.packets_in == 1)
+        assert first.stats.packets_in == 0  # the old leg object never hears of it
+    finally:
+        peer.transport.close()
+        await eng.close()
+
+
+async def test_pool_is_bounded_and_closed_with_the_engine() -> None:
+    import socket
+
+    clock = FakeClock()
+    eng = MediaEngine(HOST, 41500, 41509, clock=clock, start_clock=False, idle_max=1)
+    legs = [eng.allocate_leg() for _ in range(3)]
+    ports = [leg.local_port for leg in legs]
+    for leg in legs:
+        leg.close()
+    assert [e.port for e in eng._idle] == ports[-1:]  # the oldest were closed, not hoarded
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind((HOST, ports[0]))  # closed: free for anyone
+    probe.close()
+    clock.now += 61  # idle longer than idle_ttl: closed at the next allocation
+    eng.allocate_leg().close()
+    assert ports[-1] not in eng._idle_ports
+    await eng.close()
+    assert not eng._idle
+    for port in ports:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind((HOST, port))
+        probe.close()
