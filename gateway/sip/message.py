@@ -19,10 +19,9 @@ Rules:
 from __future__ import annotations
 
 import functools
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import overload
+from typing import TypeVar, overload
 
 from . import grammar
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -53,6 +52,8 @@ __all__ = [
     "parse_via",
     "validate_request",
 ]
+
+_T = TypeVar("_T")
 
 #: RFC 3261 §7.3.3 compact forms, plus the ones later RFCs registered.
 COMPACT_FORMS = {
@@ -103,19 +104,46 @@ def canonical_name(name: str) -> str:
 
 
 class Headers(Sequence[tuple[str, str]]):
-    """An immutable, ordered list of ``(name, value)`` header fields."""
+    """An immutable, ordered list of ``(name, value)`` header fields.
 
-    __slots__ = ("_items", "_names")
+    The fields never change, so what is derived from them is computed at most once per
+    instance: the canonical names, an index from canonical name to values, and the parsed
+    structured values the message accessors memoise (``_memo``; a value that fails to parse
+    is not memoised, so it raises again on every access).
+    """
+
+    __slots__ = ("_items", "_names", "_index", "_memo")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: tuple[tuple[str, str], ...] = tuple(items)
         self._names: tuple[str, ...] | None = None
+        self._index: dict[str, list[str]] | None = None
+        self._memo: dict[str, object] | None = None
 
     def canonical_names(self) -> tuple[str, ...]:
         """Canonical names of the fields, in order, computed once (the headers never change)."""
         if self._names is None:
             self._names = tuple(canonical_name(k) for k, _ in self._items)
         return self._names
+
+    def _by_name(self) -> dict[str, list[str]]:
+        """Canonical name -> raw values in order, built once on first lookup."""
+        index = self._index
+        if index is None:
+            index = {}
+            for name, (_, value) in zip(self.canonical_names(), self._items, strict=True):
+                found = index.get(name)
+                if found is None:
+                    index[name] = [value]
+                else:
+                    found.append(value)
+            self._index = index
+        return index
+
+    def count_of(self, name: str) -> int:
+        """How many fields are named *name* (compact forms understood)."""
+        found = self._by_name().get(canonical_name(name))
+        return 0 if found is None else len(found)
 
     @overload
     def __getitem__(self, index: int) -> tuple[str, str]: ...
@@ -145,16 +173,13 @@ class Headers(Sequence[tuple[str, str]]):
 
     def values(self, name: str) -> list[str]:
         """Every raw field value of *name*, one per header line, in order."""
-        want = canonical_name(name)
-        return [item[1] for item, n in zip(self._items, self.canonical_names(), strict=True) if n == want]
+        found = self._by_name().get(canonical_name(name))
+        return [] if found is None else list(found)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first field value of *name* (compact forms understood), or *default*."""
-        want = canonical_name(name)
-        for item, n in zip(self._items, self.canonical_names(), strict=True):
-            if n == want:
-                return item[1]
-        return default
+        found = self._by_name().get(canonical_name(name))
+        return default if found is None else found[0]
 
     def get_all(self, name: str) -> list[str]:
         """Every value of *name*; list-valued headers are split on commas (§7.3.1)."""
@@ -214,9 +239,24 @@ class _Message:
         """The Call-ID value."""
         return self._one("Call-ID")
 
+    def _parsed(self, key: str, parse: Callable[[], _T]) -> _T:
+        """``parse()`` memoised on the (immutable) headers: each header is parsed once per message."""
+        headers = self.headers
+        memo = headers._memo
+        if memo is None:
+            memo = headers._memo = {}
+        elif key in memo:
+            return memo[key]  # type: ignore[return-value]
+        value = parse()  # a RemoteProtocolError propagates and nothing is memoised
+        memo[key] = value
+        return value
+
     @property
     def cseq(self) -> tuple[int, str]:
         """``(sequence number, method)`` from CSeq (§20.16)."""
+        return self._parsed("cseq", self._parse_cseq)
+
+    def _parse_cseq(self) -> tuple[int, str]:
         parts = self._one("CSeq").split()
         if len(parts) != 2 or not grammar.DIGITS_RE.match(parts[0]):
             raise RemoteProtocolError("bad CSeq")
@@ -228,11 +268,14 @@ class _Message:
     @property
     def vias(self) -> list[Via]:
         """Every Via value, topmost first."""
-        return [parse_via(v) for v in self.headers.get_all("Via")]
+        return list(self._parsed("vias", lambda: tuple(parse_via(v) for v in self.headers.get_all("Via"))))
 
     @property
     def top_via(self) -> Via:
         """The topmost Via value."""
+        return self._parsed("top_via", self._parse_top_via)
+
+    def _parse_top_via(self) -> Via:
         first = self.headers.get("Via")
         if first is None:
             raise RemoteProtocolError("missing Via header")
@@ -241,17 +284,18 @@ class _Message:
     @property
     def from_(self) -> NameAddr:
         """The From value."""
-        return parse_name_addr(self._one("From"))
+        return self._parsed("from", lambda: parse_name_addr(self._one("From")))
 
     @property
     def to(self) -> NameAddr:
         """The To value."""
-        return parse_name_addr(self._one("To"))
+        return self._parsed("to", lambda: parse_name_addr(self._one("To")))
 
     @property
     def contacts(self) -> list[NameAddr]:
         """Every Contact value (``*`` gives a NameAddr whose uri is ``'*'``)."""
-        return [parse_name_addr(v) for v in self.headers.get_all("Contact")]
+        return list(self._parsed("contacts",
+                                 lambda: tuple(parse_name_addr(v) for v in self.headers.get_all("Contact"))))
 
     @property
     def expires(self) -> int | None:
@@ -342,13 +386,20 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
 
 def _header_lines(head: str) -> list[str]:
     """Split the header block into logical lines, unfolding continuations (§7.3.1)."""
+    text = head.replace("\r\n", "\n")
+    if "\n " not in text and "\n\t" not in text:
+        return text.split("\n")  # no folded lines (the usual case)
     lines: list[str] = []
-    for line in head.replace("\r\n", "\n").split("\n"):
+    for line in text.split("\n"):
         if line[:1] in (" ", "\t") and lines:
             lines[-1] = lines[-1].rstrip(" \t") + " " + line.strip(" \t")
         else:
             lines.append(line)
     return lines
+
+
+#: Header names already checked against the token grammar (bounded: peers choose names).
+_GOOD_NAMES: set[str] = set()
 
 
 def parse_message(
@@ -371,10 +422,18 @@ def parse_message(
     start = lines[0]
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
-        m = grammar.HEADER_RE.match(line)
-        if not m:
+        # HEADER_RE, unrolled: token, optional blanks, ":", value without surrounding blanks.
+        name, colon, value = line.partition(":")
+        if colon:
+            name = name.rstrip(" \t")
+            if name not in _GOOD_NAMES:
+                if not grammar.FULL_TOKEN_RE.match(name):
+                    raise RemoteProtocolError(f"malformed header line {line[:40]!r}")
+                if len(_GOOD_NAMES) < 512:
+                    _GOOD_NAMES.add(name)
+            headers.append((name, value.lstrip(" \t\r\n").rstrip(" \t")))
+        else:
             raise RemoteProtocolError(f"malformed header line {line[:40]!r}")
-        headers.append((m.group(1), m.group(2)))
     hdrs = Headers(headers)
     body = _take_body(hdrs, rest)
     if start.startswith(("SIP/", "sip/", "Sip/")) and " " in start:
@@ -425,6 +484,10 @@ ACCEPTED_TYPES = frozenset({
 })
 
 
+#: Headers every request must carry (§8.1.1), with their canonical names.
+_MANDATORY = tuple((name, canonical_name(name)) for name in ("Via", "From", "To", "Call-ID", "CSeq"))
+
+
 def validate_request(
     request: Request, supported: frozenset[str] = frozenset()
 ) -> tuple[int, str] | None:
@@ -445,12 +508,13 @@ def validate_request(
         return 501, "Not Implemented"
     h = request.headers
     try:
-        counts = Counter(h.canonical_names())
-        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-            if not counts[canonical_name(name)]:
+        by_name = h._by_name()
+        for name, cname in _MANDATORY:
+            if cname not in by_name:
                 return 400, f"Missing {name}"
         for name in SINGLE_HEADERS:
-            if counts[name] > 1:
+            found = by_name.get(name)
+            if found is not None and len(found) > 1:
                 return 400, f"Multiple {name} headers"
         number, method = request.cseq
         if method != request.method:

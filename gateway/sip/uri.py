@@ -22,6 +22,10 @@ SIP_SCHEMES = frozenset({"sip", "sips"})
 
 def split_unquoted(text: str, sep: str) -> list[str]:
     """Split *text* on *sep* outside quoted strings and ``<...>`` brackets."""
+    if sep not in text:
+        return [text]
+    if '"' not in text and "<" not in text:
+        return text.split(sep)  # nothing quoted or bracketed: every separator counts
     parts: list[str] = []
     depth = 0
     quoted = False
