@@ -32,6 +32,7 @@ from gateway import metrics
 from gateway.api import create_app
 from gateway.calls.call import Call, CallConfig
 from gateway.calls.events import CallSummary
+from gateway.calls.heap import HeapAction, HeapPolicy
 from gateway.calls.journal import SummaryLog
 from gateway.calls.liveness import Liveness, StateChanged
 from gateway.calls.liveness import State as LiveState
@@ -577,6 +578,26 @@ class Gateway:
             })
         return out
 
+    # -- heap --------------------------------------------------------------------------
+    async def heap_upkeep(self, interval: float = 0.25) -> None:
+        """Freeze the heap and collect it in full as :class:`HeapPolicy` says (never a long pause mid-load)."""
+        policy = HeapPolicy()
+        policy.collected(gc.get_freeze_count())  # the start-up heap, frozen once ready, is the baseline
+        while True:
+            await asyncio.sleep(interval)
+            action = policy.decide(self.loop.time(), self.calls.started, gc.get_freeze_count,
+                                   lambda: self.calls.active)
+            if action is HeapAction.FREEZE:
+                gc.freeze()
+            elif action is HeapAction.COLLECT:
+                started = time.perf_counter()
+                gc.unfreeze()
+                collected = gc.collect()
+                gc.freeze()
+                policy.collected(gc.get_freeze_count())
+                log.debug("full collection while quiet: %d objects freed, %d live, %.0f ms", collected,
+                          gc.get_freeze_count(), 1000 * (time.perf_counter() - started))
+
     # -- health ------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         """The /health document."""
@@ -613,6 +634,9 @@ class Gateway:
             await asyncio.sleep(0.05)
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=max(0.1, deadline - self.loop.time()))
+        if self.media is not None:
+            # Recordings of the last calls are still being sealed: journal and link them before closing.
+            await self.media.wait_sealed(max(1.0, deadline - self.loop.time()))
         await self.writer.close()
         if self.activations is not None:
             await self.activations.close()
@@ -682,10 +706,12 @@ async def run(config: Config) -> int:
     loop.add_signal_handler(signal.SIGHUP, gw.on_sighup)
     watcher = loop.create_task(gw.watch_dialplans())
     prober = loop.create_task(gw.probe_forever())
-    # Everything built so far lives for the whole run: move it out of the cyclic collector's sight, and
-    # collect the young generation less often, so a collection never stalls call setup for long.
+    # Everything built so far lives for the whole run: move it out of the cyclic collector's sight.  From
+    # now on heap_upkeep freezes the heap every half second, so the automatic collections only walk young
+    # objects: a small young generation keeps each of those pauses to a few milliseconds.
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    gc.set_threshold(5_000, 10, 10)
+    heap = loop.create_task(gw.heap_upkeep())
     log.info("gateway ready (pid %d, %d help points, %d rooms)", os.getpid(),
              len(inventory.help_points), len(inventory.rooms))
     await stop.wait()
@@ -694,6 +720,7 @@ async def run(config: Config) -> int:
     watcher.cancel()
     prober.cancel()
     retention.cancel()
+    heap.cancel()
     await gw.drain()
     if gw.media is not None:
         await gw.media.engine.close()

@@ -68,6 +68,8 @@ class CallRunner:
         self.count_error = count_error
         self.loop = asyncio.get_running_loop()
         self.calls: dict[str, Call | Talkdown] = {}
+        #: Calls ever started (the heap upkeep's measure of load).
+        self.started = 0
         self.media: dict[str, CallMedia] = {}
         self._by_server_tx: dict[str, str] = {}
         self._by_client_tx: dict[str, tuple[str, str, str]] = {}  # tx -> (call id, leg, method)
@@ -79,6 +81,7 @@ class CallRunner:
     # -- lifecycle ------------------------------------------------------------------------------
     def add(self, call: Call | Talkdown, media: CallMedia) -> None:
         """Start a call created for a new INVITE."""
+        self.started += 1
         self.calls[call.id] = call
         self.media[call.id] = media
         if call.transaction is not None:
@@ -232,12 +235,13 @@ class CallRunner:
         self.transmit_soon()
 
     def _rearm(self, call: Call | Talkdown) -> None:
-        handle = self._timers.pop(call.id, None)
+        handle = self._timers.get(call.id)
+        at = call.get_timer() if call.id in self.calls else None
         if handle is not None:
+            if at is not None and handle.when() == at:
+                return  # already armed for that instant: keep the handle
+            del self._timers[call.id]
             handle.cancel()
-        if call.id not in self.calls:
-            return
-        at = call.get_timer()
         if at is not None:
             self._timers[call.id] = self.loop.call_at(at, self._fire, call.id)
 
