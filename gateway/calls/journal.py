@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,17 @@ log = logging.getLogger(__name__)
 class SummaryLog:
     """Append-only JSON-lines journal of ended activations and sealed recordings, beside the database.
 
-    Each line is written and fsync'd by one dedicated thread, in order, so the event loop never waits
-    for the disk; :meth:`close` waits for every line to be on disk.
+    Lines are written and fsync'd by one dedicated thread, in order, so the event loop never waits
+    for the disk; lines queued while a write is in progress go out together in the next write (one
+    fsync for many lines).  :meth:`close` waits for every line to be on disk.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._lock = threading.Lock()
+        #: Lines queued for the writer thread, in order; a write is scheduled while it is non-empty.
+        self._pending: list[str] = []
 
     def append(self, summary: CallSummary | dict[str, Any]) -> None:
         """Write one activation (a summary, or its :meth:`~CallSummary.as_dict`)."""
@@ -36,13 +41,27 @@ class SummaryLog:
 
     def _write(self, doc: dict[str, Any]) -> None:
         line = json.dumps(doc, separators=(",", ":"), default=str)
-        self._thread.submit(self._append, line)
+        with self._lock:
+            first = not self._pending
+            self._pending.append(line)
+        if first:
+            try:
+                self._thread.submit(self._append)
+            except RuntimeError:
+                with self._lock:
+                    self._pending.remove(line)
+                raise
 
-    def _append(self, line: str) -> None:
+    def _append(self) -> None:
+        # Group commit: every line queued by now goes out in one write and one fsync, in order.
+        with self._lock:
+            lines, self._pending = self._pending, []
+        if not lines:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+                fh.write("\n".join(lines) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError:

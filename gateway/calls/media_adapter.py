@@ -122,6 +122,8 @@ class CallMediaImpl:
         self.closed = False
         #: Called once when the call's media is released.
         self.on_closed: Callable[[], None] = lambda: None
+        #: Called with +1 when sealing the recording starts and -1 once it is handed on (or failed).
+        self.on_sealing: Callable[[int], None] = lambda _delta: None
 
     def side_of(self, leg: MediaLeg) -> str:
         """``hp`` or ``op``."""
@@ -178,16 +180,20 @@ class CallMediaImpl:
         self.op.close()
         if self.recorder is not None:
             recorder = self.recorder
+            self.on_sealing(1)
             future = recorder.seal_start()
             future.add_done_callback(
                 lambda f: self.engine.loop.call_soon_threadsafe(self._sealed, recorder, f))
 
     def _sealed(self, recorder: StereoRecorder, future: Any) -> None:
-        if future.exception() is not None:
-            metrics.RECORDINGS_FAILED.inc()
-            log.error("call %s: sealing %s failed: %s", self.id, recorder.path, future.exception())
-            return
-        self.on_recording(self.id, recorder)
+        try:
+            if future.exception() is not None:
+                metrics.RECORDINGS_FAILED.inc()
+                log.error("call %s: sealing %s failed: %s", self.id, recorder.path, future.exception())
+                return
+            self.on_recording(self.id, recorder)
+        finally:
+            self.on_sealing(-1)
 
 
 class MediaPlane:
@@ -200,6 +206,8 @@ class MediaPlane:
         self.calls: dict[int, tuple[CallMediaImpl, str]] = {}
         self.on_recording: Callable[[str, StereoRecorder], None] = lambda _id, _r: None
         engine.silence_events = self.silence
+        #: Recordings whose sealing started and whose ``on_recording`` has not run yet.
+        self.sealing = 0
 
     def factory(self, activation_id: str, runner: CallRunner) -> CallMediaImpl:
         """Build one call's media."""
@@ -208,7 +216,22 @@ class MediaPlane:
         self.calls[id(media.hp)] = (media, "hp")
         self.calls[id(media.op)] = (media, "op")
         media.on_closed = lambda: self.forget(media)
+        media.on_sealing = self._count_sealing
         return media
+
+    def _count_sealing(self, delta: int) -> None:
+        self.sealing += delta
+
+    async def wait_sealed(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until every recording being sealed was handed to ``on_recording``.
+
+        The drain calls this before it closes the journal and the database writer, so the last calls'
+        recordings are journalled and linked too.  True when none is left.
+        """
+        deadline = self.engine.loop.time() + timeout
+        while self.sealing > 0 and self.engine.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return self.sealing <= 0
 
     def forget(self, media: CallMediaImpl) -> None:
         """Drop the silence routing of a closed call."""
