@@ -490,7 +490,7 @@ class MediaEngine:
     """RTP port range, legs, one 20 ms clock for all of them, and one disk writer for recordings."""
 
     #: Legs (and recorders) handled per slice of a tick; the loop relays packets between slices.
-    TICK_CHUNK = 64
+    TICK_CHUNK = 32
 
     def __init__(self, host: str, port_min: int, port_max: int, *, clock: Callable[[], float] | None = None,
                  loop: asyncio.AbstractEventLoop | None = None, silence_timeout: float = 10.0,
