@@ -97,6 +97,10 @@ class _Negotiator:
         return sdp.accept_answer(self._offer, answer)
 
 
+def _nothing() -> None:
+    pass
+
+
 class CallMediaImpl:
     """Two legs, a recorder and prompt playback for one activation."""
 
@@ -133,7 +137,7 @@ class CallMediaImpl:
         leg = self.hp if side == "hp" else self.op
         leg.set_remote(negotiated)
         if side == "hp" and self.recorder is None:
-            self.recordings.mkdir(parents=True, exist_ok=True)
+            # (the disk-writer thread creates the folder if it is missing; no file system call here)
             self.recorder = self.engine.recorder(str(self.recordings / f"{self.id}.wav"))
             self.hp.record(self.recorder, 0)
             self.op.record(self.recorder, 1)
@@ -170,6 +174,7 @@ class CallMediaImpl:
             return
         self.closed = True
         self.on_closed()
+        self.on_closed = _nothing  # the plane's callback refers back to this object: no cycle left behind
         for name, leg in (("hp", self.hp), ("operator", self.op)):
             stats = leg.stats
             if stats.expected:
@@ -181,15 +186,17 @@ class CallMediaImpl:
         if self.recorder is not None:
             recorder = self.recorder
             self.on_sealing(1)
-            future = recorder.seal_start()
-            future.add_done_callback(
-                lambda f: self.engine.loop.call_soon_threadsafe(self._sealed, recorder, f))
+            # An asyncio future drops its callbacks once they ran; a callback put on the recorder's own
+            # (concurrent) future would stay there and keep recorder and call in a reference cycle.
+            sealed = asyncio.wrap_future(recorder.seal_start(), loop=self.engine.loop)
+            sealed.add_done_callback(lambda f: self._sealed(recorder, f))
 
     def _sealed(self, recorder: StereoRecorder, future: Any) -> None:
         try:
-            if future.exception() is not None:
+            error = "cancelled" if future.cancelled() else future.exception()
+            if error is not None:
                 metrics.RECORDINGS_FAILED.inc()
-                log.error("call %s: sealing %s failed: %s", self.id, recorder.path, future.exception())
+                log.error("call %s: sealing %s failed: %s", self.id, recorder.path, error)
                 return
             self.on_recording(self.id, recorder)
         finally:

@@ -95,6 +95,8 @@ class DiskWriter:
         self.poll_interval = poll_interval
         self._jobs: deque[tuple[StereoRecorder, str, object]] = deque()
         self._open: dict[StereoRecorder, None] = {}
+        #: Folders known to exist (one mkdir per folder, not per recording).
+        self._folders: set[Path] = set()
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -281,7 +283,10 @@ class StereoRecorder:
     # -- writer-thread side ----------------------------------------------------------------------
     def _open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            folder = self.path.parent
+            if folder not in self.writer._folders:
+                folder.mkdir(parents=True, exist_ok=True)
+                self.writer._folders.add(folder)
             self._file = open(self.path, "wb")  # noqa: SIM115 - closed in _seal
             self._file.write(wav_header(0))
             self._file.flush()
@@ -320,12 +325,10 @@ class StereoRecorder:
         f = self._file
         assert f is not None
         self._since_patch = 0
-        f.seek(4)
-        f.write(struct.pack("<I", 36 + self._data_bytes))
-        f.seek(40)
-        f.write(struct.pack("<I", self._data_bytes))
-        f.seek(0, os.SEEK_END)
         f.flush()
+        fd = f.fileno()
+        os.pwrite(fd, struct.pack("<I", 36 + self._data_bytes), 4)
+        os.pwrite(fd, struct.pack("<I", self._data_bytes), 40)
 
     def _seal(self, stop_writer: bool) -> None:
         try:
@@ -339,7 +342,11 @@ class StereoRecorder:
                     while chunk := f.read(1 << 20):
                         digest.update(chunk)
                 self.sha256 = digest.hexdigest()
-                Path(f"{self.path}.sha256").write_text(f"{self.sha256}  {self.path.name}\n")
+                fd = os.open(f"{self.path}.sha256", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    os.write(fd, f"{self.sha256}  {self.path.name}\n".encode())
+                finally:
+                    os.close(fd)
                 if not self._done.done():
                     self._done.set_result(self.sha256)
         except OSError as exc:
