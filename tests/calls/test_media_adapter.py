@@ -1,0 +1,51 @@
+"""The call layer's media adapter on a real MediaEngine (loopback sockets, hand-driven clock)."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from gateway.calls.media_adapter import CallMediaImpl, MediaPlane
+from gateway.media.sdp import NegotiatedMedia
+from gateway.media.session import MediaEngine
+
+HOST = "127.0.0.1"
+
+
+class _Runner:
+    def deliver(self, *_args: object) -> None:
+        pass
+
+
+async def _calls(plane: MediaPlane, engine: MediaEngine, count: int) -> None:
+    for i in range(count):
+        media: CallMediaImpl = plane.factory(f"act-{i}", _Runner())  # type: ignore[arg-type]
+        media.connect("hp", NegotiatedMedia(HOST, 9, "PCMU", 0))
+        media.connect("op", NegotiatedMedia(HOST, 9, "PCMA", 8))
+        media.bridge()
+        engine.tick(engine.clock())
+        media.close()
+
+
+async def test_ended_calls_leave_no_reference_cycles_and_every_recording_is_handed_on(tmp_path: Path) -> None:
+    """A call's media must be freed by reference counting when it ends: objects left in cycles would
+    pile up for the cyclic collector, whose full passes pause every call's audio."""
+    engine = MediaEngine(HOST, 41600, 41699, start_clock=False)
+    plane = MediaPlane(engine, {}, tmp_path / "recordings")
+    handed_on: list[str] = []
+    plane.on_recording = lambda activation, _rec: handed_on.append(activation)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        await _calls(plane, engine, 5)
+        assert await plane.wait_sealed(10.0)
+        gc.collect()
+        kinds = {type(o).__name__ for o in gc.garbage}
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        await engine.close()
+    assert sorted(handed_on) == [f"act-{i}" for i in range(5)]
+    assert not kinds & {"CallMediaImpl", "MediaLeg", "StereoRecorder", "RtpSender", "Future"}, kinds
+    assert sorted(p.name for p in (tmp_path / "recordings").glob("*.sha256")) == \
+        [f"act-{i}.wav.sha256" for i in range(5)]
