@@ -22,6 +22,7 @@ import enum
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -91,45 +92,82 @@ def ha1(username: str, realm: str, password: str, algorithm: Algorithm = Algorit
 # Parsing the Authorization header value (RFC 7616 §3.4, RFC 7235 §2.1 auth-param list).
 # --------------------------------------------------------------------------------------------
 
-_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _WS = " \t\r\n"
 _HEX = frozenset("0123456789abcdefABCDEF")
 
 
+# One regex match per token, run of whitespace or quoted-string instead of a Python loop per character.
+_TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-zA-Z]*")
+_WS_RE = re.compile(r"[ \t\r\n]*")
+_QUOTED_RE = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"', re.DOTALL)
+_ESCAPE_RE = re.compile(r"\\(.)", re.DOTALL)
+
+
 def _token_end(text: str, pos: int) -> int:
-    end = pos
-    while end < len(text) and text[end] in _TCHAR:
-        end += 1
-    return end
+    return _TOKEN_RE.match(text, pos).end()  # type: ignore[union-attr]  # matches the empty string
 
 
 def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in _WS:
-        pos += 1
-    return pos
+    return _WS_RE.match(text, pos).end()  # type: ignore[union-attr]  # matches the empty string
 
 
 def _quoted_string(text: str, pos: int) -> tuple[str, int]:
     """Read a quoted-string starting at the opening quote; return (unescaped value, next pos)."""
-    out: list[str] = []
+    match = _QUOTED_RE.match(text, pos)
+    if match is not None:
+        value = match.group(1)
+        return (_ESCAPE_RE.sub(r"\1", value) if "\\" in value else value), match.end()
+    # Unterminated: find where, for the message.
     pos += 1
     while pos < len(text):
-        char = text[pos]
-        if char == '"':
-            return "".join(out), pos + 1
-        if char == "\\":
+        if text[pos] == "\\":
             if pos + 1 >= len(text):
                 break
-            out.append(text[pos + 1])
             pos += 2
             continue
-        out.append(char)
         pos += 1
     raise DigestParseError(f"Authorization: unterminated quoted-string at offset {pos}")
 
 
+_PARAM_RE = re.compile(
+    r"[ \t\r\n]*(?:,[ \t\r\n]*)*"  # whitespace and empty list elements (RFC 7230 §7)
+    r"([!#$%&'*+\-.^_`|~0-9a-zA-Z]+)[ \t\r\n]*=[ \t\r\n]*"  # name =
+    r'(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([!#$%&\'*+\-.^_`|~0-9a-zA-Z]+))'  # quoted-string or token
+    r"[ \t\r\n]*",
+    re.DOTALL,
+)
+_LIST_END_RE = re.compile(r"[ \t\r\n,]*")
+
+
 def _parse_params(text: str, pos: int) -> dict[str, tuple[str, bool]]:
-    """Parse ``#auth-param`` from ``pos``: name -> (value, was_quoted); names lower-cased."""
+    """Parse ``#auth-param`` from ``pos``: name -> (value, was_quoted); names lower-cased.
+
+    One regex match per parameter; anything it does not accept is parsed again by
+    :func:`_parse_params_exact`, which names the problem.
+    """
+    params: dict[str, tuple[str, bool]] = {}
+    start, end = pos, len(text)
+    while True:
+        match = _PARAM_RE.match(text, pos)
+        if match is None:
+            if _LIST_END_RE.fullmatch(text, pos):
+                return params
+            return _parse_params_exact(text, start)
+        name, quoted, token = match.groups()
+        name = name.lower()
+        if name in params:
+            return _parse_params_exact(text, start)
+        if quoted is None:
+            params[name] = (token, False)
+        else:
+            params[name] = ((_ESCAPE_RE.sub(r"\1", quoted) if "\\" in quoted else quoted), True)
+        pos = match.end()
+        if pos < end and text[pos] != ",":
+            return _parse_params_exact(text, start)
+
+
+def _parse_params_exact(text: str, pos: int) -> dict[str, tuple[str, bool]]:
+    """:func:`_parse_params` a character at a time, raising DigestParseError at the first problem."""
     params: dict[str, tuple[str, bool]] = {}
     while True:
         pos = _skip_ws(text, pos)

@@ -21,7 +21,7 @@ from gateway.sip.events import Peer
 from gateway.sip.message import Request, Response, build_response, parse_uri
 
 from .bindings import Binding, ContactSpec, Source
-from .digest import AuthResult
+from .digest import AuthResult, DigestCredentials
 from .errors import DigestParseError
 from .registrar import Decision, Ha1Credentials, RegisterRequest, Registrar
 
@@ -163,19 +163,45 @@ class Admission(enum.Enum):
     MALFORMED = "malformed"
 
 
+@dataclass(frozen=True)
+class Presented:
+    """The credentials a request presents for our realm, parsed once (RFC 3261 §22.4).
+
+    ``digest`` is None when there are none; ``error`` says why they are malformed.
+    """
+
+    digest: DigestCredentials | None
+    error: str | None = None
+
+    @property
+    def username(self) -> str | None:
+        """The user whose stored credentials :func:`admit` needs (None when none are needed)."""
+        return self.digest.username if self.digest is not None else None
+
+
+def presented_credentials(registrar: Registrar, request: Request) -> Presented:
+    """Parse a request's ``Authorization`` values for our realm (once per request: hand the result on)."""
+    try:
+        return Presented(registrar.auth.select(request.headers.values("Authorization")))
+    except DigestParseError as exc:  # malformed credentials
+        return Presented(None, str(exc))
+
+
 def admit(registrar: Registrar, request: Request, source: Peer, record: Ha1Credentials | None,
-          now: float) -> tuple[Admission, str]:
+          now: float, presented: Presented | None = None) -> tuple[Admission, str]:
     """Authenticate a non-REGISTER request by source network or digest (RFC 3261 §22.2).
 
+    ``presented`` is :func:`presented_credentials` of the request when the caller already has it.
     Returns the verdict and the authenticated user (or the reason, for logs).
     """
     user = getattr(request.from_.uri, "user", None) or ""
     if user and registrar.admitted_by_network(user, Source(source[1], source[2], source[0])):
         return Admission.OK, user
-    try:
-        digest = registrar.auth.select(request.headers.values("Authorization"))
-    except DigestParseError as exc:  # malformed credentials
-        return Admission.MALFORMED, str(exc)
+    if presented is None:
+        presented = presented_credentials(registrar, request)
+    if presented.error is not None:
+        return Admission.MALFORMED, presented.error
+    digest = presented.digest
     if digest is None:
         return Admission.CHALLENGE, "no credentials"
     if record is None:
@@ -195,11 +221,7 @@ def admit(registrar: Registrar, request: Request, source: Peer, record: Ha1Crede
 
 def digest_user(registrar: Registrar, request: Request) -> str | None:
     """The user whose credentials :func:`admit` will need (None when none is needed)."""
-    try:
-        digest = registrar.auth.select(request.headers.values("Authorization"))
-    except DigestParseError:
-        return None
-    return digest.username if digest is not None else None
+    return presented_credentials(registrar, request).username
 
 
 def contact_destination(contact: str, source: Source) -> Peer:

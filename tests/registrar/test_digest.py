@@ -424,3 +424,20 @@ def test_quoted_values_round_trip(username: str, realm: str, nonce: str, uri: st
         nonce,
         uri,
     )
+
+
+@given(st.lists(st.sampled_from(['a', 'B', '=', ',', ' ', '\t', '\r\n', '"', '\\', 'x=y', 'q="z"', ',,', 'é', '%']),
+                max_size=14))
+def test_fast_param_parser_agrees_with_the_exact_one(pieces: list[str]) -> None:
+    from gateway.registrar.digest import _parse_params, _parse_params_exact
+    from gateway.registrar.errors import DigestParseError
+
+    text = "".join(pieces)
+
+    def outcome(parse):  # type: ignore[no-untyped-def]
+        try:
+            return parse(text, 0)
+        except DigestParseError as exc:
+            return ("error", str(exc))
+
+    assert outcome(_parse_params) == outcome(_parse_params_exact)
