@@ -7,7 +7,36 @@ phone number or a SIP user typed by a stranger.
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
+class Children(Generic[_M]):
+    """The labelled children of one metric, looked up once per label set.
+
+    ``metric.labels(...)`` validates and locks on every call; the hot paths (a few per call) ask here
+    instead.  Only for bounded label sets (method class, outcome, room, reason): past ``limit``
+    distinct sets nothing more is remembered, so a bug can never turn this into a leak.
+    """
+
+    __slots__ = ("metric", "limit", "_children")
+
+    def __init__(self, metric: _M, limit: int = 1024) -> None:
+        self.metric = metric
+        self.limit = limit
+        self._children: dict[tuple[str, ...], _M] = {}
+
+    def __call__(self, *values: str) -> _M:
+        child = self._children.get(values)
+        if child is None:
+            child = self.metric.labels(*values)
+            if len(self._children) < self.limit:
+                self._children[values] = child
+        return child
+
 
 #: The registry /metrics serves (a fresh one, so tests in one process stay independent).
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -16,6 +45,7 @@ SIP_REQUESTS = Counter(
     "gateway_sip_requests_total", "SIP requests received, by method class",
     ["method"], registry=REGISTRY,
 )
+SIP_REQUESTS_BY_METHOD = Children(SIP_REQUESTS)
 SIP_MESSAGES_REJECTED = Counter(
     "gateway_sip_messages_rejected_total",
     "Datagrams or frames refused: unparseable (status 0), oversized (513) or failing RFC 3261 §8.2 checks",
@@ -25,6 +55,7 @@ REGISTER = Counter(
     "gateway_register_total", "REGISTER requests by result",
     ["result"], registry=REGISTRY,
 )
+REGISTER_BY_RESULT = Children(REGISTER)
 REGISTRATIONS = Gauge(
     "gateway_registrations", "Live registered contacts (bindings)", registry=REGISTRY,
 )
@@ -60,6 +91,8 @@ ACTIVATIONS = Counter(
     "gateway_activations_total", "Ended activations by help point and outcome (talk-downs: talkdown-*)",
     ["help_point", "outcome"], registry=REGISTRY,
 )
+#: Help points come from the inventory (a bounded set), outcomes from a fixed vocabulary.
+ACTIVATIONS_BY = Children(ACTIVATIONS)
 ACTIVE_CALLS = Gauge(
     "gateway_active_calls", "Activations and talk-downs in progress", registry=REGISTRY,
 )
@@ -71,6 +104,7 @@ CALLS_REFUSED = Counter(
     "gateway_calls_refused_total", "INVITEs refused before an activation started, by reason",
     ["reason"], registry=REGISTRY,
 )
+CALLS_REFUSED_BY_REASON = Children(CALLS_REFUSED)
 CALL_ERRORS = Counter(
     "gateway_call_errors_total", "Calls torn down because of an internal error", registry=REGISTRY,
 )
@@ -92,6 +126,7 @@ TIME_TO_ANSWER = Histogram(
     "gateway_time_to_answer_seconds", "From the INVITE of a help point to an operator answering, by room",
     ["room"], buckets=(1, 2, 3, 5, 8, 10, 15, 20, 30, 45, 60, 90, 120), registry=REGISTRY,
 )
+TIME_TO_ANSWER_BY_ROOM = Children(TIME_TO_ANSWER)
 FAILOVERS = Counter(
     "gateway_failovers_total", "Calls moved from one room to the next, by cause (busy, timeout, 503...)",
     ["from_room", "to_room", "cause"], registry=REGISTRY,

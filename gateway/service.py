@@ -55,14 +55,15 @@ from gateway.registrar.registrar import Decision, Registrar
 from gateway.registrar.service import (
     Admission,
     CredentialCache,
+    Presented,
     RegistrarService,
     admit,
     contact_destination,
-    digest_user,
+    presented_credentials,
 )
 from gateway.service_records import api_services, start_records
 from gateway.sip import events as ev
-from gateway.sip.endpoint import EndpointConfig, SipEndpoint
+from gateway.sip.endpoint import EndpointConfig, RandomTokens, SipEndpoint
 from gateway.sip.events import Peer
 from gateway.sip.message import Headers, Request, Response, build_response, parse_uri
 from gateway.sip.ratelimit import SourceLimiter
@@ -151,6 +152,7 @@ class Gateway:
                                 count_error=metrics.CALL_ERRORS.inc, on_started=self.on_call_started,
                                 on_progress=self.on_call_progress)
         metrics.ACTIVE_CALLS.set_function(lambda: self.calls.active)
+        metrics.TRANSACTIONS.set_function(lambda: self.endpoint.transaction_count)  # read when scraped
         #: Builds a call's media (the media plane plugs in here); None = calls are refused with 503.
         self.media_factory: MediaFactory | None = None
         self.media: MediaPlane | None = None
@@ -162,6 +164,10 @@ class Gateway:
         #: Addresses that authenticated (live bindings); rebuilt by the binding sweep.
         self.known_sources: set[str] = set()
         self._probes: dict[str, str] = {}  # OPTIONS client transaction -> help point id
+        #: To tags of our responses and of the calls' dialogs.
+        self.new_tag = RandomTokens(6)
+        #: Activation id -> the activation it repeats, until its end line is logged.
+        self._repeats: dict[str, str] = {}
         now = self.loop.time()
         for hp in inventory.help_points:
             self.liveness.add(hp.id, hp.options_interval, now)
@@ -205,13 +211,12 @@ class Gateway:
                 self._liveness_changed(self.liveness.probe_failed(hp_id, self.loop.time(), why))
             else:
                 self.calls.on_timeout(event)
-        metrics.TRANSACTIONS.set(self.endpoint.transaction_count)
 
     def respond(self, event: ev.RequestReceived, status: int, reason: str | None = None,
                 headers: tuple[tuple[str, str], ...] = ()) -> None:
         """Answer a request's transaction."""
         assert event.transaction is not None
-        response = build_response(event.request, status, reason, to_tag=secrets.token_hex(6), headers=headers)
+        response = build_response(event.request, status, reason, to_tag=self.new_tag(), headers=headers)
         self.endpoint.send_response(event.transaction, response, self.loop.time())
 
     def trusted(self, host: str) -> bool:
@@ -228,7 +233,7 @@ class Gateway:
         """Dispatch a new request by method (unknown sources within their budget only)."""
         request = event.request
         method = request.method
-        metrics.SIP_REQUESTS.labels(method if method in ALLOW else "other").inc()
+        metrics.SIP_REQUESTS_BY_METHOD(method if method in ALLOW else "other").inc()
         host = event.source[1]
         if not self.trusted(host) and not self.limiter.allow(host, self.loop.time()):
             metrics.RATE_LIMITED.inc()
@@ -277,7 +282,7 @@ class Gateway:
         started = self.loop.time()
 
         def respond(response: Response, decision: Decision | None) -> None:
-            metrics.REGISTER.labels(decision.counter.value if decision else "malformed").inc()
+            metrics.REGISTER_BY_RESULT(decision.counter.value if decision else "malformed").inc()
             if decision is not None and decision.counter.value == "ok":
                 self.known_sources.add(event.source[1])
             if decision is not None and decision.counter.value == "ok" and decision.username in self.help_points:
@@ -302,33 +307,34 @@ class Gateway:
         hp = self.help_points.get(user)
         if hp is None:
             # Unknown callers are hostile until proven otherwise: no hint which users exist.
-            metrics.CALLS_REFUSED.labels("unknown_caller").inc()
+            metrics.CALLS_REFUSED_BY_REASON("unknown_caller").inc()
             self.respond(event, 403, "Forbidden")
             return
-        needed = digest_user(self.registrar, request)
+        presented = presented_credentials(self.registrar, request)  # parsed once, handed to admit
+        needed = presented.username
         if needed is None:
-            self._admit_invite(event, hp, None)
+            self._admit_invite(event, hp, None, presented)
             return
         hit, record = self.credentials.peek(needed, time.time())
         if hit:
-            self._admit_invite(event, hp, record)
+            self._admit_invite(event, hp, record, presented)
             return
 
         async def later() -> None:
             rec = await self.credentials.fetch(needed, time.time())
-            self._admit_invite(event, hp, rec)
+            self._admit_invite(event, hp, rec, presented)
 
         self.spawn(later())
 
-    def _admit_invite(self, event: ev.RequestReceived, hp: HelpPoint, record: Any) -> None:
-        verdict, detail = admit(self.registrar, event.request, event.source, record, time.time())
+    def _admit_invite(self, event: ev.RequestReceived, hp: HelpPoint, record: Any, presented: Presented) -> None:
+        verdict, detail = admit(self.registrar, event.request, event.source, record, time.time(), presented)
         if verdict in (Admission.CHALLENGE, Admission.STALE):
             challenge = self.registrar.auth.challenge(time.time(), stale=verdict is Admission.STALE)
             self.respond(event, 401, "Unauthorized", tuple(("WWW-Authenticate", c) for c in challenge))
             return
         if verdict is not Admission.OK:
             # A known help point that fails authentication is an ops emergency: log loudly.
-            metrics.CALLS_REFUSED.labels(verdict.value).inc()
+            metrics.CALLS_REFUSED_BY_REASON(verdict.value).inc()
             log.error("INVITE from help point %s (%s:%s) refused: %s", hp.id, event.source[1], event.source[2],
                       detail)
             self.respond(event, 403 if verdict is Admission.FORBIDDEN else 400)
@@ -340,7 +346,7 @@ class Gateway:
         assert event.transaction is not None
         dialplan = self.dialplans.for_help_point(hp.id) if self.dialplans else None
         if dialplan is None or self.media_factory is None:
-            metrics.CALLS_REFUSED.labels("no_dialplan" if dialplan is None else "no_media").inc()
+            metrics.CALLS_REFUSED_BY_REASON("no_dialplan" if dialplan is None else "no_media").inc()
             log.error("activation from %s cannot be routed: %s", hp.id,
                       "no dialplan serves it" if dialplan is None else "media plane unavailable")
             self.respond(event, 503, "Service Unavailable")
@@ -349,7 +355,7 @@ class Gateway:
         try:
             media = self.media_factory(activation_id, self.calls)
         except MediaError as exc:
-            metrics.CALLS_REFUSED.labels("no_media").inc()
+            metrics.CALLS_REFUSED_BY_REASON("no_media").inc()
             log.error("activation %s from %s refused: %s", activation_id, hp.id, exc)
             self.respond(event, 503, "Service Unavailable", (("Retry-After", "1"),))
             return
@@ -359,7 +365,7 @@ class Gateway:
         call = Call(
             activation_id, info, event.request, event.transaction, event.source,
             Plan(dialplan, hp.id, version=self.dialplans.version), media.negotiator,
-            self.locate, self.room_of, self.call_config(event.source[0]), lambda: secrets.token_hex(6),
+            self.locate, self.room_of, self.call_config(event.source[0]), self.new_tag,
             datetime.now(UTC), dialplan_version=self.dialplans.version,
         )
         metrics.ACTIVATIONS_STARTED.inc()
@@ -428,7 +434,7 @@ class Gateway:
 
     def on_summary(self, summary: CallSummary) -> None:
         """An activation ended: count it and make it durable."""
-        metrics.ACTIVATIONS.labels(summary.help_point, summary.outcome).inc()
+        metrics.ACTIVATIONS_BY(summary.help_point, summary.outcome).inc()
         doc = summary.as_dict()  # once, shared by the database writer and the journal
         if self.activations is not None:
             self.activations.ended(doc)
@@ -437,14 +443,16 @@ class Gateway:
             self.spawn(self._classify(summary.activation_id, summary.classification, actor))
         bridged = next((e for e in summary.timeline if e.get("event") == "bridged"), None)
         if bridged is not None and summary.answered_room:
-            metrics.TIME_TO_ANSWER.labels(summary.answered_room).observe(bridged["t"])
+            metrics.TIME_TO_ANSWER_BY_ROOM(summary.answered_room).observe(bridged["t"])
         for entry in summary.routing:
             if isinstance(entry, dict) and entry.get("type") == "FailedOver":
                 metrics.FAILOVERS.labels(entry.get("from_name") or "", entry.get("to_name") or "none",
                                          entry.get("cause") or "").inc()
         self.summaries.append(doc)
-        log.info("activation %s from %s ended: %s (answered by %s, %.1f s)", summary.activation_id,
-                 summary.help_point, summary.outcome, summary.answered_by, summary.duration)
+        linked = self._repeats.pop(summary.activation_id, None)
+        log.info("activation %s from %s ended: %s (answered by %s, %.1f s)%s%s", summary.activation_id,
+                 summary.help_point, summary.outcome, summary.answered_by, summary.duration,
+                 "" if linked is None else ", repeats ", linked or "")
 
     def on_call_started(self, call: Call | Talkdown) -> None:
         """Write the activation row the moment the INVITE is admitted (a crash still leaves a record)."""
@@ -456,8 +464,10 @@ class Gateway:
                                                                               call.dialplan_version)
         linked = self.activations.started(call.id, hp.id, time.time(), dialplan, version, hp.camera_url, location)
         if linked is not None:
-            log.info("activation %s repeats %s (same help point within %.0f s)", call.id, linked,
-                     self.config.records.repeat_window)
+            # Said once, in the call's end line (one INFO line per call start and one per end).
+            self._repeats[call.id] = linked
+            log.debug("activation %s repeats %s (same help point within %.0f s)", call.id, linked,
+                      self.config.records.repeat_window)
 
     def on_call_progress(self, activation_id: str, entry: dict[str, Any]) -> None:
         """Each timeline entry goes to the database as it happens."""

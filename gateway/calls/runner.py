@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.sip import events as ev
-from gateway.sip.endpoint import SipEndpoint
+from gateway.sip.endpoint import RandomTokens, SipEndpoint
 from gateway.sip.message import Request, build_response
 
 from . import events as ce
@@ -68,6 +67,8 @@ class CallRunner:
         self.count_error = count_error
         self.loop = asyncio.get_running_loop()
         self.calls: dict[str, Call | Talkdown] = {}
+        #: Ids of the calls not yet ended (``calls`` also holds ended calls lingering for late messages).
+        self._live: set[str] = set()
         #: Calls ever started (the heap upkeep's measure of load).
         self.started = 0
         self.media: dict[str, CallMedia] = {}
@@ -83,6 +84,7 @@ class CallRunner:
         """Start a call created for a new INVITE."""
         self.started += 1
         self.calls[call.id] = call
+        self._live.add(call.id)
         self.media[call.id] = media
         if call.transaction is not None:
             self._by_server_tx[call.transaction] = call.id
@@ -93,7 +95,9 @@ class CallRunner:
     @property
     def active(self) -> int:
         """Calls in progress (ended calls lingering for late messages are not counted)."""
-        return sum(1 for call in self.calls.values() if call.ended_at is None)
+        # Kept as calls start and end (CallEnded, or forgotten after a bug), never by a scan of the
+        # lingering calls: /metrics, /health, the heap upkeep and drain read it often.
+        return len(self._live)
 
     # -- endpoint events ------------------------------------------------------------------------
     def on_cancel(self, event: ev.CancelReceived) -> bool:
@@ -228,6 +232,9 @@ class CallRunner:
             # Every entry so far goes out before the summary; nothing after it (the record is closed).
             self._report(call)
             self._reported[call.id] = -1
+            self._live.discard(call.id)
+            # StopMedia came first and closed the media: the linger needs only the call's SIP state.
+            self.media.pop(call.id, None)
             # Keep routing late messages (a 200 crossing our CANCEL, BYE retransmissions) to the
             # ended call for a while: it answers them properly.  64*T1 covers every retransmission.
             self.loop.call_later(LINGER, self._forget, call)
@@ -260,6 +267,7 @@ class CallRunner:
         if self.calls.get(call.id) is not call:
             return
         self.calls.pop(call.id, None)
+        self._live.discard(call.id)
         self._reported.pop(call.id, None)
         if call.transaction is not None:
             self._by_server_tx.pop(call.transaction, None)
@@ -290,14 +298,20 @@ class CallRunner:
             media = self.media.get(call.id)
             if media is not None:
                 media.close()
+            # The CallerCancelled above may have ended the call, which already handed its summary on.
+            reported = self._reported.get(call.id) == -1
             summary = call.summary()
             self._forget(call)
-            self.on_summary(summary)
+            if not reported:
+                self.on_summary(summary)
+
+
+_ID_TOKENS = RandomTokens(4)
 
 
 def new_activation_id() -> str:
     """A sortable, unique activation id: UTC time plus randomness."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(4)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + _ID_TOKENS()
 
 
 def is_initial_invite(request: Request) -> bool:
