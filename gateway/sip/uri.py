@@ -26,6 +26,11 @@ def split_unquoted(text: str, sep: str) -> list[str]:
         return [text]
     if '"' not in text and "<" not in text:
         return text.split(sep)  # nothing quoted or bracketed: every separator counts
+    return _split_walk(text, sep)
+
+
+def _split_walk(text: str, sep: str) -> list[str]:
+    """:func:`split_unquoted` for any text: a walk tracking quotes, escapes and ``<...>`` depth."""
     parts: list[str] = []
     depth = 0
     quoted = False
