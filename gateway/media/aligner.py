@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 from array import array
+from collections.abc import Callable
 
 LEFT = 0
 RIGHT = 1
@@ -155,17 +156,15 @@ class StereoAligner:
         """True while either side still has queued audio or prompt."""
         return any(s.fifo or s.prompt for s in self.sides)
 
-    def start_drain(self) -> None:
-        """Play out whatever is queued, prefill or not (the recording is ending)."""
+    def drain(self, limit: int = 50, frame: Callable[[], bytes] | None = None) -> list[bytes]:
+        """Frames that flush every queued sample (at the end of a recording), prefill or not; ``frame``
+        makes each one (default :meth:`tick`; the recorder passes its G.711 frame builder)."""
+        make = frame or self.tick
         for s in self.sides:
             s.playing = s.playing or bool(s.fifo)
-
-    def drain(self, limit: int = 50) -> list[bytes]:
-        """Frames that flush every queued sample (at the end of a recording)."""
-        self.start_drain()
         frames = []
         while self.pending() and len(frames) < limit:
-            frames.append(self.tick())
+            frames.append(make())
         return frames
 
 

@@ -256,11 +256,8 @@ class StereoRecorder:
     def seal_start(self) -> concurrent.futures.Future[str]:
         """Stop recording, flush, and start sealing; the future gives the SHA-256 hex digest."""
         if not self.sealed:
-            self.aligner.start_drain()
-            for _ in range(50):
-                if not self.aligner.pending():
-                    break
-                self._enqueue(self._frame())
+            for frame in self.aligner.drain(frame=self._frame):
+                self._enqueue(frame)
             if self._gap:
                 self.frames_queued += 1
                 self._queue.append(bytes(4 * FRAME_SAMPLES * self._gap))

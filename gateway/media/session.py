@@ -331,7 +331,7 @@ class MediaLeg:
             self._last_audio_at = now
             peer = self._peer
             if peer is not None and peer._sends and peer._player is None:
-                # MediaLeg._relay inlined: this runs for every packet of every bridged call.
+                # The relay to the other leg, inline: this runs for every packet of every bridged call.
                 codec = self._codec
                 out = payload if codec == peer._codec else payload.translate(_TRANSCODE[codec])
                 remote = peer.remote
@@ -366,15 +366,6 @@ class MediaLeg:
             counters.comfort_noise_in += 1
         else:
             counters.unknown_pt_in += 1
-
-    def _relay(self, ssrc: int, seq: int, ts: int, payload: bytes, marker: bool, codec: str, now: float) -> None:
-        if not self._sends or self._player is not None:
-            return
-        if codec != self._codec:
-            payload = payload.translate(_TRANSCODE[codec])
-        self._send(self.sender.relay(ssrc, seq, ts, payload, now, marker=marker))
-        self._last_relay_out = now
-        self.stats_counters.relayed_out += 1
 
     def _relay_event(self, ssrc: int, seq: int, ts: int, payload: bytes, marker: bool, now: float) -> None:
         if self._sends and self._te_pt is not None and self._player is None:
