@@ -50,7 +50,15 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT))
 
 from calls_harness import CALL_SCENARIOS, CallGateway, free_udp_block, register, single_room_dialplan  # noqa: E402
-from sip_harness import LOOPBACK, demo_password, free_port, percentile, print_markdown_table  # noqa: E402
+from sip_harness import (  # noqa: E402
+    LOOPBACK,
+    cpu_seconds,
+    demo_password,
+    free_port,
+    percentile,
+    print_markdown_table,
+    udp_rcvbuf_errors,
+)
 
 HP = "hp-outram-street"
 OPERATOR = "council-cctv-1"
@@ -68,11 +76,6 @@ class Row:
     note: str = ""
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -83,16 +86,6 @@ def machine_busy_seconds() -> float:
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def udp_rcvbuf_errors() -> int:
-    try:
-        lines = [
-            ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines() if ln.startswith("Udp:")
-        ]
-        return int(lines[1][lines[0].index("RcvbufErrors")])
-    except (OSError, ValueError, IndexError):
-        return -1
 
 
 def _hms(value: str) -> float:

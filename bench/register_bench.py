@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import shutil
 import statistics
 import subprocess
@@ -41,10 +40,12 @@ from sip_harness import (  # noqa: E402
     LOOPBACK,
     SCENARIOS,
     GatewayProcess,
+    cpu_seconds,
     demo_password,
     free_port,
     percentile,
     print_markdown_table,
+    udp_rcvbuf_errors,
 )
 
 BENCH_USER = "council-cctv-1"
@@ -108,22 +109,6 @@ def md5_first_config(tmp: Path) -> Path:
     path = tmp / "gateway-bench.yaml"
     path.write_text(yaml.safe_dump(absolutise(data)))
     return path
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def udp_rcvbuf_errors() -> int:
-    """Datagrams the kernel dropped because a UDP receive buffer was full (this network namespace)."""
-    try:
-        lines = [
-            ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines() if ln.startswith("Udp:")
-        ]
-        return int(lines[1][lines[0].index("RcvbufErrors")])
-    except (OSError, ValueError, IndexError):
-        return -1
 
 
 def run_rate(sipp: str, gw: GatewayProcess, work: Path, rate: int, calls: int, limit: int) -> Row:

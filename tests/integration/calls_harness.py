@@ -37,8 +37,6 @@ import tempfile
 import textwrap
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,10 +51,9 @@ from sip_harness import (
     SipMessage,
     SippResult,
     TracedMessage,
-    UdpClient,
     demo_password,
+    digest_register,
     free_port,
-    md5_authorization,
     parse_trace,
 )
 
@@ -270,32 +267,8 @@ def register(
     timeout: float = 5.0,
 ) -> SipMessage:
     """REGISTER ``user`` with Contact ``sip:user@127.0.0.1:contact_port`` (MD5 digest); the final response."""
-    client = UdpClient(gw.sip_addr)
-    try:
-        aor = f"sip:{user}@{gw.realm}"
-        call_id = uuid.uuid4().hex
-        contact = (("Contact", f"<sip:{user}@{LOOPBACK}:{contact_port}>"), ("Expires", str(expires)))
-        first = client.request(
-            "REGISTER", gw.uri, from_uri=aor, call_id=call_id, cseq=1, timeout=timeout, headers=contact
-        )
-        assert first is not None, f"no answer to REGISTER {user}"
-        if first.status != 401:
-            return first
-        pw = password if password is not None else demo_password(user)
-        authz = md5_authorization(first.get_all("WWW-Authenticate"), user, pw, gw.uri)
-        final = client.request(
-            "REGISTER",
-            gw.uri,
-            from_uri=aor,
-            call_id=call_id,
-            cseq=2,
-            timeout=timeout,
-            headers=(*contact, ("Authorization", authz)),
-        )
-        assert final is not None, f"no answer to the authenticated REGISTER {user}"
-        return final
-    finally:
-        client.close()
+    contact = (("Contact", f"<sip:{user}@{LOOPBACK}:{contact_port}>"), ("Expires", str(expires)))
+    return digest_register(gw, user, contact, password=password, timeout=timeout, what=f"REGISTER {user}")
 
 
 # ------------------------------------------------------------------------------------------- SIPp agents
@@ -460,15 +433,6 @@ class RtpSink:
         self._stop.set()
         self._thread.join(2)
         self.sock.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 # ------------------------------------------------------------------------------------------- timelines

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -746,19 +747,25 @@ class SippRunner:
         return result
 
 
-def query_bindings(
-    gw: GatewayProcess, user: str, *, password: str | None = None, timeout: float = 5.0
+def digest_register(
+    gw: GatewayProcess,
+    user: str,
+    headers: tuple[tuple[str, str], ...] = (),
+    *,
+    password: str | None = None,
+    timeout: float = 5.0,
+    what: str = "REGISTER",
 ) -> SipMessage:
-    """Query-only REGISTER (no Contact) with an MD5 digest answer computed here; returns the final response.
-
-    Used to check bindings from Python without SIPp (RFC 3261 section 10.2.3)."""
-
+    """REGISTER ``user`` with ``headers`` (none: a query), answering the 401 with an MD5 digest computed
+    here; returns the final response. ``what`` names the request in assertion messages."""
     client = UdpClient(gw.sip_addr)
     try:
         aor = f"sip:{user}@{gw.realm}"
         call_id = uuid.uuid4().hex
-        first = client.request("REGISTER", gw.uri, from_uri=aor, call_id=call_id, cseq=1, timeout=timeout)
-        assert first is not None, "no answer to the query REGISTER"
+        first = client.request(
+            "REGISTER", gw.uri, from_uri=aor, call_id=call_id, cseq=1, timeout=timeout, headers=headers
+        )
+        assert first is not None, f"no answer to the {what}"
         if first.status != 401:
             return first
         pw = password if password is not None else demo_password(user)
@@ -770,12 +777,48 @@ def query_bindings(
             call_id=call_id,
             cseq=2,
             timeout=timeout,
-            headers=(("Authorization", authz),),
+            headers=(*headers, ("Authorization", authz)),
         )
-        assert final is not None, "no answer to the authenticated query REGISTER"
+        assert final is not None, f"no answer to the authenticated {what}"
         return final
     finally:
         client.close()
+
+
+def query_bindings(
+    gw: GatewayProcess, user: str, *, password: str | None = None, timeout: float = 5.0
+) -> SipMessage:
+    """Query-only REGISTER (no Contact) with an MD5 digest answer computed here; returns the final response.
+
+    Used to check bindings from Python without SIPp (RFC 3261 section 10.2.3)."""
+    return digest_register(gw, user, password=password, timeout=timeout, what="query REGISTER")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    """Poll ``predicate`` every ``step`` seconds for up to ``timeout``; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (benchmarks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def udp_rcvbuf_errors() -> int:
+    """Datagrams the kernel dropped because a UDP receive buffer was full (this network namespace)."""
+    try:
+        lines = [
+            ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines() if ln.startswith("Udp:")
+        ]
+        return int(lines[1][lines[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def percentile(values: list[float], q: float) -> float:

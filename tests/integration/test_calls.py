@@ -34,9 +34,8 @@ from calls_harness import (
     make_dialplan,
     register,
     sha256_file,
-    wait_for,
 )
-from sip_harness import SipMessage, SippResult
+from sip_harness import SipMessage, SippResult, wait_for
 
 pytestmark = pytest.mark.integration
 

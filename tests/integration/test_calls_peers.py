@@ -40,9 +40,8 @@ from calls_harness import (
     free_udp_block,
     make_dialplan,
     sha256_file,
-    wait_for,
 )
-from sip_harness import LOOPBACK, GatewayProcess, demo_password, free_port, query_bindings
+from sip_harness import LOOPBACK, GatewayProcess, demo_password, free_port, query_bindings, wait_for
 
 pytestmark = pytest.mark.integration
 

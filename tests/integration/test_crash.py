@@ -15,7 +15,8 @@ import wave
 from pathlib import Path
 
 import pytest
-from calls_harness import COUNCIL, CallGateway, SippAgent, register, single_room_dialplan, wait_for
+from calls_harness import COUNCIL, CallGateway, SippAgent, register, single_room_dialplan
+from sip_harness import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -8,11 +8,18 @@ Its ``start()`` and ``stop()`` block on sockets and may retry forever: both run 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from sip_harness import LOOPBACK, GatewayProcess, contact_expires, demo_password, free_port, query_bindings
+from sip_harness import (
+    LOOPBACK,
+    GatewayProcess,
+    contact_expires,
+    demo_password,
+    free_port,
+    query_bindings,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +43,6 @@ def in_thread(fn: Callable[[], object], timeout: float) -> tuple[bool, BaseExcep
     t.start()
     t.join(timeout)
     return not t.is_alive(), box[0]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def binding_uris(gw: GatewayProcess, user: str) -> dict[str, int | None]:
@@ -79,7 +77,7 @@ def test_pyvoip_registers_and_deregisters(gateway_proc: GatewayProcess, phone: V
     done, exc = in_thread(phone.start, 20)
     assert done, f"pyVoIP start() still blocked after 20 s; gateway log:\n{gateway_proc.log_tail()}"
     assert exc is None, f"pyVoIP start() raised {exc!r}; gateway log:\n{gateway_proc.log_tail()}"
-    assert wait_for(lambda: phone.get_status() == PhoneStatus.REGISTERED, 10), (
+    assert wait_for(lambda: phone.get_status() == PhoneStatus.REGISTERED, 10, step=0.1), (
         f"pyVoIP status {phone.get_status()}; gateway log:\n{gateway_proc.log_tail()}"
     )
 
