@@ -9,6 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     GATEWAY_HTTP_LISTEN=0.0.0.0:8080 \
     GATEWAY_DATA_DIR=/var/lib/helppoint-gateway
 
+# A C compiler for the RTP relay's optional C fast path (gateway/media/_fastrtp.c, built by the install below).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin gateway \
     && install -d -o gateway -g gateway -m 0750 /app /var/lib/helppoint-gateway
 

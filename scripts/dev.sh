@@ -58,14 +58,34 @@ ensure_venv() {
         "$PYTHON" -m venv "$VENV"
     fi
     local want have=""
-    want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+    # The install also compiles the optional C relay (setup.py): its sources are part of the stamp.
+    want=$(cat pyproject.toml setup.py gateway/media/_fastrtp.c | sha256sum | cut -d' ' -f1)
     [ -f "$STAMP" ] && have=$(cat "$STAMP")
     if [ "$want" != "$have" ] || [ ! -x "$VENV/bin/gateway" ]; then
-        say "installing the gateway and its test dependencies into $VENV (pyproject.toml changed)"
+        ensure_compiler
+        say "installing the gateway and its test dependencies into $VENV (pyproject.toml or the C relay changed)"
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
         printf '%s\n' "$want" >"$STAMP"
+        if "$VENV/bin/python" -c 'import gateway.media._fastrtp' >/dev/null 2>&1; then
+            say "RTP relay: C fast path built"
+        else
+            say "warning: the C fast path of the RTP relay did not build; the gateway relays in pure Python (slower)"
+        fi
     else
         say "$VENV is up to date with pyproject.toml"
+    fi
+}
+
+ensure_compiler() {
+    # The optional C relay needs a C compiler and the Python headers; installed only when missing.
+    local missing=()
+    command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+    if ! "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' >/dev/null 2>&1; then
+        missing+=(python3.11-dev)
+    fi
+    if [ "${#missing[@]}" -gt 0 ]; then
+        # In a subshell: a machine where nothing can be installed still gets a working (pure-Python) relay.
+        (apt_install "${missing[@]}") || say "warning: could not install ${missing[*]}; the RTP relay will run in pure Python"
     fi
 }
 

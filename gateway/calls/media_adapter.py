@@ -260,4 +260,9 @@ async def create_media_plane(config: Config) -> MediaPlane:
     engine = MediaEngine(host, config.media.rtp_port_min, config.media.rtp_port_max,
                          loop=asyncio.get_running_loop(), silence_timeout=config.media.silence_timeout)
     prompts = load_prompts(DEFAULT_PROMPTS, Path(config.prompts_dir))
+    if engine.fast_path:
+        log.info("RTP relay: C fast path")
+    else:
+        log.warning("RTP relay: pure Python (the C fast path is not built, is switched off with "
+                    "GATEWAY_MEDIA_FASTPATH=0, or the media address is IPv6): fewer calls per core")
     return MediaPlane(engine, prompts, Path(config.data_dir) / "recordings")

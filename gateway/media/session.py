@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import random
 import socket
 import struct
@@ -25,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import g711
 from .aligner import LEFT, RIGHT
@@ -141,6 +143,24 @@ class _Reader:
         self.handler(data, addr, self.clock())
 
 
+def _load_fast_path() -> Callable[..., Any] | None:
+    """The C reader (gateway/media/_fastrtp.c) bound to this module's classes, or None: not built (no C
+    compiler at install time), switched off with ``GATEWAY_MEDIA_FASTPATH=0``, or the classes changed
+    shape (then bind() says which slot)."""
+    if os.environ.get("GATEWAY_MEDIA_FASTPATH", "1").strip().lower() in ("0", "no", "off", "false"):
+        return None
+    try:
+        from . import _fastrtp
+    except ImportError:
+        return None
+    try:
+        _fastrtp.bind(MediaLeg, LegStats, ReceiveStats, RtpSender, g711.ULAW_TO_ALAW, g711.ALAW_TO_ULAW, log)
+    except (TypeError, ValueError, AttributeError) as exc:
+        log.warning("RTP relay: C fast path unusable (%s); relaying in Python", exc)
+        return None
+    return _fastrtp.Reader
+
+
 class _Idle:
     """A released RTP/RTCP socket pair kept open (readers still registered) for the next leg."""
 
@@ -174,6 +194,14 @@ class _Idle:
 class MediaLeg:
     """One RTP/RTCP socket pair towards one peer (help point or operator)."""
 
+    # Slots: the C fast path (_fastrtp) reads and writes some of these in place; a leg takes no other
+    # attributes.
+    __slots__ = ("engine", "name", "local_port", "keepalive", "media", "remote", "remote_rtcp", "latched", "on_dtmf",
+                 "on_silence", "silence_timeout", "bridge", "_peer", "recorder", "record_side", "stats_counters",
+                 "sender", "rx", "rx_ssrc", "dtmf", "silent", "closed", "_rtp", "_rtcp", "_rtp_fd", "_readers",
+                 "_sends", "_codec", "_pt", "_te_pt", "_last_rx_at", "_last_audio_at", "_silence_ref",
+                 "_last_relay_out", "_player", "_play_done", "_next_rtcp", "_rtcp_packets_at_report")
+
     def __init__(self, engine: MediaEngine, rtp: socket.socket, rtcp: socket.socket, port: int,
                  keepalive: bool, name: str) -> None:
         self.engine = engine
@@ -202,6 +230,7 @@ class MediaLeg:
         self.silent = False
         self.closed = False
         self._rtp = rtp
+        self._rtp_fd = rtp.fileno()
         self._rtcp = rtcp
         self._readers: tuple[_Reader, _Reader] | None = None
         self._sends = False
@@ -489,7 +518,8 @@ class MediaEngine:
                  silence_events: Callable[[SilenceEvent], None] | None = None,
                  on_recording_dropped: Callable[[StereoRecorder, int], None] | None = None,
                  writer: DiskWriter | None = None, start_clock: bool = True, cname: str = "gateway",
-                 reuse_quiet: float = 2.0, idle_max: int | None = None, idle_ttl: float = 60.0) -> None:
+                 reuse_quiet: float = 2.0, idle_max: int | None = None, idle_ttl: float = 60.0,
+                 fast_path: bool = True) -> None:
         if port_max - port_min < 1:
             raise MediaError(f"RTP port range {port_min}-{port_max} holds no even/odd pair")
         self.host = host
@@ -522,12 +552,19 @@ class MediaEngine:
         self._cursor = self.port_min
         self._silence = {codec: g711.silence(codec, FRAME_SAMPLES) for codec in g711.CODECS}
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        #: The C reader that relays a bridged call's steady-state packets (IPv4), or None: Python does all.
+        self._fast_reader = _FAST_READER if self._family == socket.AF_INET and fast_path else None
         self.schedule: TickSchedule | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._start_clock = start_clock
         #: Clock wake-ups more than 5 ms late, and the worst lateness seen (seconds): loop health.
         self.late_ticks = 0
         self.max_lateness = 0.0
+
+    @property
+    def fast_path(self) -> bool:
+        """True when bridged calls' steady-state RTP is relayed by the C reader (gateway/media/_fastrtp.c)."""
+        return self._fast_reader is not None
 
     # -- ports -----------------------------------------------------------------------------------
     def _bind(self, port: int) -> socket.socket:
@@ -552,7 +589,7 @@ class MediaEngine:
             if bound is not None:
                 rtp, rtcp, port = bound
                 leg = MediaLeg(self, rtp, rtcp, port, keepalive, name or f"rtp:{port}")
-                readers = (_Reader(rtp, leg._receive_rtp, self.clock), _Reader(rtcp, leg._receive_rtcp, self.clock))
+                readers = self._readers_for(leg, rtp, rtcp)
                 self.loop.add_reader(rtp.fileno(), readers[0])
                 self.loop.add_reader(rtcp.fileno(), readers[1])
                 return self._register(leg, readers)
@@ -563,7 +600,16 @@ class MediaEngine:
         leg = MediaLeg(self, idle.rtp, idle.rtcp, idle.port, keepalive, name or f"rtp:{idle.port}")
         idle.readers[0].handler = leg._receive_rtp
         idle.readers[1].handler = leg._receive_rtcp
+        if self._fast_reader is not None:
+            idle.readers[0].leg = leg
         return self._register(leg, idle.readers)
+
+    def _readers_for(self, leg: MediaLeg, rtp: socket.socket, rtcp: socket.socket) -> tuple[Any, Any]:
+        fast = self._fast_reader
+        if fast is not None:
+            return (fast(rtp.fileno(), leg._receive_rtp, self.clock, leg),
+                    fast(rtcp.fileno(), leg._receive_rtcp, self.clock))
+        return _Reader(rtp, leg._receive_rtp, self.clock), _Reader(rtcp, leg._receive_rtcp, self.clock)
 
     def _register(self, leg: MediaLeg, readers: tuple[_Reader, _Reader]) -> MediaLeg:
         leg._readers = readers
@@ -633,6 +679,8 @@ class MediaEngine:
         if readers is not None and self.idle_max > 0:
             entry = _Idle(leg._rtp, leg._rtcp, leg.local_port, readers, self.clock())
             readers[0].handler = readers[1].handler = entry.discard
+            if self._fast_reader is not None:
+                readers[0].leg = None
             self._idle.append(entry)
             self._idle_ports.add(leg.local_port)
             self._trim_idle(entry.quiet_since)
@@ -749,6 +797,9 @@ class MediaEngine:
                 pass
             self._clock_task = None
         await self.loop.run_in_executor(None, self.writer.close)
+
+
+_FAST_READER = _load_fast_path()
 
 
 def bridge(leg_a: MediaLeg, leg_b: MediaLeg, recorder: StereoRecorder | None = None, *,

@@ -1,0 +1,692 @@
+/* The RTP relay's hot path in C: an optional accelerator for gateway/media/session.py.
+ *
+ * A Reader is what the event loop calls when an RTP socket is readable (the pure-Python _Reader does
+ * the same job).  It reads one datagram and, when the packet is the steady-state case of a bridged
+ * call, does what MediaLeg._receive_rtp, ReceiveStats.update and RtpSender.relay would do for it,
+ * line for line, on the very same Python objects: it reads and writes their __slots__ in place (the
+ * offsets come from the classes' member descriptors, checked once by bind()).  Every other packet
+ * (first packets, a new source, a sequence jump, DTMF, comfort noise, a prompt playing, RTCP, an
+ * unlatched or moved source, anything malformed) is handed unchanged to the Python handler, before
+ * anything was modified.  So the Python code stays the definition of the behaviour; tests compare
+ * the two on the same packet sequences (tests/media/test_fastrtp.py).
+ *
+ * IPv4 only (the engine uses the Python reader for IPv6).  No state of its own besides cached
+ * socket addresses keyed by the identity of the tuple they were parsed from.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* ---------------------------------------------------------------------------------------------- */
+/* slot offsets, resolved by bind()                                                               */
+
+enum {
+    L_STATS, L_REMOTE, L_LATCHED, L_LAST_RX_AT, L_MEDIA, L_PT, L_RX, L_RX_SSRC, L_SILENT,
+    L_LAST_AUDIO_AT, L_PEER, L_SENDS, L_PLAYER, L_CODEC, L_SENDER, L_RTP_FD, L_LAST_RELAY_OUT,
+    L_RECORDER, L_RECORD_SIDE, L_CLOSED, L_NAME, L_COUNT
+};
+static const char *leg_names[L_COUNT] = {
+    "stats_counters", "remote", "latched", "_last_rx_at", "media", "_pt", "rx", "rx_ssrc", "silent",
+    "_last_audio_at", "_peer", "_sends", "_player", "_codec", "sender", "_rtp_fd", "_last_relay_out",
+    "recorder", "record_side", "closed", "name"};
+
+enum { C_PACKETS_IN, C_OCTETS_IN, C_RELAYED_OUT, C_PACKETS_OUT, C_OCTETS_OUT, C_SEND_ERRORS, C_COUNT };
+static const char *counter_names[C_COUNT] = {
+    "packets_in", "octets_in", "relayed_out", "packets_out", "octets_out", "send_errors"};
+
+enum { R_NEXT_SEQ, R_PROBATION, R_CYCLES, R_MAX_SEQ, R_RECEIVED, R_JITTER, R_TRANSIT, R_CLOCK_RATE, R_COUNT };
+static const char *rx_names[R_COUNT] = {
+    "_next_seq", "probation", "cycles", "max_seq", "received", "jitter", "_transit", "clock_rate"};
+
+enum {
+    S_TS_OFFSET, S_RELAYING, S_SOURCE_SSRC, S_LAST_TS, S_SEQ_OFFSET, S_MAX_SEQ, S_NEXT_SEQ, S_LAST_SAMPLES,
+    S_LAST_NOW, S_PACKETS, S_OCTETS, S_PAYLOAD_TYPE, S_SSRC, S_COUNT
+};
+static const char *sender_names[S_COUNT] = {
+    "ts_offset", "relaying", "source_ssrc", "last_ts", "seq_offset", "_max_seq", "next_seq", "last_samples",
+    "last_now", "packets", "octets", "payload_type", "ssrc"};
+
+typedef struct {
+    int bound;
+    PyTypeObject *leg_cls, *stats_cls, *rx_cls, *sender_cls;
+    Py_ssize_t leg[L_COUNT], counter[C_COUNT], rx[R_COUNT], sender[S_COUNT];
+    long long resync_samples;
+    unsigned char u2a[256], a2u[256];
+    PyObject *pcmu, *pcma;   /* interned "PCMU" / "PCMA" */
+    PyObject *logger;        /* logging.Logger for debug messages */
+    PyObject *s_push, *s_debug;
+} State;
+
+static State st;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static inline void slot_set(PyObject *obj, Py_ssize_t off, PyObject *value /* stolen */)
+{
+    PyObject **p = (PyObject **)((char *)obj + off);
+    PyObject *old = *p;
+    *p = value;
+    Py_XDECREF(old);
+}
+
+/* An exact int slot as long long; 0 on success, -1 (no exception left set) when the slot is unset, not
+ * an int, or out of range: the caller then takes the Python path. */
+static inline int slot_ll(PyObject *obj, Py_ssize_t off, long long *out)
+{
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL || !PyLong_CheckExact(v))
+        return -1;
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
+static inline int slot_set_ll(PyObject *obj, Py_ssize_t off, long long value)
+{
+    PyObject *v = PyLong_FromLongLong(value);
+    if (v == NULL)
+        return -1;
+    slot_set(obj, off, v);
+    return 0;
+}
+
+static inline int slot_add(PyObject *obj, Py_ssize_t off, long long delta)
+{
+    long long v;
+    if (slot_ll(obj, off, &v) < 0) {
+        /* Checked before anything was changed; can only fail if another thread broke the slot. */
+        PyErr_SetString(PyExc_RuntimeError, "fastrtp: counter slot is not an int");
+        return -1;
+    }
+    return slot_set_ll(obj, off, v + delta);
+}
+
+static inline void slot_set_obj(PyObject *obj, Py_ssize_t off, PyObject *value /* borrowed */)
+{
+    Py_INCREF(value);
+    slot_set(obj, off, value);
+}
+
+static int resolve(PyTypeObject *cls, const char **names, int count, Py_ssize_t *offsets)
+{
+    for (int i = 0; i < count; i++) {
+        PyObject *descr = PyObject_GetAttrString((PyObject *)cls, names[i]);
+        if (descr == NULL)
+            return -1;
+        if (!Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ member", cls->tp_name, names[i]);
+            Py_DECREF(descr);
+            return -1;
+        }
+        PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+        if (m->type != T_OBJECT_EX || (m->flags & READONLY)) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a writable object slot", cls->tp_name, names[i]);
+            Py_DECREF(descr);
+            return -1;
+        }
+        offsets[i] = m->offset;
+        Py_DECREF(descr);
+    }
+    return 0;
+}
+
+static int table_from(PyObject *obj, unsigned char *out)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (view.len != 256) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "a transcoding table has 256 entries");
+        return -1;
+    }
+    memcpy(out, view.buf, 256);
+    PyBuffer_Release(&view);
+    return 0;
+}
+
+PyDoc_STRVAR(bind_doc,
+"bind(leg_cls, stats_cls, rx_cls, sender_cls, ulaw_to_alaw, alaw_to_ulaw, logger)\n\n"
+"Resolve the __slots__ the fast path reads and writes; raises TypeError if a class changed shape.");
+
+static PyObject *fastrtp_bind(PyObject *module, PyObject *args)
+{
+    PyTypeObject *leg_cls, *stats_cls, *rx_cls, *sender_cls;
+    PyObject *u2a, *a2u, *logger;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!OOO", &PyType_Type, &leg_cls, &PyType_Type, &stats_cls, &PyType_Type,
+                          &rx_cls, &PyType_Type, &sender_cls, &u2a, &a2u, &logger))
+        return NULL;
+    State s = {0};
+    if (resolve(leg_cls, leg_names, L_COUNT, s.leg) < 0 || resolve(stats_cls, counter_names, C_COUNT, s.counter) < 0
+        || resolve(rx_cls, rx_names, R_COUNT, s.rx) < 0 || resolve(sender_cls, sender_names, S_COUNT, s.sender) < 0
+        || table_from(u2a, s.u2a) < 0 || table_from(a2u, s.a2u) < 0)
+        return NULL;
+    PyObject *resync = PyObject_GetAttrString((PyObject *)sender_cls, "RESYNC_SAMPLES");
+    if (resync == NULL)
+        return NULL;
+    s.resync_samples = PyLong_AsLongLong(resync);
+    Py_DECREF(resync);
+    if (s.resync_samples == -1 && PyErr_Occurred())
+        return NULL;
+    s.pcmu = PyUnicode_InternFromString("PCMU");
+    s.pcma = PyUnicode_InternFromString("PCMA");
+    s.s_push = PyUnicode_InternFromString("push");
+    s.s_debug = PyUnicode_InternFromString("debug");
+    if (!s.pcmu || !s.pcma || !s.s_push || !s.s_debug)
+        return NULL;
+    Py_INCREF(leg_cls);
+    Py_INCREF(stats_cls);
+    Py_INCREF(rx_cls);
+    Py_INCREF(sender_cls);
+    Py_INCREF(logger);
+    s.leg_cls = leg_cls;
+    s.stats_cls = stats_cls;
+    s.rx_cls = rx_cls;
+    s.sender_cls = sender_cls;
+    s.logger = logger;
+    s.bound = 1;
+    /* A second bind (tests reloading) leaks the first one's few references: harmless. */
+    st = s;
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Reader                                                                                         */
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    PyObject *handler;     /* handler(data, addr, now): the Python path */
+    PyObject *clock;       /* clock() -> float seconds */
+    PyObject *leg;         /* the MediaLeg whose steady-state packets are relayed here, or None */
+    PyObject *remote_key;  /* the leg.remote tuple remote_sa was parsed from */
+    struct sockaddr_in remote_sa;
+    PyObject *peer_key;    /* the peer.remote tuple peer_sa was parsed from */
+    struct sockaddr_in peer_sa;
+    unsigned long long fast;  /* packets relayed here */
+    unsigned long long slow;  /* packets handed to the handler */
+} Reader;
+
+static int parse_addr(PyObject *key, struct sockaddr_in *sa)
+{
+    if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 2)
+        return -1;
+    PyObject *host = PyTuple_GET_ITEM(key, 0), *port = PyTuple_GET_ITEM(key, 1);
+    if (!PyUnicode_CheckExact(host) || !PyLong_CheckExact(port))
+        return -1;
+    const char *h = PyUnicode_AsUTF8(host);
+    long p = PyLong_AsLong(port);
+    if (h == NULL || p < 0 || p > 65535) {
+        PyErr_Clear();
+        return -1;
+    }
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((unsigned short)p);
+    if (inet_pton(AF_INET, h, &sa->sin_addr) != 1)
+        return -1;
+    return 0;
+}
+
+/* The cached sockaddr for the tuple in `key`, parsing it when the tuple object changed. */
+static int cached_addr(PyObject **cache_key, struct sockaddr_in *cache_sa, PyObject *key)
+{
+    if (key == *cache_key)
+        return 0;
+    struct sockaddr_in sa;
+    if (parse_addr(key, &sa) < 0)
+        return -1;
+    Py_INCREF(key);
+    Py_XSETREF(*cache_key, key);
+    *cache_sa = sa;
+    return 0;
+}
+
+static inline int is_true(PyObject *v) { return v == Py_True; }
+static inline int is_false(PyObject *v) { return v == Py_False; }
+
+/* 1: relayed here; 0: not the steady state (nothing was changed: hand it to Python); -1: error set. */
+static int fast_path(Reader *self, const unsigned char *buf, Py_ssize_t n, const struct sockaddr_in *src,
+                     PyObject *now_obj, double now)
+{
+    PyObject *leg = self->leg;
+    if (n < 12 || buf[0] != 0x80 || !PyObject_TypeCheck(leg, st.leg_cls))
+        return 0;
+    /* -- checks: every condition under which _receive_rtp does anything but the steady state -- */
+    if (!is_true(SLOT(leg, st.leg[L_LATCHED])))
+        return 0;
+    PyObject *remote = SLOT(leg, st.leg[L_REMOTE]);
+    if (remote == NULL || cached_addr(&self->remote_key, &self->remote_sa, remote) < 0)
+        return 0;
+    if (src->sin_port != self->remote_sa.sin_port || src->sin_addr.s_addr != self->remote_sa.sin_addr.s_addr)
+        return 0;
+    PyObject *media = SLOT(leg, st.leg[L_MEDIA]);
+    if (media == NULL || media == Py_None)
+        return 0;
+    PyObject *counters = SLOT(leg, st.leg[L_STATS]);
+    if (counters == NULL || !PyObject_TypeCheck(counters, st.stats_cls))
+        return 0;
+    long long pt_leg, ssrc_leg;
+    unsigned int pt = buf[1] & 0x7F, marker = buf[1] & 0x80;
+    unsigned long seq = ((unsigned long)buf[2] << 8) | buf[3];
+    unsigned long long ts = ((unsigned long long)buf[4] << 24) | ((unsigned long long)buf[5] << 16)
+                            | ((unsigned long long)buf[6] << 8) | buf[7];
+    unsigned long long ssrc = ((unsigned long long)buf[8] << 24) | ((unsigned long long)buf[9] << 16)
+                              | ((unsigned long long)buf[10] << 8) | buf[11];
+    if (slot_ll(leg, st.leg[L_PT], &pt_leg) < 0 || (long long)pt != pt_leg)
+        return 0;
+    PyObject *rx = SLOT(leg, st.leg[L_RX]);
+    if (rx == NULL || !PyObject_TypeCheck(rx, st.rx_cls))
+        return 0;
+    if (slot_ll(leg, st.leg[L_RX_SSRC], &ssrc_leg) < 0 || (unsigned long long)ssrc_leg != ssrc)
+        return 0;
+    long long next_seq, probation, cycles, received, clock_rate;
+    if (slot_ll(rx, st.rx[R_NEXT_SEQ], &next_seq) < 0 || (unsigned long long)next_seq != seq
+        || slot_ll(rx, st.rx[R_PROBATION], &probation) < 0 || probation != 0
+        || slot_ll(rx, st.rx[R_CYCLES], &cycles) < 0 || slot_ll(rx, st.rx[R_RECEIVED], &received) < 0
+        || slot_ll(rx, st.rx[R_CLOCK_RATE], &clock_rate) < 0)
+        return 0;
+    PyObject *jitter_obj = SLOT(rx, st.rx[R_JITTER]), *transit_obj = SLOT(rx, st.rx[R_TRANSIT]);
+    long long last_transit = 0;
+    if (jitter_obj == NULL || !PyFloat_CheckExact(jitter_obj) || transit_obj == NULL)
+        return 0;
+    int has_transit = transit_obj != Py_None;
+    if (has_transit && slot_ll(rx, st.rx[R_TRANSIT], &last_transit) < 0)
+        return 0;
+    if (!is_false(SLOT(leg, st.leg[L_SILENT])))
+        return 0;
+    PyObject *codec = SLOT(leg, st.leg[L_CODEC]);
+    if (codec == NULL || !PyUnicode_CheckExact(codec))
+        return 0;
+
+    /* The relay to the peer, if it would happen: its checks too. */
+    PyObject *peer = SLOT(leg, st.leg[L_PEER]);
+    PyObject *pc = NULL, *sender = NULL;
+    const unsigned char *table = NULL;
+    int relay = 0;
+    long long s_ts_offset = 0, s_last_ts = 0, s_seq_offset = 0, s_max_seq = 0, s_pt = 0, s_ssrc = 0, peer_fd = -1;
+    if (peer == NULL)
+        return 0;
+    if (peer != Py_None) {
+        if (!PyObject_TypeCheck(peer, st.leg_cls))
+            return 0;
+        PyObject *sends = SLOT(peer, st.leg[L_SENDS]), *player = SLOT(peer, st.leg[L_PLAYER]);
+        if (sends == NULL || player == NULL || (!is_true(sends) && !is_false(sends)))
+            return 0;
+        relay = is_true(sends) && player == Py_None;
+    }
+    if (relay) {
+        PyObject *peer_codec = SLOT(peer, st.leg[L_CODEC]);
+        if (peer_codec == NULL || !PyUnicode_CheckExact(peer_codec))
+            return 0;
+        int same = PyUnicode_Compare(codec, peer_codec);
+        if (same == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (same != 0) {
+            if (PyUnicode_Compare(codec, st.pcmu) == 0)
+                table = st.u2a;
+            else if (PyUnicode_Compare(codec, st.pcma) == 0)
+                table = st.a2u;
+            else {
+                PyErr_Clear();
+                return 0;
+            }
+        }
+        if (!is_false(SLOT(peer, st.leg[L_CLOSED])))
+            return 0;  /* a closed peer's socket number may belong to another socket by now */
+        PyObject *peer_remote = SLOT(peer, st.leg[L_REMOTE]);
+        if (peer_remote == NULL || cached_addr(&self->peer_key, &self->peer_sa, peer_remote) < 0)
+            return 0;
+        pc = SLOT(peer, st.leg[L_STATS]);
+        sender = SLOT(peer, st.leg[L_SENDER]);
+        if (pc == NULL || !PyObject_TypeCheck(pc, st.stats_cls) || sender == NULL
+            || !PyObject_TypeCheck(sender, st.sender_cls))
+            return 0;
+        if (slot_ll(peer, st.leg[L_RTP_FD], &peer_fd) < 0 || peer_fd < 0)
+            return 0;
+        /* RtpSender.relay's fast branch: the same source, moving forward by at most RESYNC_SAMPLES. */
+        long long source_ssrc;
+        if (!is_true(SLOT(sender, st.sender[S_RELAYING]))
+            || slot_ll(sender, st.sender[S_SOURCE_SSRC], &source_ssrc) < 0 || (unsigned long long)source_ssrc != ssrc
+            || slot_ll(sender, st.sender[S_TS_OFFSET], &s_ts_offset) < 0
+            || slot_ll(sender, st.sender[S_LAST_TS], &s_last_ts) < 0
+            || slot_ll(sender, st.sender[S_SEQ_OFFSET], &s_seq_offset) < 0
+            || slot_ll(sender, st.sender[S_MAX_SEQ], &s_max_seq) < 0
+            || slot_ll(sender, st.sender[S_PAYLOAD_TYPE], &s_pt) < 0 || s_pt < 0 || s_pt > 127
+            || slot_ll(sender, st.sender[S_SSRC], &s_ssrc) < 0 || s_ssrc < 0 || s_ssrc > 0xFFFFFFFFLL)
+            return 0;
+        /* Python masks with & on arbitrary-precision ints; two's complement & gives the same here. */
+        unsigned long long out_ts = (unsigned long long)(ts + (unsigned long long)s_ts_offset) & 0xFFFFFFFFULL;
+        unsigned long long step = (out_ts - (unsigned long long)s_last_ts) & 0xFFFFFFFFULL;
+        if ((long long)step > st.resync_samples)
+            return 0;
+        long long dummy;
+        if (slot_ll(sender, st.sender[S_PACKETS], &dummy) < 0 || slot_ll(sender, st.sender[S_OCTETS], &dummy) < 0)
+            return 0;
+    }
+    PyObject *recorder = SLOT(leg, st.leg[L_RECORDER]);
+    PyObject *record_side = SLOT(leg, st.leg[L_RECORD_SIDE]);
+    if (recorder == NULL || record_side == NULL)
+        return 0;
+    for (int i = 0; i < C_COUNT; i++) {
+        long long dummy;
+        if (slot_ll(counters, st.counter[i], &dummy) < 0 || (pc != NULL && slot_ll(pc, st.counter[i], &dummy) < 0))
+            return 0;
+    }
+
+    /* -- from here on, exactly what the Python code does, in its order -- */
+    slot_set_obj(leg, st.leg[L_LAST_RX_AT], now_obj);
+    if (slot_add(counters, st.counter[C_PACKETS_IN], 1) < 0 || slot_add(counters, st.counter[C_OCTETS_IN], n) < 0)
+        return -1;
+    /* ReceiveStats.update, fast branch */
+    if (seq == 0)
+        cycles += 1 << 16;
+    if (slot_set_ll(rx, st.rx[R_CYCLES], cycles) < 0 || slot_set_ll(rx, st.rx[R_MAX_SEQ], (long long)seq) < 0
+        || slot_set_ll(rx, st.rx[R_NEXT_SEQ], (long long)((seq + 1) & 0xFFFF)) < 0
+        || slot_set_ll(rx, st.rx[R_RECEIVED], received + 1) < 0)
+        return -1;
+    {
+        double arrival = now * (double)clock_rate + 0.5;
+        /* int() truncates toward zero; the clock is positive, so does the cast */
+        long long transit = ((long long)arrival - (long long)ts) & 0xFFFFFFFFLL;
+        if (has_transit) {
+            long long d = (transit - last_transit) & 0xFFFFFFFFLL;
+            if (d >= 0x80000000LL)
+                d = (1LL << 32) - d;
+            double jitter = PyFloat_AS_DOUBLE(jitter_obj);
+            PyObject *j = PyFloat_FromDouble(jitter + ((double)d - jitter) * 0.0625);
+            if (j == NULL)
+                return -1;
+            slot_set(rx, st.rx[R_JITTER], j);
+        }
+        if (slot_set_ll(rx, st.rx[R_TRANSIT], transit) < 0)
+            return -1;
+    }
+    slot_set_obj(leg, st.leg[L_LAST_AUDIO_AT], now_obj);
+    const unsigned char *payload = buf + 12;
+    Py_ssize_t plen = n - 12;
+    if (peer != Py_None && relay) {
+        unsigned char out[12 + 2048];
+        unsigned long long out_ts = (unsigned long long)(ts + (unsigned long long)s_ts_offset) & 0xFFFFFFFFULL;
+        unsigned long long step = (out_ts - (unsigned long long)s_last_ts) & 0xFFFFFFFFULL;
+        unsigned long out_seq = (unsigned long)((seq + (unsigned long long)s_seq_offset) & 0xFFFF);
+        if (((out_seq - (unsigned long long)s_max_seq) & 0xFFFF) < 0x8000) {
+            if (slot_set_ll(sender, st.sender[S_MAX_SEQ], (long long)out_seq) < 0
+                || slot_set_ll(sender, st.sender[S_NEXT_SEQ], (long long)((out_seq + 1) & 0xFFFF)) < 0)
+                return -1;
+        }
+        if (step < 0x80000000ULL) {
+            if (slot_set_ll(sender, st.sender[S_LAST_TS], (long long)out_ts) < 0
+                || slot_set_ll(sender, st.sender[S_LAST_SAMPLES], plen) < 0)
+                return -1;
+            slot_set_obj(sender, st.sender[S_LAST_NOW], now_obj);
+        }
+        if (slot_add(sender, st.sender[S_PACKETS], 1) < 0 || slot_add(sender, st.sender[S_OCTETS], plen) < 0)
+            return -1;
+        out[0] = 0x80;
+        out[1] = (unsigned char)((marker ? 0x80 : 0) | (unsigned int)s_pt);
+        out[2] = (unsigned char)(out_seq >> 8);
+        out[3] = (unsigned char)out_seq;
+        out[4] = (unsigned char)(out_ts >> 24);
+        out[5] = (unsigned char)(out_ts >> 16);
+        out[6] = (unsigned char)(out_ts >> 8);
+        out[7] = (unsigned char)out_ts;
+        out[8] = (unsigned char)(s_ssrc >> 24);
+        out[9] = (unsigned char)(s_ssrc >> 16);
+        out[10] = (unsigned char)(s_ssrc >> 8);
+        out[11] = (unsigned char)s_ssrc;
+        if (table != NULL) {
+            for (Py_ssize_t i = 0; i < plen; i++)
+                out[12 + i] = table[payload[i]];
+        } else {
+            memcpy(out + 12, payload, (size_t)plen);
+        }
+        ssize_t sent = sendto((int)peer_fd, out, (size_t)(12 + plen), 0, (const struct sockaddr *)&self->peer_sa,
+                              sizeof self->peer_sa);
+        if (sent < 0) {
+            int err = errno;
+            if (slot_add(pc, st.counter[C_SEND_ERRORS], 1) < 0)
+                return -1;
+            if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
+                PyObject *name = SLOT(peer, st.leg[L_NAME]);
+                PyObject *r = PyObject_CallMethod(st.logger, "debug", "sOOs", "leg %s: send to %s failed: %s",
+                                                  name ? name : Py_None, self->peer_key, strerror(err));
+                if (r == NULL)
+                    PyErr_Clear();
+                Py_XDECREF(r);
+            }
+        } else {
+            if (slot_add(pc, st.counter[C_PACKETS_OUT], 1) < 0
+                || slot_add(pc, st.counter[C_OCTETS_OUT], 12 + plen) < 0)
+                return -1;
+        }
+        slot_set_obj(peer, st.leg[L_LAST_RELAY_OUT], now_obj);
+        if (slot_add(pc, st.counter[C_RELAYED_OUT], 1) < 0)
+            return -1;
+    }
+    if (recorder != Py_None) {
+        PyObject *data = PyBytes_FromStringAndSize((const char *)payload, plen);
+        if (data == NULL)
+            return -1;
+        PyObject *r = PyObject_CallMethodObjArgs(recorder, st.s_push, record_side, data, codec, NULL);
+        Py_DECREF(data);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 1;
+}
+
+static PyObject *Reader_call(Reader *self, PyObject *args, PyObject *kwargs)
+{
+    unsigned char buf[2048];
+    struct sockaddr_storage ss;
+    socklen_t slen = sizeof ss;
+    /* Non-blocking, so the GIL stays held: releasing it per packet would let another thread take it and
+     * keep it for a whole switch interval while packets wait. */
+    ssize_t n = recvfrom(self->fd, buf, sizeof buf, 0, (struct sockaddr *)&ss, &slen);
+    if (n < 0) {
+        int err = errno;
+        if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR && st.logger != NULL) {
+            /* e.g. ECONNREFUSED from an ICMP error: nothing to read */
+            PyObject *r = PyObject_CallMethod(st.logger, "debug", "ss", "RTP socket error: %s", strerror(err));
+            if (r == NULL)
+                PyErr_Clear();
+            Py_XDECREF(r);
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *now_obj = PyObject_CallNoArgs(self->clock);
+    if (now_obj == NULL)
+        return NULL;
+    double now = PyFloat_AsDouble(now_obj);
+    if (now == -1.0 && PyErr_Occurred()) {
+        Py_DECREF(now_obj);
+        return NULL;
+    }
+    if (st.bound && ss.ss_family == AF_INET && self->leg != Py_None) {
+        int done = fast_path(self, buf, n, (struct sockaddr_in *)&ss, now_obj, now);
+        if (done != 0) {
+            Py_DECREF(now_obj);
+            if (done < 0)
+                return NULL;
+            self->fast++;
+            Py_RETURN_NONE;
+        }
+    }
+    self->slow++;
+    PyObject *addr = NULL;
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        char host[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host);
+        addr = Py_BuildValue("(si)", host, (int)ntohs(sin->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+        char host[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host);
+        addr = Py_BuildValue("(siII)", host, (int)ntohs(sin6->sin6_port), (unsigned int)ntohl(sin6->sin6_flowinfo),
+                             (unsigned int)sin6->sin6_scope_id);
+    } else {
+        addr = Py_BuildValue("()");
+    }
+    PyObject *data = PyBytes_FromStringAndSize((const char *)buf, n);
+    if (addr == NULL || data == NULL) {
+        Py_XDECREF(addr);
+        Py_XDECREF(data);
+        Py_DECREF(now_obj);
+        return NULL;
+    }
+    PyObject *r = PyObject_CallFunctionObjArgs(self->handler, data, addr, now_obj, NULL);
+    Py_DECREF(data);
+    Py_DECREF(addr);
+    Py_DECREF(now_obj);
+    return r;
+}
+
+static int Reader_init(Reader *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"fd", "handler", "clock", "leg", NULL};
+    int fd;
+    PyObject *handler, *clock, *leg = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iOO|O", kwlist, &fd, &handler, &clock, &leg))
+        return -1;
+    self->fd = fd;
+    Py_INCREF(handler);
+    Py_XSETREF(self->handler, handler);
+    Py_INCREF(clock);
+    Py_XSETREF(self->clock, clock);
+    Py_INCREF(leg);
+    Py_XSETREF(self->leg, leg);
+    return 0;
+}
+
+static PyObject *Reader_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    Reader *self = (Reader *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->fd = -1;
+    Py_INCREF(Py_None);
+    self->handler = Py_None;
+    Py_INCREF(Py_None);
+    self->clock = Py_None;
+    Py_INCREF(Py_None);
+    self->leg = Py_None;
+    return (PyObject *)self;
+}
+
+static int Reader_traverse(Reader *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->handler);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->leg);
+    Py_VISIT(self->remote_key);
+    Py_VISIT(self->peer_key);
+    return 0;
+}
+
+static int Reader_clear(Reader *self)
+{
+    Py_CLEAR(self->handler);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->leg);
+    Py_CLEAR(self->remote_key);
+    Py_CLEAR(self->peer_key);
+    return 0;
+}
+
+static void Reader_dealloc(Reader *self)
+{
+    PyObject_GC_UnTrack(self);
+    Reader_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* handler and leg are set together by the engine (a pooled socket changes hands); both must be set. */
+static int set_object(PyObject **slot, PyObject *value, const char *name)
+{
+    if (value == NULL) {
+        PyErr_Format(PyExc_AttributeError, "cannot delete %s", name);
+        return -1;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(*slot, value);
+    return 0;
+}
+
+static PyObject *Reader_get_handler(Reader *self, void *c) { Py_INCREF(self->handler); return self->handler; }
+static int Reader_set_handler(Reader *self, PyObject *v, void *c) { return set_object(&self->handler, v, "handler"); }
+static PyObject *Reader_get_leg(Reader *self, void *c) { Py_INCREF(self->leg); return self->leg; }
+static int Reader_set_leg(Reader *self, PyObject *v, void *c) { return set_object(&self->leg, v, "leg"); }
+static PyObject *Reader_get_clock(Reader *self, void *c) { Py_INCREF(self->clock); return self->clock; }
+
+static PyGetSetDef Reader_getset[] = {
+    {"handler", (getter)Reader_get_handler, (setter)Reader_set_handler, "handler(data, addr, now): the Python path", NULL},
+    {"leg", (getter)Reader_get_leg, (setter)Reader_set_leg, "leg relayed in C (None: every packet to handler)", NULL},
+    {"clock", (getter)Reader_get_clock, NULL, "clock() -> seconds", NULL},
+    {NULL}
+};
+
+static PyMemberDef Reader_members[] = {
+    {"fd", T_INT, offsetof(Reader, fd), READONLY, "socket file descriptor"},
+    {"fast", T_ULONGLONG, offsetof(Reader, fast), READONLY, "packets relayed in C"},
+    {"slow", T_ULONGLONG, offsetof(Reader, slow), READONLY, "packets handed to the handler"},
+    {NULL}
+};
+
+static PyTypeObject ReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gateway.media._fastrtp.Reader",
+    .tp_doc = PyDoc_STR("Reader(fd, handler, clock, leg=None): read one datagram per call; relay the steady "
+                        "state of `leg` in C, hand everything else to handler(data, addr, now)."),
+    .tp_basicsize = sizeof(Reader),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = Reader_new,
+    .tp_init = (initproc)Reader_init,
+    .tp_dealloc = (destructor)Reader_dealloc,
+    .tp_traverse = (traverseproc)Reader_traverse,
+    .tp_clear = (inquiry)Reader_clear,
+    .tp_call = (ternaryfunc)Reader_call,
+    .tp_getset = Reader_getset,
+    .tp_members = Reader_members,
+};
+
+static PyMethodDef module_methods[] = {
+    {"bind", fastrtp_bind, METH_VARARGS, bind_doc},
+    {NULL}
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "gateway.media._fastrtp",
+    "C fast path for the RTP relay (optional; gateway/media/session.py falls back to Python).", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC PyInit__fastrtp(void)
+{
+    if (PyType_Ready(&ReaderType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&ReaderType);
+    if (PyModule_AddObject(m, "Reader", (PyObject *)&ReaderType) < 0) {
+        Py_DECREF(&ReaderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
