@@ -202,6 +202,7 @@ def run_traffic(streams: list[tuple[socket.socket, tuple[str, int], str]], socks
     seqs = [0] * n
     hdr = struct.Struct("!BBHII").pack
     latencies = array.array("d")
+    second = array.array("i")  # which second of the run each sampled packet was sent in
     received = 0
     silence = 0
     sel = selectors.DefaultSelector()
@@ -248,7 +249,9 @@ def run_traffic(streams: list[tuple[socket.socket, tuple[str, int], str]], socks
                     continue
                 received += 1
                 if received % sample_every == 0:
-                    latencies.append((perf_ns() - unstamp(data[12:], codec)) / 1e6)
+                    sent_ns = unstamp(data[12:], codec)
+                    latencies.append((perf_ns() - sent_ns) / 1e6)
+                    second.append(int(sent_ns / 1e9 - t0))
         if group < total_groups:
             wait = t0 + group * slot - time.perf_counter()
             if wait > 0.0003:
@@ -256,7 +259,11 @@ def run_traffic(streams: list[tuple[socket.socket, tuple[str, int], str]], socks
         else:
             sel.select(0.005)
     cpu = time.process_time() - cpu0
+    per_second: dict[int, array.array] = {}
+    for sec, lat in zip(second, latencies, strict=True):
+        per_second.setdefault(sec, array.array("d")).append(lat)
     return {"sent": per_stream * n, "received": received, "silence": silence, "latencies": latencies,
+            "p99_by_second": [percentile(per_second[k], 0.99) for k in sorted(per_second)],
             "max_lag": max_lag, "gen_cpu": 100 * cpu / (duration + drain)}
 
 
@@ -370,6 +377,8 @@ def main() -> None:
               f"{r['wall_s']:.1f}s; generator CPU {r['gen_cpu']:.0f}%; rss "
               f"{r['rss0_kib']}->{r['rss1_kib']} KiB seal {r['seal_s']:.2f}s recorded {r['recorded_s']:.1f}s/call",
               flush=True)
+        print("#   one-way p99 ms by second of the run (gateway): "
+              + " ".join(f"{p:.1f}" for p in r["p99_by_second"]), flush=True)
 
 
 if __name__ == "__main__":

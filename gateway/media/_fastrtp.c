@@ -91,6 +91,9 @@ static inline int slot_ll(PyObject *obj, Py_ssize_t off, long long *out)
     return 0;
 }
 
+static inline int is_true(PyObject *v) { return v == Py_True; }
+static inline int is_false(PyObject *v) { return v == Py_False; }
+
 static inline int slot_set_ll(PyObject *obj, Py_ssize_t off, long long value)
 {
     PyObject *v = PyLong_FromLongLong(value);
@@ -201,6 +204,147 @@ static PyObject *fastrtp_bind(PyObject *module, PyObject *args)
 }
 
 /* ---------------------------------------------------------------------------------------------- */
+/* the recorder's frame: StereoAligner._pull on both sides + StereoRecorder._frame's G.711 decode    */
+
+enum { A_FIFO, A_PLAYING, A_PUSHED, A_QUIET_TICKS, A_UNDERRUNS, A_DROPPED_SAMPLES, A_SILENCE, A_COUNT };
+static const char *side_names[A_COUNT] = {
+    "fifo", "playing", "pushed", "quiet_ticks", "underruns", "dropped_samples", "silence"};
+static Py_ssize_t side_off[A_COUNT];
+static PyTypeObject *side_cls;
+
+PyDoc_STRVAR(bind_aligner_doc,
+"bind_aligner(side_cls)\n\nResolve the __slots__ of the aligner's per-side state (gateway.media.aligner._Side).");
+
+static PyObject *fastrtp_bind_aligner(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t off[A_COUNT];
+    if (!PyType_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "bind_aligner() takes a class");
+        return NULL;
+    }
+    if (resolve((PyTypeObject *)arg, side_names, A_COUNT, off) < 0)
+        return NULL;
+    memcpy(side_off, off, sizeof off);
+    Py_INCREF(arg);
+    Py_XSETREF(side_cls, (PyTypeObject *)arg);
+    Py_RETURN_NONE;
+}
+
+/* Checks every slot pull() touches; 0 when all are what the Python code keeps there. */
+static int side_ok(PyObject *side, Py_ssize_t frame_bytes)
+{
+    long long v;
+    if (side_cls == NULL || !PyObject_TypeCheck(side, side_cls))
+        return -1;
+    PyObject *fifo = SLOT(side, side_off[A_FIFO]), *silence = SLOT(side, side_off[A_SILENCE]);
+    PyObject *playing = SLOT(side, side_off[A_PLAYING]), *pushed = SLOT(side, side_off[A_PUSHED]);
+    if (fifo == NULL || !PyByteArray_CheckExact(fifo) || silence == NULL || !PyBytes_CheckExact(silence)
+        || PyBytes_GET_SIZE(silence) != frame_bytes || playing == NULL || (!is_true(playing) && !is_false(playing))
+        || pushed == NULL || (!is_true(pushed) && !is_false(pushed))
+        || slot_ll(side, side_off[A_QUIET_TICKS], &v) < 0 || slot_ll(side, side_off[A_UNDERRUNS], &v) < 0
+        || slot_ll(side, side_off[A_DROPPED_SAMPLES], &v) < 0)
+        return -1;
+    return 0;
+}
+
+/* StereoAligner._pull for one-byte samples, writing the decoded 16-bit samples of the voice it returns to
+ * out[0], out[1] (lo, hi bytes) every 4 bytes.  A side that returns its silence frame decodes to zero. */
+static int pull_decode(PyObject *side, Py_ssize_t fb, Py_ssize_t prefill, Py_ssize_t max_bytes,
+                       const unsigned char *lo, const unsigned char *hi, unsigned char *out)
+{
+    PyObject *fifo = SLOT(side, side_off[A_FIFO]);
+    const unsigned char *silence = (const unsigned char *)PyBytes_AS_STRING(SLOT(side, side_off[A_SILENCE]));
+    long long quiet;
+    if (is_true(SLOT(side, side_off[A_PUSHED]))) {
+        quiet = 0;
+        slot_set_obj(side, side_off[A_PUSHED], Py_False);
+    } else {
+        if (slot_ll(side, side_off[A_QUIET_TICKS], &quiet) < 0)
+            return -1;
+        quiet += 1;
+    }
+    if (slot_set_ll(side, side_off[A_QUIET_TICKS], quiet) < 0)
+        return -1;
+    Py_ssize_t len = PyByteArray_GET_SIZE(fifo);
+    if (len > max_bytes) {
+        Py_ssize_t cut = len - prefill;
+        if (slot_add(side, side_off[A_DROPPED_SAMPLES], cut) < 0 || PySequence_DelSlice(fifo, 0, cut) < 0)
+            return -1;
+        len = PyByteArray_GET_SIZE(fifo);
+    }
+    if (!is_true(SLOT(side, side_off[A_PLAYING]))) {
+        if (len >= prefill || (len > 0 && quiet >= 1)) {
+            slot_set_obj(side, side_off[A_PLAYING], Py_True);
+        } else {
+            for (Py_ssize_t i = 0; i < fb; i++)
+                out[4 * i] = out[4 * i + 1] = 0;  /* the silence frame itself: digital zero */
+            return 0;
+        }
+    }
+    const unsigned char *data = (const unsigned char *)PyByteArray_AS_STRING(fifo);
+    if (len >= fb) {
+        for (Py_ssize_t i = 0; i < fb; i++) {
+            out[4 * i] = lo[data[i]];
+            out[4 * i + 1] = hi[data[i]];
+        }
+        return PySequence_DelSlice(fifo, 0, fb);
+    }
+    /* underrun: what is left, padded with (decoded) silence; back to prefill.  With nothing left the
+     * Python code's voice is the silence frame object itself (b"" + silence[0:]), written as zero. */
+    for (Py_ssize_t i = 0; i < fb; i++) {
+        unsigned char c = i < len ? data[i] : silence[i];
+        out[4 * i] = len ? lo[c] : 0;
+        out[4 * i + 1] = len ? hi[c] : 0;
+    }
+    if (PySequence_DelSlice(fifo, 0, len) < 0)
+        return -1;
+    slot_set_obj(side, side_off[A_PLAYING], Py_False);
+    if (quiet == 0 && slot_add(side, side_off[A_UNDERRUNS], 1) < 0)
+        return -1;
+    return 0;
+}
+
+static const unsigned char *table256(PyObject *obj)
+{
+    if (!PyBytes_CheckExact(obj) || PyBytes_GET_SIZE(obj) != 256)
+        return NULL;
+    return (const unsigned char *)PyBytes_AS_STRING(obj);
+}
+
+PyDoc_STRVAR(g711_frame_doc,
+"g711_frame(left, right, frame_bytes, prefill_bytes, max_bytes, llo, lhi, rlo, rhi) -> bytes | None\n\n"
+"One stereo 16-bit frame from two G.711 aligner sides (what StereoAligner.tick_parts and\n"
+"StereoRecorder._frame do when no prompt is queued); None, with nothing changed, when a side's state\n"
+"is not what the Python code keeps (the caller then runs the Python code).");
+
+static PyObject *fastrtp_g711_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "g711_frame() takes 9 arguments");
+        return NULL;
+    }
+    PyObject *left = args[0], *right = args[1];
+    Py_ssize_t fb = PyLong_AsSsize_t(args[2]), prefill = PyLong_AsSsize_t(args[3]), max_bytes = PyLong_AsSsize_t(args[4]);
+    if ((fb == -1 || prefill == -1 || max_bytes == -1) && PyErr_Occurred())
+        return NULL;
+    const unsigned char *llo = table256(args[5]), *lhi = table256(args[6]), *rlo = table256(args[7]),
+                        *rhi = table256(args[8]);
+    if (fb <= 0 || prefill < 0 || max_bytes < prefill || !llo || !lhi || !rlo || !rhi || side_ok(left, fb) < 0
+        || side_ok(right, fb) < 0)
+        Py_RETURN_NONE;
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, 4 * fb);
+    if (frame == NULL)
+        return NULL;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
+    if (pull_decode(left, fb, prefill, max_bytes, llo, lhi, out) < 0
+        || pull_decode(right, fb, prefill, max_bytes, rlo, rhi, out + 2) < 0) {
+        Py_DECREF(frame);
+        return NULL;
+    }
+    return frame;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
 /* Reader                                                                                         */
 
 typedef struct {
@@ -252,8 +396,6 @@ static int cached_addr(PyObject **cache_key, struct sockaddr_in *cache_sa, PyObj
     return 0;
 }
 
-static inline int is_true(PyObject *v) { return v == Py_True; }
-static inline int is_false(PyObject *v) { return v == Py_False; }
 
 /* 1: relayed here; 0: not the steady state (nothing was changed: hand it to Python); -1: error set. */
 static int fast_path(Reader *self, const unsigned char *buf, Py_ssize_t n, const struct sockaddr_in *src,
@@ -666,6 +808,8 @@ static PyTypeObject ReaderType = {
 
 static PyMethodDef module_methods[] = {
     {"bind", fastrtp_bind, METH_VARARGS, bind_doc},
+    {"bind_aligner", fastrtp_bind_aligner, METH_O, bind_aligner_doc},
+    {"g711_frame", (PyCFunction)(void (*)(void))fastrtp_g711_frame, METH_FASTCALL, g711_frame_doc},
     {NULL}
 };
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import os
 import random
 import socket
 import struct
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import g711
+from . import fast, g711
 from .aligner import LEFT, RIGHT
 from .clock import TickSchedule
 from .dtmf import DtmfDetector
@@ -144,21 +143,17 @@ class _Reader:
 
 
 def _load_fast_path() -> Callable[..., Any] | None:
-    """The C reader (gateway/media/_fastrtp.c) bound to this module's classes, or None: not built (no C
-    compiler at install time), switched off with ``GATEWAY_MEDIA_FASTPATH=0``, or the classes changed
-    shape (then bind() says which slot)."""
-    if os.environ.get("GATEWAY_MEDIA_FASTPATH", "1").strip().lower() in ("0", "no", "off", "false"):
+    """The C reader (gateway/media/_fastrtp.c) bound to this module's classes, or None: not built, switched
+    off (:mod:`gateway.media.fast`), or the classes changed shape (then bind() says which slot)."""
+    module = fast.load()
+    if module is None:
         return None
     try:
-        from . import _fastrtp
-    except ImportError:
-        return None
-    try:
-        _fastrtp.bind(MediaLeg, LegStats, ReceiveStats, RtpSender, g711.ULAW_TO_ALAW, g711.ALAW_TO_ULAW, log)
+        module.bind(MediaLeg, LegStats, ReceiveStats, RtpSender, g711.ULAW_TO_ALAW, g711.ALAW_TO_ULAW, log)
     except (TypeError, ValueError, AttributeError) as exc:
         log.warning("RTP relay: C fast path unusable (%s); relaying in Python", exc)
         return None
-    return _fastrtp.Reader
+    return module.Reader
 
 
 class _Idle:

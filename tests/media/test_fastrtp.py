@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.media import g711, session
+from gateway.media import g711, ports, session
 from gateway.media.ports import DiskWriter, WavPlayer
 from gateway.media.rtp import RtpSender
 from gateway.media.sdp import NegotiatedMedia
@@ -275,3 +275,43 @@ def test_bind_rejects_a_class_without_the_slots():
     # re-bind the real classes for the rest of the run
     _fastrtp.bind(session.MediaLeg, LegStats, session.ReceiveStats, RtpSender, g711.ULAW_TO_ALAW,
                   g711.ALAW_TO_ULAW, session.log)
+
+
+# -- the recorder's frame builder -----------------------------------------------------------------------
+
+recorder_ops = st.lists(st.one_of(
+    st.tuples(st.just("push"), st.integers(0, 1), st.sampled_from([0, 1, 80, 159, 160, 161, 240, 320, 1700]),
+              st.sampled_from(["PCMU", "PCMU", "PCMA"])),
+    st.tuples(st.just("prompt"), st.integers(0, 1), st.sampled_from([2, 320, 500])),
+    st.tuples(st.just("tick"), st.integers(1, 3)),
+), min_size=1, max_size=60)
+
+
+def _record(ops: list[tuple], tmp: Path, name: str) -> list:
+    rec = ports.StereoRecorder(tmp / f"{name}.wav", writer=DiskWriter(start=False))
+    trace = []
+    for n, op in enumerate(ops):
+        if op[0] == "push":
+            rec.push(op[1], bytes((n * 7 + k) & 0xFF for k in range(op[2])), op[3])
+        elif op[0] == "prompt":
+            rec.push_prompt(op[1], bytes((n + k) & 0xFF for k in range(op[2])))
+        else:
+            rec.tick(op[1])
+        frames = [rec._queue.popleft() for _ in range(len(rec._queue))]
+        sides = [{k: (bytes(v) if isinstance(v, bytearray) else v) for k in s.__slots__ for v in [getattr(s, k)]}
+                 for s in rec.aligner.sides]
+        trace.append((frames, sides, rec.aligner.frames))
+    trace.append(rec.aligner.drain(frame=rec._frame))
+    return trace
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=recorder_ops)
+def test_c_frame_builder_matches_python(ops, tmp_path, monkeypatch):
+    assert ports._G711_FRAME is not None
+    fast = _record(ops, tmp_path, "c")
+    monkeypatch.setattr(ports, "_G711_FRAME", None)
+    slow = _record(ops, tmp_path, "py")
+    monkeypatch.undo()
+    for i, (c, p) in enumerate(zip(fast, slow, strict=True)):
+        assert c == p, f"after op {i}: {ops[i] if i < len(ops) else 'drain'}"
