@@ -397,6 +397,68 @@ static int cached_addr(PyObject **cache_key, struct sockaddr_in *cache_sa, PyObj
 }
 
 
+/* The aligner side a recorder.push(side, payload, codec) would append to, when that push is the plain
+ * case (codec unchanged since the last push): 1 with *sides (new reference, keeps *side alive) and *side
+ * set; 0 when Python must do the push (nothing changed, no exception left set). */
+static int recorder_side(PyObject *recorder, PyObject *record_side, PyObject *codec, PyObject **sides,
+                         PyObject **side)
+{
+    static PyObject *s_codecs, *s_aligner, *s_sides;
+    if (s_codecs == NULL) {
+        s_codecs = PyUnicode_InternFromString("_codecs");
+        s_aligner = PyUnicode_InternFromString("aligner");
+        s_sides = PyUnicode_InternFromString("sides");
+        if (!s_codecs || !s_aligner || !s_sides) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    if (side_cls == NULL || !PyLong_CheckExact(record_side))
+        return 0;
+    long index = PyLong_AsLong(record_side);
+    if (index != 0 && index != 1) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *codecs = PyObject_GetAttr(recorder, s_codecs);
+    if (codecs == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int same = PyList_CheckExact(codecs) && PyList_GET_SIZE(codecs) == 2
+               && PyUnicode_CheckExact(PyList_GET_ITEM(codecs, index))
+               && PyUnicode_Compare(PyList_GET_ITEM(codecs, index), codec) == 0;
+    Py_DECREF(codecs);
+    if (!same) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *aligner = PyObject_GetAttr(recorder, s_aligner);
+    if (aligner == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *t = PyObject_GetAttr(aligner, s_sides);
+    Py_DECREF(aligner);
+    if (t == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 2) {
+        Py_DECREF(t);
+        return 0;
+    }
+    PyObject *s = PyTuple_GET_ITEM(t, index);
+    PyObject *fifo = PyObject_TypeCheck(s, side_cls) ? SLOT(s, side_off[A_FIFO]) : NULL;
+    if (fifo == NULL || !PyByteArray_CheckExact(fifo) || SLOT(s, side_off[A_PUSHED]) == NULL) {
+        Py_DECREF(t);
+        return 0;
+    }
+    *sides = t;
+    *side = s;
+    return 1;
+}
+
 /* 1: relayed here; 0: not the steady state (nothing was changed: hand it to Python); -1: error set. */
 static int fast_path(Reader *self, const unsigned char *buf, Py_ssize_t n, const struct sockaddr_in *src,
                      PyObject *now_obj, double now)
@@ -527,18 +589,21 @@ static int fast_path(Reader *self, const unsigned char *buf, Py_ssize_t n, const
         if (slot_ll(counters, st.counter[i], &dummy) < 0 || (pc != NULL && slot_ll(pc, st.counter[i], &dummy) < 0))
             return 0;
     }
+    PyObject *rec_sides = NULL, *rec_side = NULL;
+    if (recorder != Py_None && recorder_side(recorder, record_side, codec, &rec_sides, &rec_side) == 0)
+        return 0;
 
     /* -- from here on, exactly what the Python code does, in its order -- */
     slot_set_obj(leg, st.leg[L_LAST_RX_AT], now_obj);
     if (slot_add(counters, st.counter[C_PACKETS_IN], 1) < 0 || slot_add(counters, st.counter[C_OCTETS_IN], n) < 0)
-        return -1;
+        goto fail;
     /* ReceiveStats.update, fast branch */
     if (seq == 0)
         cycles += 1 << 16;
     if (slot_set_ll(rx, st.rx[R_CYCLES], cycles) < 0 || slot_set_ll(rx, st.rx[R_MAX_SEQ], (long long)seq) < 0
         || slot_set_ll(rx, st.rx[R_NEXT_SEQ], (long long)((seq + 1) & 0xFFFF)) < 0
         || slot_set_ll(rx, st.rx[R_RECEIVED], received + 1) < 0)
-        return -1;
+        goto fail;
     {
         double arrival = now * (double)clock_rate + 0.5;
         /* int() truncates toward zero; the clock is positive, so does the cast */
@@ -550,11 +615,11 @@ static int fast_path(Reader *self, const unsigned char *buf, Py_ssize_t n, const
             double jitter = PyFloat_AS_DOUBLE(jitter_obj);
             PyObject *j = PyFloat_FromDouble(jitter + ((double)d - jitter) * 0.0625);
             if (j == NULL)
-                return -1;
+                goto fail;
             slot_set(rx, st.rx[R_JITTER], j);
         }
         if (slot_set_ll(rx, st.rx[R_TRANSIT], transit) < 0)
-            return -1;
+            goto fail;
     }
     slot_set_obj(leg, st.leg[L_LAST_AUDIO_AT], now_obj);
     const unsigned char *payload = buf + 12;
@@ -567,16 +632,16 @@ static int fast_path(Reader *self, const unsigned char *buf, Py_ssize_t n, const
         if (((out_seq - (unsigned long long)s_max_seq) & 0xFFFF) < 0x8000) {
             if (slot_set_ll(sender, st.sender[S_MAX_SEQ], (long long)out_seq) < 0
                 || slot_set_ll(sender, st.sender[S_NEXT_SEQ], (long long)((out_seq + 1) & 0xFFFF)) < 0)
-                return -1;
+                goto fail;
         }
         if (step < 0x80000000ULL) {
             if (slot_set_ll(sender, st.sender[S_LAST_TS], (long long)out_ts) < 0
                 || slot_set_ll(sender, st.sender[S_LAST_SAMPLES], plen) < 0)
-                return -1;
+                goto fail;
             slot_set_obj(sender, st.sender[S_LAST_NOW], now_obj);
         }
         if (slot_add(sender, st.sender[S_PACKETS], 1) < 0 || slot_add(sender, st.sender[S_OCTETS], plen) < 0)
-            return -1;
+            goto fail;
         out[0] = 0x80;
         out[1] = (unsigned char)((marker ? 0x80 : 0) | (unsigned int)s_pt);
         out[2] = (unsigned char)(out_seq >> 8);
@@ -600,7 +665,7 @@ static int fast_path(Reader *self, const unsigned char *buf, Py_ssize_t n, const
         if (sent < 0) {
             int err = errno;
             if (slot_add(pc, st.counter[C_SEND_ERRORS], 1) < 0)
-                return -1;
+                goto fail;
             if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR) {
                 PyObject *name = SLOT(peer, st.leg[L_NAME]);
                 PyObject *r = PyObject_CallMethod(st.logger, "debug", "sOOs", "leg %s: send to %s failed: %s",
@@ -612,23 +677,26 @@ static int fast_path(Reader *self, const unsigned char *buf, Py_ssize_t n, const
         } else {
             if (slot_add(pc, st.counter[C_PACKETS_OUT], 1) < 0
                 || slot_add(pc, st.counter[C_OCTETS_OUT], 12 + plen) < 0)
-                return -1;
+                goto fail;
         }
         slot_set_obj(peer, st.leg[L_LAST_RELAY_OUT], now_obj);
         if (slot_add(pc, st.counter[C_RELAYED_OUT], 1) < 0)
-            return -1;
+            goto fail;
     }
-    if (recorder != Py_None) {
-        PyObject *data = PyBytes_FromStringAndSize((const char *)payload, plen);
-        if (data == NULL)
-            return -1;
-        PyObject *r = PyObject_CallMethodObjArgs(recorder, st.s_push, record_side, data, codec, NULL);
-        Py_DECREF(data);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
+    if (rec_side != NULL) {
+        /* recorder.push: side.fifo += payload; side.pushed = True */
+        PyObject *fifo = SLOT(rec_side, side_off[A_FIFO]);
+        Py_ssize_t have = PyByteArray_GET_SIZE(fifo);
+        if (PyByteArray_Resize(fifo, have + plen) < 0)
+            goto fail;
+        memcpy(PyByteArray_AS_STRING(fifo) + have, payload, (size_t)plen);
+        slot_set_obj(rec_side, side_off[A_PUSHED], Py_True);
     }
+    Py_XDECREF(rec_sides);
     return 1;
+fail:
+    Py_XDECREF(rec_sides);
+    return -1;
 }
 
 static PyObject *Reader_call(Reader *self, PyObject *args, PyObject *kwargs)
