@@ -29,12 +29,14 @@
 enum {
     L_STATS, L_REMOTE, L_LATCHED, L_LAST_RX_AT, L_MEDIA, L_PT, L_RX, L_RX_SSRC, L_SILENT,
     L_LAST_AUDIO_AT, L_PEER, L_SENDS, L_PLAYER, L_CODEC, L_SENDER, L_RTP_FD, L_LAST_RELAY_OUT,
-    L_RECORDER, L_RECORD_SIDE, L_CLOSED, L_NAME, L_COUNT
+    L_RECORDER, L_RECORD_SIDE, L_CLOSED, L_NAME, L_BRIDGE, L_KEEPALIVE, L_SILENCE_TIMEOUT, L_SILENCE_REF,
+    L_NEXT_RTCP, L_COUNT
 };
 static const char *leg_names[L_COUNT] = {
     "stats_counters", "remote", "latched", "_last_rx_at", "media", "_pt", "rx", "rx_ssrc", "silent",
     "_last_audio_at", "_peer", "_sends", "_player", "_codec", "sender", "_rtp_fd", "_last_relay_out",
-    "recorder", "record_side", "closed", "name"};
+    "recorder", "record_side", "closed", "name", "bridge", "keepalive", "silence_timeout", "_silence_ref",
+    "_next_rtcp"};
 
 enum { C_PACKETS_IN, C_OCTETS_IN, C_RELAYED_OUT, C_PACKETS_OUT, C_OCTETS_OUT, C_SEND_ERRORS, C_COUNT };
 static const char *counter_names[C_COUNT] = {
@@ -342,6 +344,125 @@ static PyObject *fastrtp_g711_frame(PyObject *module, PyObject *const *args, Py_
         return NULL;
     }
     return frame;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* the clock's pass over the legs                                                                 */
+
+/* A float or int slot as a double; -1 when it is neither (the caller then lets Python decide). */
+static inline int slot_num(PyObject *obj, Py_ssize_t off, double *out)
+{
+    PyObject *v = SLOT(obj, off);
+    if (v != NULL && PyFloat_CheckExact(v)) {
+        *out = PyFloat_AS_DOUBLE(v);
+        return 0;
+    }
+    if (v != NULL && PyLong_CheckExact(v)) {
+        *out = PyLong_AsDouble(v);
+        if (*out == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+static inline int is_bool(PyObject *v) { return v == Py_True || v == Py_False; }
+
+/* 1 when MediaLeg._tick(now, frames, may_keepalive) would do nothing at all: no prompt playing, no
+ * keep-alive due, no silence to report, no RTCP due.  0 when Python must run it. */
+static int leg_idle(PyObject *leg, double now, int may_keepalive, double keepalive_after)
+{
+    if (SLOT(leg, st.leg[L_PLAYER]) != Py_None)
+        return 0;
+    if (may_keepalive) {
+        PyObject *bridge = SLOT(leg, st.leg[L_BRIDGE]), *ka = SLOT(leg, st.leg[L_KEEPALIVE]);
+        PyObject *sends = SLOT(leg, st.leg[L_SENDS]);
+        if (bridge == NULL || ka == NULL || sends == NULL || !is_bool(ka) || !is_bool(sends))
+            return 0;
+        if ((bridge != Py_None || ka == Py_True) && sends == Py_True) {
+            double last;
+            if (slot_num(leg, st.leg[L_LAST_RELAY_OUT], &last) < 0 || now - last >= keepalive_after)
+                return 0;
+        }
+    }
+    PyObject *media = SLOT(leg, st.leg[L_MEDIA]), *silent = SLOT(leg, st.leg[L_SILENT]);
+    if (media == NULL)
+        return 0;
+    if (media == Py_None)
+        return 1;
+    if (silent == NULL || !is_bool(silent))
+        return 0;
+    if (silent == Py_False) {
+        PyObject *last_audio = SLOT(leg, st.leg[L_LAST_AUDIO_AT]);
+        double ref, timeout;
+        if (last_audio == NULL
+            || slot_num(leg, st.leg[last_audio != Py_None ? L_LAST_AUDIO_AT : L_SILENCE_REF], &ref) < 0
+            || slot_num(leg, st.leg[L_SILENCE_TIMEOUT], &timeout) < 0 || now - ref >= timeout)
+            return 0;
+    }
+    double next_rtcp;
+    if (slot_num(leg, st.leg[L_NEXT_RTCP], &next_rtcp) < 0 || now >= next_rtcp)
+        return 0;
+    return 1;
+}
+
+PyDoc_STRVAR(tick_legs_doc,
+"tick_legs(legs, now, frames, may_keepalive, keepalive_after)\n\n"
+"For each leg that is not closed: leg._tick(now, frames, may_keepalive), skipped (in C) for a leg on\n"
+"which it would do nothing.");
+
+static PyObject *fastrtp_tick_legs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    static PyObject *s_tick, *s_closed;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "tick_legs() takes 5 arguments");
+        return NULL;
+    }
+    if (s_tick == NULL) {
+        s_tick = PyUnicode_InternFromString("_tick");
+        s_closed = PyUnicode_InternFromString("closed");
+        if (s_tick == NULL || s_closed == NULL)
+            return NULL;
+    }
+    PyObject *legs = args[0], *now_obj = args[1], *frames = args[2], *ka_obj = args[3];
+    double now = PyFloat_AsDouble(now_obj), keepalive_after = PyFloat_AsDouble(args[4]);
+    if ((now == -1.0 || keepalive_after == -1.0) && PyErr_Occurred())
+        return NULL;
+    int may_keepalive = PyObject_IsTrue(ka_obj);
+    if (may_keepalive < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(legs, "tick_legs() takes a sequence of legs");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *leg = PySequence_Fast_GET_ITEM(seq, i);
+        int exact = st.bound && PyObject_TypeCheck(leg, st.leg_cls) && is_bool(SLOT(leg, st.leg[L_CLOSED]));
+        if (exact) {
+            if (SLOT(leg, st.leg[L_CLOSED]) == Py_True || leg_idle(leg, now, may_keepalive, keepalive_after))
+                continue;
+        } else {
+            PyObject *closed = PyObject_GetAttr(leg, s_closed);
+            int is_closed = closed == NULL ? -1 : PyObject_IsTrue(closed);
+            Py_XDECREF(closed);
+            if (is_closed < 0) {
+                Py_DECREF(seq);
+                return NULL;
+            }
+            if (is_closed)
+                continue;
+        }
+        PyObject *r = PyObject_CallMethodObjArgs(leg, s_tick, now_obj, frames, ka_obj, NULL);
+        if (r == NULL) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -877,6 +998,7 @@ static PyTypeObject ReaderType = {
 static PyMethodDef module_methods[] = {
     {"bind", fastrtp_bind, METH_VARARGS, bind_doc},
     {"bind_aligner", fastrtp_bind_aligner, METH_O, bind_aligner_doc},
+    {"tick_legs", (PyCFunction)(void (*)(void))fastrtp_tick_legs, METH_FASTCALL, tick_legs_doc},
     {"g711_frame", (PyCFunction)(void (*)(void))fastrtp_g711_frame, METH_FASTCALL, g711_frame_doc},
     {NULL}
 };

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from . import fast, g711
@@ -142,9 +143,9 @@ class _Reader:
         self.handler(data, addr, self.clock())
 
 
-def _load_fast_path() -> Callable[..., Any] | None:
-    """The C reader (gateway/media/_fastrtp.c) bound to this module's classes, or None: not built, switched
-    off (:mod:`gateway.media.fast`), or the classes changed shape (then bind() says which slot)."""
+def _load_fast_path() -> ModuleType | None:
+    """The C accelerator (gateway/media/_fastrtp.c) bound to this module's classes, or None: not built,
+    switched off (:mod:`gateway.media.fast`), or the classes changed shape (then bind() says which slot)."""
     module = fast.load()
     if module is None:
         return None
@@ -153,7 +154,7 @@ def _load_fast_path() -> Callable[..., Any] | None:
     except (TypeError, ValueError, AttributeError) as exc:
         log.warning("RTP relay: C fast path unusable (%s); relaying in Python", exc)
         return None
-    return module.Reader
+    return module
 
 
 class _Idle:
@@ -547,8 +548,12 @@ class MediaEngine:
         self._cursor = self.port_min
         self._silence = {codec: g711.silence(codec, FRAME_SAMPLES) for codec in g711.CODECS}
         self._family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        fast_module = _FAST if fast_path else None
         #: The C reader that relays a bridged call's steady-state packets (IPv4), or None: Python does all.
-        self._fast_reader = _FAST_READER if self._family == socket.AF_INET and fast_path else None
+        self._fast_reader = fast_module.Reader if fast_module is not None and self._family == socket.AF_INET \
+            else None
+        #: The clock's pass over the legs in C (idle legs skipped there), or None.
+        self._tick_legs = fast_module.tick_legs if fast_module is not None else None
         self.schedule: TickSchedule | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._start_clock = start_clock
@@ -761,9 +766,13 @@ class MediaEngine:
 
     def _tick_part(self, now: float, frames: int, skipped: int, legs: list[MediaLeg],
                    recorders: list[StereoRecorder], keepalive: bool) -> None:
-        for leg in legs:
-            if not leg.closed:
-                leg._tick(now, frames, keepalive)
+        tick_legs = self._tick_legs
+        if tick_legs is not None:
+            tick_legs(legs, now, frames, keepalive, self.keepalive_after)
+        else:
+            for leg in legs:
+                if not leg.closed:
+                    leg._tick(now, frames, keepalive)
         for recorder in recorders:
             if recorder.sealed:
                 self._recorders.pop(recorder, None)
@@ -794,7 +803,7 @@ class MediaEngine:
         await self.loop.run_in_executor(None, self.writer.close)
 
 
-_FAST_READER = _load_fast_path()
+_FAST = _load_fast_path()
 
 
 def bridge(leg_a: MediaLeg, leg_b: MediaLeg, recorder: StereoRecorder | None = None, *,
