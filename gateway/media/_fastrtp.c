@@ -22,6 +22,8 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------------------------------------- */
 /* slot offsets, resolved by bind()                                                               */
@@ -463,6 +465,151 @@ static PyObject *fastrtp_tick_legs(PyObject *module, PyObject *const *args, Py_s
     }
     Py_DECREF(seq);
     Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* the disk writer's batch: every recording's frames, size patch and fsync, in one GIL-free call    */
+
+typedef struct {
+    int fd;
+    Py_ssize_t first, count;  /* this item's frames in the flat arrays */
+    unsigned char patch[8];
+    int has_patch, do_fsync;
+    int stage, err;           /* result: 0 ok, or the stage that failed (1 write, 2 patch, 3 fsync) and errno */
+} WriteItem;
+
+static int write_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        int chunk = n > IOV_MAX ? IOV_MAX : n;
+        ssize_t done = writev(fd, iov, chunk);
+        if (done < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        while (chunk > 0 && (size_t)done >= iov->iov_len) {
+            done -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+            chunk--;
+        }
+        if (done > 0) {  /* a partial write: the rest of this buffer next */
+            iov->iov_base = (char *)iov->iov_base + done;
+            iov->iov_len -= (size_t)done;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(write_batch_doc,
+"write_batch(items) -> list[tuple[int, int]]\n\n"
+"items: (fd, frames, patch, fsync) per recording: append the frames (bytes) at the file's offset; if\n"
+"patch (8 bytes: RIFF size, data size, little-endian) write it at offsets 4 and 40; if fsync, fsync.\n"
+"The GIL is released for all the system calls.  Returns (stage, errno) per item: (0, 0) when all\n"
+"was done, else the first stage that failed (1 write, 2 patch, 3 fsync) and its errno.");
+
+static PyObject *fastrtp_write_batch(PyObject *module, PyObject *arg)
+{
+    PyObject *items = PySequence_Fast(arg, "write_batch() takes a sequence");
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items), total = 0;
+    WriteItem *w = PyMem_Calloc((size_t)(n ? n : 1), sizeof(WriteItem));
+    PyObject **held = NULL;
+    struct iovec *iov = NULL;
+    PyObject *result = NULL;
+    if (w == NULL) {
+        Py_DECREF(items);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 4 || !PyList_Check(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_SetString(PyExc_TypeError, "write_batch() items are (fd, [bytes, ...], patch, fsync)");
+            goto done;
+        }
+        total += PyList_GET_SIZE(PyTuple_GET_ITEM(item, 1));
+    }
+    held = PyMem_Calloc((size_t)(total ? total : 1), sizeof(PyObject *));
+    iov = PyMem_Calloc((size_t)(total ? total : 1), sizeof(struct iovec));
+    if (held == NULL || iov == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i), *frames = PyTuple_GET_ITEM(item, 1);
+        PyObject *patch = PyTuple_GET_ITEM(item, 2);
+        w[i].fd = PyLong_AsLong(PyTuple_GET_ITEM(item, 0));
+        if (w[i].fd == -1 && PyErr_Occurred())
+            goto done;
+        w[i].do_fsync = PyObject_IsTrue(PyTuple_GET_ITEM(item, 3));
+        if (w[i].do_fsync < 0)
+            goto done;
+        if (patch != Py_None) {
+            if (!PyBytes_Check(patch) || PyBytes_GET_SIZE(patch) != 8) {
+                PyErr_SetString(PyExc_TypeError, "write_batch(): patch is 8 bytes or None");
+                goto done;
+            }
+            memcpy(w[i].patch, PyBytes_AS_STRING(patch), 8);
+            w[i].has_patch = 1;
+        }
+        w[i].first = k;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(frames); j++, k++) {
+            PyObject *frame = PyList_GET_ITEM(frames, j);
+            if (!PyBytes_Check(frame)) {
+                PyErr_SetString(PyExc_TypeError, "write_batch(): frames are bytes");
+                goto done;
+            }
+            Py_INCREF(frame);  /* alive while the GIL is released, whatever happens to the list */
+            held[k] = frame;
+            iov[k].iov_base = PyBytes_AS_STRING(frame);
+            iov[k].iov_len = (size_t)PyBytes_GET_SIZE(frame);
+        }
+        w[i].count = k - w[i].first;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int err = write_all(w[i].fd, iov + w[i].first, (int)w[i].count);
+        if (err) {
+            w[i].stage = 1;
+            w[i].err = err;
+            continue;
+        }
+        errno = 0;
+        if (w[i].has_patch && (pwrite(w[i].fd, w[i].patch, 4, 4) != 4 || pwrite(w[i].fd, w[i].patch + 4, 4, 40) != 4)) {
+            w[i].stage = 2;
+            w[i].err = errno ? errno : EIO;
+            continue;
+        }
+        if (w[i].do_fsync && fsync(w[i].fd) != 0) {
+            w[i].stage = 3;
+            w[i].err = errno;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    result = PyList_New(n);
+    if (result == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = Py_BuildValue("(ii)", w[i].stage, w[i].err);
+        if (t == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, t);
+    }
+done:
+    if (held != NULL) {
+        for (Py_ssize_t i = 0; i < total; i++)
+            Py_XDECREF(held[i]);
+    }
+    PyMem_Free(held);
+    PyMem_Free(iov);
+    PyMem_Free(w);
+    Py_DECREF(items);
+    return result;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -998,6 +1145,7 @@ static PyTypeObject ReaderType = {
 static PyMethodDef module_methods[] = {
     {"bind", fastrtp_bind, METH_VARARGS, bind_doc},
     {"bind_aligner", fastrtp_bind_aligner, METH_O, bind_aligner_doc},
+    {"write_batch", fastrtp_write_batch, METH_O, write_batch_doc},
     {"tick_legs", (PyCFunction)(void (*)(void))fastrtp_tick_legs, METH_FASTCALL, tick_legs_doc},
     {"g711_frame", (PyCFunction)(void (*)(void))fastrtp_g711_frame, METH_FASTCALL, g711_frame_doc},
     {NULL}

@@ -317,3 +317,60 @@ def test_c_frame_builder_matches_python(ops, tmp_path, monkeypatch):
     monkeypatch.undo()
     for i, (c, p) in enumerate(zip(fast, slow, strict=True)):
         assert c == p, f"after op {i}: {ops[i] if i < len(ops) else 'drain'}"
+
+
+# -- the disk writer's batch --------------------------------------------------------------------------
+
+
+def _recordings(tmp: Path, name: str, ticks: int) -> tuple[list[bytes], list[tuple]]:
+    writer = DiskWriter(start=False)
+    recs = [ports.StereoRecorder(tmp / f"{name}{i}.wav", writer=writer) for i in range(3)]
+    for t in range(ticks):
+        for i, rec in enumerate(recs):
+            if (t + i) % 3:
+                rec.push(i % 2, bytes((t * 5 + i + k) & 0xFF for k in range(160)), "PCMA" if i == 2 else "PCMU")
+            rec.tick()
+        if t % 7 == 6:
+            writer.run_pending(batch_frames=5)
+    counters = [(r.frames_written, r._data_bytes, r._since_patch, r._since_fsync) for r in recs]
+    for rec in recs:
+        rec.seal_start()
+    writer.run_pending()
+    return [rec.path.read_bytes() for rec in recs], counters
+
+
+def test_c_batch_writer_matches_python(tmp_path, monkeypatch):
+    """Frames, size patches (every 50 frames) and fsyncs (every 250): the same files and counters."""
+    assert ports._WRITE_BATCH is not None
+    calls = []
+    real = ports._WRITE_BATCH
+    monkeypatch.setattr(ports, "_WRITE_BATCH", lambda items: calls.append(len(items)) or real(items))
+    fast = _recordings(tmp_path, "c", 320)
+    monkeypatch.setattr(ports, "_WRITE_BATCH", None)
+    slow = _recordings(tmp_path, "py", 320)
+    assert calls and max(calls) == 3  # the C batch did the writing, all three recordings per call
+    assert fast == slow
+    assert all(len(data) >= 44 + 640 * 320 for data in fast[0])  # and the drain at the seal
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_batch_accounting_on_failure_matches_python(stage, tmp_path, monkeypatch):
+    """A failed write, size patch or fsync leaves the recorder's counters as the Python path leaves them."""
+    results = []
+    for batched in (True, False):
+        rec = ports.StereoRecorder(tmp_path / f"{batched}{stage}.wav", writer=DiskWriter(start=False))
+        rec.writer.run_pending()  # open
+        rec._since_patch, rec._since_fsync = 45, 245  # so both the patch and the fsync are due
+        frames = [bytes(640)] * 10
+        if batched:
+            rec._wrote(frames, rec._plan_write(frames), stage, 5)
+        else:
+            def fail(*args, **kwargs):
+                raise OSError(5, "Input/output error")
+            monkeypatch.setattr(ports.os, {1: "write", 2: "pwrite", 3: "fsync"}[stage], fail)
+            rec._write(frames)
+            monkeypatch.undo()
+        results.append((rec.frames_written, rec._data_bytes, rec._since_patch, rec._since_fsync))
+        rec._file.close()
+        rec._file = None
+    assert results[0] == results[1]
