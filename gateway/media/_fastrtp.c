@@ -210,9 +210,9 @@ static PyObject *fastrtp_bind(PyObject *module, PyObject *args)
 /* ---------------------------------------------------------------------------------------------- */
 /* the recorder's frame: StereoAligner._pull on both sides + StereoRecorder._frame's G.711 decode    */
 
-enum { A_FIFO, A_PLAYING, A_PUSHED, A_QUIET_TICKS, A_UNDERRUNS, A_DROPPED_SAMPLES, A_SILENCE, A_COUNT };
+enum { A_FIFO, A_PLAYING, A_PUSHED, A_QUIET_TICKS, A_UNDERRUNS, A_DROPPED_SAMPLES, A_SILENCE, A_PROMPT, A_COUNT };
 static const char *side_names[A_COUNT] = {
-    "fifo", "playing", "pushed", "quiet_ticks", "underruns", "dropped_samples", "silence"};
+    "fifo", "playing", "pushed", "quiet_ticks", "underruns", "dropped_samples", "silence", "prompt"};
 static Py_ssize_t side_off[A_COUNT];
 static PyTypeObject *side_cls;
 
@@ -321,18 +321,17 @@ PyDoc_STRVAR(g711_frame_doc,
 "StereoRecorder._frame do when no prompt is queued); None, with nothing changed, when a side's state\n"
 "is not what the Python code keeps (the caller then runs the Python code).");
 
-static PyObject *fastrtp_g711_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+/* The frame, or Py_None (new reference) with nothing changed when a side is not in the expected shape. */
+static PyObject *build_frame(PyObject *left, PyObject *right, PyObject *fb_obj, PyObject *prefill_obj,
+                             PyObject *max_obj, PyObject *llo_obj, PyObject *lhi_obj, PyObject *rlo_obj,
+                             PyObject *rhi_obj)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "g711_frame() takes 9 arguments");
-        return NULL;
-    }
-    PyObject *left = args[0], *right = args[1];
-    Py_ssize_t fb = PyLong_AsSsize_t(args[2]), prefill = PyLong_AsSsize_t(args[3]), max_bytes = PyLong_AsSsize_t(args[4]);
+    Py_ssize_t fb = PyLong_AsSsize_t(fb_obj), prefill = PyLong_AsSsize_t(prefill_obj),
+               max_bytes = PyLong_AsSsize_t(max_obj);
     if ((fb == -1 || prefill == -1 || max_bytes == -1) && PyErr_Occurred())
         return NULL;
-    const unsigned char *llo = table256(args[5]), *lhi = table256(args[6]), *rlo = table256(args[7]),
-                        *rhi = table256(args[8]);
+    const unsigned char *llo = table256(llo_obj), *lhi = table256(lhi_obj), *rlo = table256(rlo_obj),
+                        *rhi = table256(rhi_obj);
     if (fb <= 0 || prefill < 0 || max_bytes < prefill || !llo || !lhi || !rlo || !rhi || side_ok(left, fb) < 0
         || side_ok(right, fb) < 0)
         Py_RETURN_NONE;
@@ -346,6 +345,196 @@ static PyObject *fastrtp_g711_frame(PyObject *module, PyObject *const *args, Py_
         return NULL;
     }
     return frame;
+}
+
+static PyObject *fastrtp_g711_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "g711_frame() takes 9 arguments");
+        return NULL;
+    }
+    return build_frame(args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8]);
+}
+
+/* StereoRecorder.tick's plain frame in C: 1 done, 0 Python must do this frame (nothing changed), -1 error.
+ * Plain: no prompt queued on either side, the disk backlog not full, no gap pending, the decode tables
+ * and aligner sides in the shapes the Python code keeps. */
+static int recorder_tick_one(PyObject *rec)
+{
+    static PyObject *s_aligner, *s_sides, *s_decode, *s_frame_bytes, *s_prefill, *s_max, *s_frames,
+        *s_queued, *s_written, *s_pending, *s_gap, *s_queue, *s_append;
+    if (s_aligner == NULL) {
+        s_aligner = PyUnicode_InternFromString("aligner");
+        s_sides = PyUnicode_InternFromString("sides");
+        s_decode = PyUnicode_InternFromString("_decode");
+        s_frame_bytes = PyUnicode_InternFromString("frame_bytes");
+        s_prefill = PyUnicode_InternFromString("prefill_bytes");
+        s_max = PyUnicode_InternFromString("max_bytes");
+        s_frames = PyUnicode_InternFromString("frames");
+        s_queued = PyUnicode_InternFromString("frames_queued");
+        s_written = PyUnicode_InternFromString("frames_written");
+        s_pending = PyUnicode_InternFromString("max_pending_frames");
+        s_gap = PyUnicode_InternFromString("_gap");
+        s_queue = PyUnicode_InternFromString("_queue");
+        s_append = PyUnicode_InternFromString("append");
+        if (!s_aligner || !s_sides || !s_decode || !s_frame_bytes || !s_prefill || !s_max || !s_frames
+            || !s_queued || !s_written || !s_pending || !s_gap || !s_queue || !s_append)
+            return -1;
+    }
+    if (side_cls == NULL)
+        return 0;
+    int rc = 0;
+    PyObject *aligner = NULL, *sides = NULL, *decode = NULL, *fb = NULL, *prefill = NULL, *maxb = NULL,
+             *frames = NULL, *queued = NULL, *written = NULL, *pending = NULL, *gap = NULL, *queue = NULL,
+             *frame = NULL;
+    aligner = PyObject_GetAttr(rec, s_aligner);
+    if (aligner == NULL)
+        goto python;
+    sides = PyObject_GetAttr(aligner, s_sides);
+    decode = PyObject_GetAttr(rec, s_decode);
+    fb = PyObject_GetAttr(aligner, s_frame_bytes);
+    prefill = PyObject_GetAttr(aligner, s_prefill);
+    maxb = PyObject_GetAttr(aligner, s_max);
+    frames = PyObject_GetAttr(aligner, s_frames);
+    queued = PyObject_GetAttr(rec, s_queued);
+    written = PyObject_GetAttr(rec, s_written);
+    pending = PyObject_GetAttr(rec, s_pending);
+    gap = PyObject_GetAttr(rec, s_gap);
+    queue = PyObject_GetAttr(rec, s_queue);
+    if (!sides || !decode || !fb || !prefill || !maxb || !frames || !queued || !written || !pending || !gap || !queue)
+        goto python;
+    if (!PyTuple_CheckExact(sides) || PyTuple_GET_SIZE(sides) != 2 || !PyList_CheckExact(decode)
+        || PyList_GET_SIZE(decode) != 2 || !PyLong_CheckExact(frames) || !PyLong_CheckExact(queued)
+        || !PyLong_CheckExact(written) || !PyLong_CheckExact(pending) || !PyLong_CheckExact(gap)
+        || PyLong_AsLong(gap) != 0)
+        goto python;
+    PyObject *left = PyTuple_GET_ITEM(sides, 0), *right = PyTuple_GET_ITEM(sides, 1);
+    PyObject *ld = PyList_GET_ITEM(decode, 0), *rd = PyList_GET_ITEM(decode, 1);
+    if (!PyObject_TypeCheck(left, side_cls) || !PyObject_TypeCheck(right, side_cls)
+        || !PyTuple_CheckExact(ld) || PyTuple_GET_SIZE(ld) != 2 || !PyTuple_CheckExact(rd) || PyTuple_GET_SIZE(rd) != 2)
+        goto python;
+    PyObject *lp = SLOT(left, side_off[A_PROMPT]), *rp = SLOT(right, side_off[A_PROMPT]);
+    if (lp == NULL || rp == NULL || !PyByteArray_CheckExact(lp) || !PyByteArray_CheckExact(rp)
+        || PyByteArray_GET_SIZE(lp) || PyByteArray_GET_SIZE(rp))
+        goto python;
+    long long q = PyLong_AsLongLong(queued), w = PyLong_AsLongLong(written), mp = PyLong_AsLongLong(pending),
+              f = PyLong_AsLongLong(frames);
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        goto python;
+    }
+    if (q - w >= mp)
+        goto python;  /* the backlog is full: Python drops the frame to disk, loudly */
+    frame = build_frame(left, right, fb, prefill, maxb, PyTuple_GET_ITEM(ld, 0), PyTuple_GET_ITEM(ld, 1),
+                        PyTuple_GET_ITEM(rd, 0), PyTuple_GET_ITEM(rd, 1));
+    if (frame == NULL) {
+        rc = -1;
+        goto out;
+    }
+    if (frame == Py_None)
+        goto python;
+    /* as StereoRecorder._frame (aligner.frames += 1) then _enqueue (frames_queued += 1, queue it) */
+    PyObject *n = PyLong_FromLongLong(f + 1);
+    if (n == NULL || PyObject_SetAttr(aligner, s_frames, n) < 0) {
+        Py_XDECREF(n);
+        rc = -1;
+        goto out;
+    }
+    Py_DECREF(n);
+    n = PyLong_FromLongLong(q + 1);
+    if (n == NULL || PyObject_SetAttr(rec, s_queued, n) < 0) {
+        Py_XDECREF(n);
+        rc = -1;
+        goto out;
+    }
+    Py_DECREF(n);
+    PyObject *r = PyObject_CallMethodOneArg(queue, s_append, frame);
+    if (r == NULL) {
+        rc = -1;
+        goto out;
+    }
+    Py_DECREF(r);
+    rc = 1;
+    goto out;
+python:
+    PyErr_Clear();
+    rc = 0;
+out:
+    Py_XDECREF(aligner);
+    Py_XDECREF(sides);
+    Py_XDECREF(decode);
+    Py_XDECREF(fb);
+    Py_XDECREF(prefill);
+    Py_XDECREF(maxb);
+    Py_XDECREF(frames);
+    Py_XDECREF(queued);
+    Py_XDECREF(written);
+    Py_XDECREF(pending);
+    Py_XDECREF(gap);
+    Py_XDECREF(queue);
+    Py_XDECREF(frame);
+    return rc;
+}
+
+PyDoc_STRVAR(tick_recorders_doc,
+"tick_recorders(recorders, count) -> list\n\n"
+"recorder.tick(count) for each recorder not sealed, each plain frame made in C (the others by\n"
+"recorder.tick(1)); returns the sealed recorders, in order.");
+
+static PyObject *fastrtp_tick_recorders(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    static PyObject *s_sealed, *s_tick;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "tick_recorders() takes 2 arguments");
+        return NULL;
+    }
+    if (s_sealed == NULL) {
+        s_sealed = PyUnicode_InternFromString("sealed");
+        s_tick = PyUnicode_InternFromString("tick");
+        if (s_sealed == NULL || s_tick == NULL)
+            return NULL;
+    }
+    Py_ssize_t count = PyLong_AsSsize_t(args[1]);
+    if (count == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *seq = PySequence_Fast(args[0], "tick_recorders() takes a sequence of recorders");
+    if (seq == NULL)
+        return NULL;
+    PyObject *sealed_list = PyList_New(0), *one = PyLong_FromLong(1);
+    if (sealed_list == NULL || one == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *rec = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *sealed = PyObject_GetAttr(rec, s_sealed);
+        int is_sealed = sealed == NULL ? -1 : PyObject_IsTrue(sealed);
+        Py_XDECREF(sealed);
+        if (is_sealed < 0)
+            goto fail;
+        if (is_sealed) {
+            if (PyList_Append(sealed_list, rec) < 0)
+                goto fail;
+            continue;
+        }
+        for (Py_ssize_t c = 0; c < count; c++) {
+            int done = recorder_tick_one(rec);
+            if (done < 0)
+                goto fail;
+            if (!done) {
+                PyObject *r = PyObject_CallMethodOneArg(rec, s_tick, one);
+                if (r == NULL)
+                    goto fail;
+                Py_DECREF(r);
+            }
+        }
+    }
+    Py_DECREF(seq);
+    Py_DECREF(one);
+    return sealed_list;
+fail:
+    Py_DECREF(seq);
+    Py_XDECREF(one);
+    Py_XDECREF(sealed_list);
+    return NULL;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -1146,6 +1335,7 @@ static PyMethodDef module_methods[] = {
     {"bind", fastrtp_bind, METH_VARARGS, bind_doc},
     {"bind_aligner", fastrtp_bind_aligner, METH_O, bind_aligner_doc},
     {"write_batch", fastrtp_write_batch, METH_O, write_batch_doc},
+    {"tick_recorders", (PyCFunction)(void (*)(void))fastrtp_tick_recorders, METH_FASTCALL, tick_recorders_doc},
     {"tick_legs", (PyCFunction)(void (*)(void))fastrtp_tick_legs, METH_FASTCALL, tick_legs_doc},
     {"g711_frame", (PyCFunction)(void (*)(void))fastrtp_g711_frame, METH_FASTCALL, g711_frame_doc},
     {NULL}

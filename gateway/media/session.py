@@ -552,8 +552,10 @@ class MediaEngine:
         #: The C reader that relays a bridged call's steady-state packets (IPv4), or None: Python does all.
         self._fast_reader = fast_module.Reader if fast_module is not None and self._family == socket.AF_INET \
             else None
-        #: The clock's pass over the legs in C (idle legs skipped there), or None.
+        #: The clock's passes over the legs (idle legs skipped) and the recorders (plain frames made) in C,
+        #: or None.
         self._tick_legs = fast_module.tick_legs if fast_module is not None else None
+        self._tick_recorders = fast_module.tick_recorders if fast_module is not None else None
         self.schedule: TickSchedule | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._start_clock = start_clock
@@ -773,6 +775,11 @@ class MediaEngine:
             for leg in legs:
                 if not leg.closed:
                     leg._tick(now, frames, keepalive)
+        tick_recorders = self._tick_recorders
+        if tick_recorders is not None:
+            for recorder in tick_recorders(recorders, frames + skipped):
+                self._recorders.pop(recorder, None)
+            return
         for recorder in recorders:
             if recorder.sealed:
                 self._recorders.pop(recorder, None)

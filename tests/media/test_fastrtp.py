@@ -374,3 +374,45 @@ def test_batch_accounting_on_failure_matches_python(stage, tmp_path, monkeypatch
         rec._file.close()
         rec._file = None
     assert results[0] == results[1]
+
+
+def _record_ticks(ops: list[tuple], tmp: Path, name: str, c_ticks: bool, max_pending: int) -> list:
+    from gateway.media import _fastrtp
+
+    rec = ports.StereoRecorder(tmp / f"{name}.wav", writer=DiskWriter(start=False), max_pending_frames=max_pending)
+    trace = []
+    for n, op in enumerate(ops):
+        if op[0] == "push":
+            rec.push(op[1], bytes((n * 7 + k) & 0xFF for k in range(op[2])), op[3])
+        elif op[0] == "prompt":
+            rec.push_prompt(op[1], bytes((n + k) & 0xFF for k in range(op[2])))
+        elif c_ticks:
+            assert _fastrtp.tick_recorders([rec], op[1]) == []
+        else:
+            rec.tick(op[1])
+        if n % 5 == 4:  # the disk catches up now and then
+            rec.frames_written = rec.frames_queued
+        sides = [{k: (bytes(v) if isinstance(v, bytearray) else v) for k in s.__slots__ for v in [getattr(s, k)]}
+                 for s in rec.aligner.sides]
+        trace.append((list(rec._queue), sides, rec.aligner.frames, rec.frames_queued, rec.frames_dropped, rec._gap))
+    return trace
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=recorder_ops, max_pending=st.sampled_from([2, 4, 500]))
+def test_c_recorder_ticks_match_python(ops, max_pending, tmp_path):
+    """The clock's pass over the recorders in C (plain frames there, the rest by recorder.tick) against
+    recorder.tick: the same frames queued, drops to disk, gaps and aligner state."""
+    fast = _record_ticks(ops, tmp_path, "c", True, max_pending)
+    slow = _record_ticks(ops, tmp_path, "py", False, max_pending)
+    for i, (c, p) in enumerate(zip(fast, slow, strict=True)):
+        assert c == p, f"after op {i}: {ops[i]}"
+
+
+def test_tick_recorders_returns_the_sealed(tmp_path):
+    from gateway.media import _fastrtp
+
+    a, b = (ports.StereoRecorder(tmp_path / f"{n}.wav", writer=DiskWriter(start=False)) for n in "ab")
+    b.seal_start()
+    assert _fastrtp.tick_recorders([a, b], 2) == [b]
+    assert a.frames_queued == 2 and a.aligner.frames == 2
