@@ -14,6 +14,10 @@ intercoms to retransmit and for the gateway to fall behind.  The gateway therefo
   frozen (an idle gateway does not collect at all);
 * collects in full regardless of load once ``max_frozen`` objects are frozen, so memory stays bounded
   when the gateway is never quiet.
+
+"Objects frozen" is whatever growth measure the caller's ``frozen()`` returns.  The service measures
+resident memory (KiB): counting the frozen objects themselves (``gc.get_freeze_count()``) walks all of
+them, tens of milliseconds with a million frozen, and that would be a stall of the loop on every check.
 """
 
 from __future__ import annotations
