@@ -12,8 +12,12 @@ intercoms to retransmit and for the gateway to fall behind.  The gateway therefo
   call for ``quiet_after`` seconds) once ``quiet_interval`` seconds have passed since the last full collection and at least
   ``min_growth`` objects were frozen since, which reclaims reference cycles that became garbage while
   frozen (an idle gateway does not collect at all);
-* collects in full regardless of load once ``max_frozen`` objects are frozen, so memory stays bounded
-  when the gateway is never quiet.
+* collects in full regardless of load once ``max_frozen`` objects are frozen beyond what the calls it
+  holds account for (``per_call`` for each call up or lingering), so memory stays bounded when the
+  gateway is never quiet.  The allowance matters: the calls of a busy gateway are live data, not
+  garbage (the per-call objects form no reference cycles), and a full collection that walks a
+  million of them to free nothing is a pause of most of a second, during which SIP messages queue,
+  the socket buffer overflows and every phone retransmits.
 
 "Objects frozen" is whatever growth measure the caller's ``frozen()`` returns.  The service measures
 resident memory (KiB): counting the frozen objects themselves (``gc.get_freeze_count()``) walks all of
@@ -52,6 +56,8 @@ class HeapPolicy:
     #: Frozen objects (beyond the live heap of the last full collection) that force a full collection
     #: even while calls are in progress.
     max_frozen: int = 1_500_000
+    #: Growth allowed for each call held (up or lingering) on top of ``max_frozen``.
+    per_call: int = 0
     #: Seconds between checks of ``max_frozen`` under load.
     check_interval: float = 5.0
     #: When the last freeze, full collection and load check ran (``now`` units; None: never).
@@ -68,12 +74,13 @@ class HeapPolicy:
     last_busy: float = 0.0
 
     def decide(self, now: float, calls_started: int, frozen: Callable[[], int],
-               in_progress: Callable[[], int] = lambda: 0) -> HeapAction:
+               in_progress: Callable[[], int] = lambda: 0, held: Callable[[], int] = lambda: 0) -> HeapAction:
         """The action due at ``now``; the caller runs it (then :meth:`collected` after a COLLECT).
 
         ``calls_started`` counts calls ever started, ``in_progress()`` the calls up now: quiet means no
         new call for ``quiet_after`` seconds (short calls come and go between two looks) *and* no call in
         progress (a full collection pauses the loop, and with it the audio of every call).
+        ``held()`` counts the calls whose objects are still alive (up or lingering for late messages).
         """
         if calls_started != self.seen_started:
             self.seen_started = calls_started
@@ -84,7 +91,8 @@ class HeapPolicy:
         if quiet_due or check_due:
             self.last_check = now
             growth = frozen() - self.baseline
-            if growth > self.max_frozen or (quiet_due and growth >= self.min_growth):
+            bound = self.max_frozen + (self.per_call * held() if self.per_call else 0)
+            if growth > bound or (quiet_due and growth >= self.min_growth):
                 self.last_collect = self.last_freeze = now
                 return HeapAction.COLLECT
             if quiet_due:

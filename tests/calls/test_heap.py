@@ -74,3 +74,18 @@ def test_a_call_in_progress_is_never_paused_for_a_quiet_collection() -> None:
     up[0] = 0  # the call ended: now the gateway is quiet
     assert policy.decide(61.0, calls_started=1, frozen=Frozen(10**6), in_progress=lambda: up[0]) \
         is HeapAction.COLLECT
+
+
+def test_calls_held_raise_the_bound_under_load() -> None:
+    """Growth that the calls held account for is live data: no pause to walk it; beyond it, collect."""
+    policy = HeapPolicy(max_frozen=1000, per_call=100, check_interval=5.0)
+    policy.collected(0)
+    held = [50]  # 50 calls up or lingering: 1000 + 50 * 100 = 6000 allowed
+    assert policy.decide(0.0, calls_started=1, frozen=Frozen(5900), held=lambda: held[0]) is not HeapAction.COLLECT
+    assert policy.decide(5.0, calls_started=2, frozen=Frozen(5900), held=lambda: held[0]) is not HeapAction.COLLECT
+    held[0] = 10  # the calls ended and were forgotten; the memory did not come back: collect
+    assert policy.decide(10.0, calls_started=3, frozen=Frozen(5900), held=lambda: held[0]) is HeapAction.COLLECT
+    policy.collected(5000)
+    held[0] = 50
+    assert policy.decide(15.0, calls_started=4, frozen=Frozen(6500), held=lambda: held[0]) is not HeapAction.COLLECT
+    assert policy.decide(20.0, calls_started=5, frozen=Frozen(11001), held=lambda: held[0]) is HeapAction.COLLECT
