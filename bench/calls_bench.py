@@ -57,6 +57,7 @@ from sip_harness import (  # noqa: E402
     free_port,
     percentile,
     print_markdown_table,
+    thread_cpu_seconds,
     udp_rcvbuf_errors,
 )
 
@@ -181,6 +182,7 @@ def run_rate(
         answered0 = gw.metric("gateway_activations_total", outcome="answered")
         all0 = gw.metric("gateway_activations_total")
         cpu0 = cpu_seconds(gw.proc.pid)  # type: ignore[union-attr]
+        loop0 = thread_cpu_seconds(gw.proc.pid)  # type: ignore[union-attr]
         busy0, kids0 = machine_busy_seconds(), children_cpu_seconds()
         drops0 = udp_rcvbuf_errors()
         t0 = time.monotonic()
@@ -216,6 +218,7 @@ def run_rate(
         )
         wall = time.monotonic() - t0
         cpu = cpu_seconds(gw.proc.pid) - cpu0  # type: ignore[union-attr]
+        loop_cpu = thread_cpu_seconds(gw.proc.pid) - loop0  # type: ignore[union-attr]
         busy = machine_busy_seconds() - busy0
         hp_cpu = children_cpu_seconds() - kids0  # the help point SIPp (waited for); the UAS is counted below
         drops = udp_rcvbuf_errors() - drops0
@@ -250,7 +253,8 @@ def run_rate(
     cps = ok / elapsed if elapsed else 0.0
     peers = "SIPp+tcpdump" if capture else "SIPp"
     note = (
-        f"gateway CPU {100 * cpu / wall:.0f}%, {peers} {100 * (hp_cpu + op_cpu) / wall:.0f}%, "
+        f"gateway CPU {100 * cpu / wall:.0f}% (event-loop thread {100 * loop_cpu / wall:.0f}%, "
+        f"{1000 * loop_cpu / max(1, ok):.2f} ms per completed call), {peers} {100 * (hp_cpu + op_cpu) / wall:.0f}%, "
         f"other processes {100 * others / wall:.0f}% (of 1 core, {os.cpu_count()} cores), "
         f"journal: {answered:.0f} answered / {ended:.0f} ended, "
         f"SIPp retrans {stats.get('Retransmissions(C)', '?')}, UDP rcvbuf drops {drops}"

@@ -810,6 +810,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU seconds of one thread (default: the main thread, whose id is the process id)."""
+    tid = pid if tid is None else tid
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def udp_rcvbuf_errors() -> int:
     """Datagrams the kernel dropped because a UDP receive buffer was full (this network namespace)."""
     try:
