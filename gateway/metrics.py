@@ -84,6 +84,13 @@ REGISTER_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25), registry=REGISTRY,
 )
 
+EVENT_LOOP_LAG = Histogram(
+    "gateway_event_loop_lag_seconds",
+    "How late the event loop ran a timer due every 0.25 s: SIP messages and media wait about as long "
+    "when the gateway is busy (its capacity: README, Benchmarks)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=REGISTRY,
+)
+
 ACTIVATIONS_STARTED = Counter(
     "gateway_activations_started_total", "Help-point activations admitted (one per press)", registry=REGISTRY,
 )

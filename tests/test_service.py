@@ -38,3 +38,30 @@ def test_summary_log_appends_durable_json_lines(tmp_path):
     assert rows[0]["activation_id"] == "act-1" and rows[0]["timeline"] == [{"t": 0.0, "event": "offered"}]
     assert rows[1] == {"recording": {"activation_id": "act-1", "path": "/r/act-1.wav", "duration": 1.0,
                                      "sha256": "ab" * 32}}
+
+
+async def test_loop_lag_probe_reports_how_late_the_loop_ran_its_timer():
+    """A callback that holds the loop for 60 ms makes the probe's next wake-up at least 50 ms late."""
+    import asyncio
+    import time
+
+    from gateway.service import loop_lag_probe
+
+    seen: list[float] = []
+    first = asyncio.Event()
+
+    def observe(lag: float) -> None:
+        seen.append(lag)
+        first.set()
+
+    probe = asyncio.create_task(loop_lag_probe(observe, interval=0.01))
+    try:
+        await asyncio.wait_for(first.wait(), 10)
+        before = len(seen)
+        time.sleep(0.06)  # a busy loop: nothing else runs meanwhile
+        while len(seen) < before + 2:
+            await asyncio.sleep(0.01)
+    finally:
+        probe.cancel()
+    assert all(lag >= 0.0 for lag in seen)
+    assert seen[before] >= 0.05, seen

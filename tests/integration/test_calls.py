@@ -284,6 +284,8 @@ def test_council_answers_and_confirms(env: Env) -> None:
 
     assert env.gw.metric("gateway_activations_started_total") == started0 + 1
     assert env.gw.metric("gateway_activations_total", outcome="answered") == 1
+    # The event-loop lag probe runs in the real process (four samples a second; the call took > 3 s).
+    assert env.gw.metric("gateway_event_loop_lag_seconds_count") >= 4
 
 
 def test_council_busy_fails_over_to_police(env: Env) -> None:
