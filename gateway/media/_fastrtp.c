@@ -1331,7 +1331,31 @@ static PyTypeObject ReaderType = {
     .tp_members = Reader_members,
 };
 
+PyDoc_STRVAR(drain_doc, "drain(fd, limit) -> int: read and drop up to `limit` queued datagrams of a non-blocking "
+             "socket; how many were dropped. Holds the GIL (no system call here can block), so the event loop's "
+             "thread does not hand the GIL to another thread and wait to get it back.");
+
+static PyObject *fastrtp_drain(PyObject *module, PyObject *args)
+{
+    int fd, limit;
+    if (!PyArg_ParseTuple(args, "ii", &fd, &limit))
+        return NULL;
+    unsigned char buf[2048];
+    long dropped = 0;
+    while (dropped < limit) {
+        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            break; /* EAGAIN: empty; anything else (e.g. ECONNREFUSED from an ICMP error) ends it too */
+        }
+        dropped++;
+    }
+    return PyLong_FromLong(dropped);
+}
+
 static PyMethodDef module_methods[] = {
+    {"drain", fastrtp_drain, METH_VARARGS, drain_doc},
     {"bind", fastrtp_bind, METH_VARARGS, bind_doc},
     {"bind_aligner", fastrtp_bind_aligner, METH_O, bind_aligner_doc},
     {"write_batch", fastrtp_write_batch, METH_O, write_batch_doc},

@@ -178,8 +178,17 @@ class _Idle:
         self.quiet_since = now
         self.strays += 1
 
-    def drain(self) -> None:
+    def drain(self, drain_fd: Callable[[int, int], int] | None = None) -> None:
+        """Drop what arrived since the loop last read these sockets (the next leg starts clean).
+
+        ``drain_fd`` is the C module's ``drain``, which keeps the GIL: ``socket.recvfrom`` releases it even
+        on a non-blocking socket, and under load another thread then takes it, so each empty read cost the
+        event loop ~25 us instead of ~1.5 us (measured under bench/calls_bench.py at 200 calls/s).
+        """
         for sock in (self.rtp, self.rtcp):
+            if drain_fd is not None:
+                drain_fd(sock.fileno(), 64)
+                continue
             for _ in range(64):
                 try:
                     sock.recvfrom(2048)
@@ -556,6 +565,8 @@ class MediaEngine:
         #: or None.
         self._tick_legs = fast_module.tick_legs if fast_module is not None else None
         self._tick_recorders = fast_module.tick_recorders if fast_module is not None else None
+        #: Empties a pooled socket without releasing the GIL (C), or None.
+        self._drain_fd = getattr(fast_module, "drain", None)
         self.schedule: TickSchedule | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._start_clock = start_clock
@@ -598,7 +609,7 @@ class MediaEngine:
             idle = self._take_idle(now, quiet=False)
             if idle is None:
                 raise PortsExhaustedError(f"no free RTP port pair in {self.port_min}-{self.port_max}")
-        idle.drain()
+        idle.drain(self._drain_fd)
         leg = MediaLeg(self, idle.rtp, idle.rtcp, idle.port, keepalive, name or f"rtp:{idle.port}")
         idle.readers[0].handler = leg._receive_rtp
         idle.readers[1].handler = leg._receive_rtcp

@@ -416,3 +416,25 @@ def test_tick_recorders_returns_the_sealed(tmp_path):
     b.seal_start()
     assert _fastrtp.tick_recorders([a, b], 2) == [b]
     assert a.frames_queued == 2 and a.aligner.frames == 2
+
+
+def test_drain_drops_queued_datagrams_up_to_the_limit_and_never_blocks():
+    from gateway.media import _fastrtp
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        assert _fastrtp.drain(rx.fileno(), 64) == 0  # empty: returns at once
+        for i in range(5):
+            tx.sendto(bytes([i]) * 172, rx.getsockname())
+        # loopback delivery is synchronous with sendto: all five are queued now
+        assert _fastrtp.drain(rx.fileno(), 3) == 3
+        assert rx.recv(2048) == bytes([3]) * 172  # the oldest three went, in order
+        assert _fastrtp.drain(rx.fileno(), 64) == 1
+        with pytest.raises(BlockingIOError):
+            rx.recv(2048)
+    finally:
+        rx.close()
+        tx.close()

@@ -356,9 +356,10 @@ async def test_source_port_zero_is_relayed_but_never_latched(engine: MediaEngine
     assert leg.stats.packets_in == 1
 
 
-async def test_released_ports_are_pooled_and_reused_only_after_a_quiet_spell() -> None:
+@pytest.mark.parametrize("fast_path", [True, False], ids=["C-drain", "python-drain"])
+async def test_released_ports_are_pooled_and_reused_only_after_a_quiet_spell(fast_path: bool) -> None:
     clock = FakeClock()
-    eng = MediaEngine(HOST, 41400, 41409, clock=clock, start_clock=False, reuse_quiet=2.0)
+    eng = MediaEngine(HOST, 41400, 41409, clock=clock, start_clock=False, reuse_quiet=2.0, fast_path=fast_path)
     peer = await make_peer()
     try:
         first = eng.allocate_leg()
@@ -375,13 +376,16 @@ async def test_released_ports_are_pooled_and_reused_only_after_a_quiet_spell() -
         third = eng.allocate_leg()
         assert third.local_port not in (port, second.local_port)
         clock.now += 2.0  # now quiet for 3.0 s: the pooled pair is taken again, socket and reader as they were
-        peer.send(port, voice(2, "PCMU"), 0)  # queued, never read: the new leg must not see it
+        # queued, never read (half frames, to tell them apart): the new leg must not see them
+        peer.send(port, voice(2, "PCMU")[:80], 0)
+        peer.send(port, voice(2, "PCMU")[:80], 0)
         reused = eng.allocate_leg()
         assert reused.local_port == port and reused._rtp is first._rtp
         assert reused.stats.packets_in == 0
         reused.set_remote(NegotiatedMedia(HOST, peer.port, "PCMU", 0))
         peer.send(port, voice(3, "PCMU"), 0)
-        await until(lambda: reused.stats.packets_in == 1)
+        await until(lambda: reused.stats.packets_in >= 1)
+        assert (reused.stats.packets_in, reused.stats.octets_in) == (1, 12 + 160)  # the new packet only
         assert first.stats.packets_in == 0  # the old leg object never hears of it
     finally:
         peer.transport.close()
