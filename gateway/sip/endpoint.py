@@ -44,10 +44,14 @@ from .transaction import (
     NonInviteClientTransaction,
     NonInviteServerTransaction,
     Send,
+    State,
     TimedOut,
     Transaction,
 )
 from .uri import Params
+
+#: States in which a transaction still waits for (or owes) a final response.
+_IN_PROGRESS = frozenset((State.CALLING, State.TRYING, State.PROCEEDING))
 
 #: RFC 3261 §8.1.1.7 magic cookie that marks an RFC 3261 branch.
 MAGIC_COOKIE = "z9hG4bK"
@@ -235,8 +239,16 @@ class SipEndpoint:
 
     @property
     def active_transaction_count(self) -> int:
-        """Transactions still waiting for a final response (what a graceful drain waits for)."""
-        return sum(1 for tx in self._txs.values() if tx.state.value in ("Calling", "Trying", "Proceeding"))
+        """Transactions a graceful drain waits for: requests we owe a final response, and our non-INVITE
+        requests (BYE, CANCEL) still waiting for theirs.
+
+        Our INVITEs are left out: each belongs to a call, and the drain waits for the calls.  One whose
+        call has ended is a forked leg to a contact that never answered (a dead softphone's stale
+        binding): it cannot be cancelled before a provisional response (RFC 3261 §9.1), so only Timer B
+        ends it, 32 s later, and waiting for it would only keep turning presses away.
+        """
+        return sum(1 for tx in self._txs.values()
+                   if tx.state in _IN_PROGRESS and not isinstance(tx, InviteClientTransaction))
 
     @property
     def transaction_count(self) -> int:

@@ -284,3 +284,24 @@ def test_configured_t1_scales_every_timer():
     a.datagrams_to_send(0.0)
     # Timer A starts at T1 = 1 s and doubles; Timer B = 64*T1 = 64 s.
     assert sent_times(a, 100.0) == [1.0, 3.0, 7.0, 15.0, 31.0, 63.0]
+
+
+def test_drain_counts_owed_responses_and_our_byes_but_not_our_invites():
+    """What a graceful drain waits for (SipEndpoint.active_transaction_count, hand-advanced time)."""
+    a, b = make(A), make(B)
+    # Our INVITE to a contact that never answers: Calling until Timer B, yet no work a drain waits for
+    # (its call is waited for instead; a forked leg to a dead contact must not hold a restart for 32 s).
+    a.send_request(request("INVITE"), B, 0.0)
+    a.datagrams_to_send(0.0)
+    assert a.transaction_count == 1 and a.active_transaction_count == 0
+    # Our BYE waiting for its response: counted until the 200 arrives.
+    a.send_request(request("BYE"), B, 0.0)
+    transfer(a, A, b, 0.0)
+    assert a.active_transaction_count == 1
+    # The peer owes a final response to the BYE it received: counted on its side until it answers.
+    (received,) = [e for e in drain(b) if isinstance(e, ev.RequestReceived)]
+    assert b.active_transaction_count == 1
+    b.send_response(received.transaction, build_response(received.request, 200), 0.1)
+    assert b.active_transaction_count == 0  # Completed (Timer J) is not in progress
+    transfer(b, B, a, 0.1)
+    assert a.active_transaction_count == 0 and a.transaction_count == 2  # BYE in Completed (Timer K)

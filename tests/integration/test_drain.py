@@ -1,0 +1,63 @@
+"""SIGTERM after a call that was forked to a dead contact: the graceful stop is still quick.
+
+A softphone that died without unregistering leaves a stale binding: the gateway forks to it and to the
+live softphone, which answers. The dead leg cannot be cancelled (a CANCEL waits for a provisional
+response, RFC 3261 §9.1), so its INVITE client transaction lives until Timer B (64*T1 = 32 s). That is no
+work in progress: once every call has ended, SIGTERM must exit at once (each second of draining is a
+second in which presses are turned away), not wait out the dead leg.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from calls_harness import COUNCIL, CallGateway, SippAgent, register, single_room_dialplan
+from sip_harness import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+SIGTERM_BUDGET = 5.0  # seconds from SIGTERM to exit once no call is in progress (drain_timeout is 32 s)
+
+
+def test_sigterm_does_not_wait_for_a_dead_forked_leg(sipp: str, tmp_path: Path) -> None:
+    gw = CallGateway(tmp_path, single_room_dialplan())
+    agents: list[SippAgent] = []
+    try:
+        gw.start()
+        dead_port = free_port()  # nothing listens there: the softphone that died
+        assert register(gw, COUNCIL[0], dead_port).status == 200
+        op = SippAgent(sipp, "op_answer.xml", gw, tmp_path, name="op", keys={"opuser": COUNCIL[0]},
+                       timeout=60).start()
+        agents.append(op)
+        op.wait_listening()
+        assert register(gw, COUNCIL[0], op.port).status == 200
+        hp = SippAgent(sipp, "hp_call.xml", gw, tmp_path, name="hp", keys={"hpuser": "hp-portland-square"},
+                       user="hp-portland-square", extra=["-d", "1000"], timeout=60).start()
+        agents.append(hp)
+        result = hp.wait(45.0)
+        assert result.returncode == 0, f"help point scenario failed:\n{result.explain()}\n{gw.log_tail()}"
+        assert wait_for(lambda: len(gw.activations()) == 1, 20.0), gw.log_tail()
+        (act,) = gw.activations()
+        assert act["outcome"] == "answered", act
+        started = [e for e in act["timeline"] if e["event"] == "leg-started"]
+        contacts = {e["contact"] for e in started}
+        assert f"sip:{COUNCIL[0]}@127.0.0.1:{dead_port}" in contacts and len(contacts) == 2, started
+
+        assert gw.proc is not None
+        begin = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        try:
+            code = gw.proc.wait(SIGTERM_BUDGET + 40)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit {SIGTERM_BUDGET + 40:.0f} s after SIGTERM; log:\n{gw.log_tail()}")
+        took = time.monotonic() - begin
+        assert code == 0, f"exit code {code}; log:\n{gw.log_tail()}"
+        assert took < SIGTERM_BUDGET, f"took {took:.1f} s to exit after SIGTERM; log:\n{gw.log_tail()}"
+    finally:
+        for agent in agents:
+            agent.stop()
+        gw.stop()
