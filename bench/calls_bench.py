@@ -7,7 +7,8 @@ directory and a benchmark dialplan (tests/integration/calls_harness.py ``single_
 rings council-cctv-1 only, no prompt, no confirm digit, so every call is INVITE -> operator answers -> bridged.
 Digest is MD5-first (``registrar.algorithms: [MD5, SHA-256]``) because SIPp 3.6.1 only computes MD5.
 
-* Operator: a SIPp UAS (scenarios/calls/bench_op.xml) registered as council-cctv-1, answering every INVITE at
+* Operator: a SIPp UAS (scenarios/calls/bench_op.xml) registered as council-cctv-1 (a new one per run, its
+  contact removed after the run, so every call rings exactly one contact), answering every INVITE at
   once (180, 200 with SDP), then the ACK and the BYE.
 * Help point: a SIPp UAC (scenarios/calls/bench_hp.xml) as hp-outram-street: INVITE, 401, INVITE with digest,
   183, 200, ACK, BYE at once. No RTP is sent by either SIPp (the gateway still opens its two RTP legs per call
@@ -244,6 +245,10 @@ def run_rate(
         except subprocess.TimeoutExpired:
             op.terminate()
             op.wait(5)
+        # Remove this UAS's contact: left bound, every call of the next run would also be forked to a dead
+        # port (an INVITE retransmitted until Timer B, 32 s, per call) and measure that instead.
+        gone = register(gw, OPERATOR, op_port, expires=0)
+        assert gone.status == 200, f"un-REGISTER {OPERATOR}: {gone.text}"
     op_cpu = children_cpu_seconds() - kids0 - hp_cpu
     others = max(0.0, busy - cpu - hp_cpu - op_cpu)
     stats = last_stats(step / "hp" / "stats.csv")
