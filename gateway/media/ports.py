@@ -241,6 +241,8 @@ class StereoRecorder:
         self._gap = 0
         self.sealed = False
         self.sha256: str | None = None
+        #: Bytes of the sealed file (what the SHA-256 covers), known once sealed.
+        self.size: int | None = None
         self._file = None  # only touched on the writer thread
         self._data_bytes = 0
         self._since_patch = 0
@@ -439,10 +441,13 @@ class StereoRecorder:
                 self._file.close()
                 self._file = None
                 digest = hashlib.sha256()
+                size = 0
                 with open(self.path, "rb") as f:
                     while chunk := f.read(1 << 20):
                         digest.update(chunk)
+                        size += len(chunk)
                 self.sha256 = digest.hexdigest()
+                self.size = size
                 fd = os.open(f"{self.path}.sha256", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
                     os.write(fd, f"{self.sha256}  {self.path.name}\n".encode())

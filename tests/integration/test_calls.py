@@ -13,6 +13,7 @@ journalled in ``activations.jsonl`` (outcome, timeline), the recording's hash an
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import time
 import wave
 from collections.abc import Iterator
@@ -284,6 +285,16 @@ def test_council_answers_and_confirms(env: Env) -> None:
 
     assert env.gw.metric("gateway_activations_started_total") == started0 + 1
     assert env.gw.metric("gateway_activations_total", outcome="answered") == 1
+    # The database links the same file, with its SHA-256 and its exact size.
+    db = env.gw.data_dir / "gateway.db"
+
+    def linked() -> list[tuple]:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("select path, sha256, size from recordings where activation_id = ?",
+                                (act["activation_id"],)).fetchall()
+
+    assert wait_for(lambda: len(linked()) == 1, 20.0), env.gw.log_tail()
+    assert linked()[0] == (str(path), rec["sha256"], path.stat().st_size)
     # The event-loop lag probe runs in the real process (four samples a second; the call took > 3 s).
     assert env.gw.metric("gateway_event_loop_lag_seconds_count") >= 4
 

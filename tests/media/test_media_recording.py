@@ -145,6 +145,7 @@ def test_recorder_writes_aligned_stereo_and_seals(tmp_path: Path) -> None:
     digest = future.result(0)
     data = rec.path.read_bytes()
     assert digest == hashlib.sha256(data).hexdigest()
+    assert rec.size == len(data)  # what the record links without a stat() on the event loop
     assert Path(f"{rec.path}.sha256").read_text() == f"{digest}  call.wav\n"
     with wave.open(str(rec.path)) as w:
         assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (2, 8000, 2)
