@@ -674,7 +674,7 @@ class Gateway:
             self.endpoint.drop(transaction)
         self._probes.clear()
         deadline = self.loop.time() + self.config.drain_timeout
-        while (self.endpoint.active_transaction_count or self.calls.active) and self.loop.time() < deadline:
+        while (self.endpoint.in_progress(self.loop.time()) or self.calls.active) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=max(0.1, deadline - self.loop.time()))

@@ -1347,7 +1347,7 @@ static PyObject *fastrtp_drain(PyObject *module, PyObject *args)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            break; /* EAGAIN: empty; anything else (e.g. ECONNREFUSED from an ICMP error) ends it too */
+            break; /* EAGAIN: empty; any other error (EBADF...) ends it too, as in the Python path */
         }
         dropped++;
     }

@@ -52,6 +52,9 @@ from .uri import Params
 
 #: States in which a transaction still waits for (or owes) a final response.
 _IN_PROGRESS = frozenset((State.CALLING, State.TRYING, State.PROCEEDING))
+#: An INVITE of ours that nothing has answered after this many T1 (4 s by default: sent 4 times over UDP)
+#: goes to a contact that is gone, as far as a drain is concerned (:meth:`SipEndpoint.in_progress`).
+UNANSWERED_AFTER = 8
 
 #: RFC 3261 §8.1.1.7 magic cookie that marks an RFC 3261 branch.
 MAGIC_COOKIE = "z9hG4bK"
@@ -237,18 +240,26 @@ class SipEndpoint:
                 continue
             self._apply(tx, tx.handle_timer(now))
 
-    @property
-    def active_transaction_count(self) -> int:
-        """Transactions a graceful drain waits for: requests we owe a final response, and our non-INVITE
-        requests (BYE, CANCEL) still waiting for theirs.
+    def in_progress(self, now: float) -> int:
+        """Transactions a graceful drain waits for at ``now``: requests we owe a final response, our
+        non-INVITE requests (BYE, CANCEL) waiting for theirs, and our INVITEs still being settled (ringing,
+        or cancelled and waiting for the 487, or waiting for the provisional response a held-back CANCEL
+        needs, RFC 3261 §9.1).
 
-        Our INVITEs are left out: each belongs to a call, and the drain waits for the calls.  One whose
-        call has ended is a forked leg to a contact that never answered (a dead softphone's stale
-        binding): it cannot be cancelled before a provisional response (RFC 3261 §9.1), so only Timer B
-        ends it, 32 s later, and waiting for it would only keep turning presses away.
+        Left out: our INVITEs that no response has answered for ``UNANSWERED_AFTER`` retransmission
+        intervals (4 s with T1 = 0.5 s; a live phone sends 100 Trying within milliseconds).  Those go to a
+        contact that is gone (a dead softphone's stale binding); only Timer B ends them, 32 s on, and
+        waiting for them would keep turning presses away for nothing.
         """
-        return sum(1 for tx in self._txs.values()
-                   if tx.state in _IN_PROGRESS and not isinstance(tx, InviteClientTransaction))
+        count = 0
+        for tx in self._txs.values():
+            state = tx.state
+            if state not in _IN_PROGRESS:
+                continue
+            if state is State.CALLING and now - tx.created >= UNANSWERED_AFTER * tx.t1:
+                continue
+            count += 1
+        return count
 
     @property
     def transaction_count(self) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.media import g711
+from gateway.media import g711, session
 from gateway.media.dtmf import TelephoneEvent
 from gateway.media.errors import MediaError, PortsExhaustedError
 from gateway.media.ports import WavPlayer
@@ -360,6 +360,7 @@ async def test_source_port_zero_is_relayed_but_never_latched(engine: MediaEngine
 async def test_released_ports_are_pooled_and_reused_only_after_a_quiet_spell(fast_path: bool) -> None:
     clock = FakeClock()
     eng = MediaEngine(HOST, 41400, 41409, clock=clock, start_clock=False, reuse_quiet=2.0, fast_path=fast_path)
+    assert (eng._drain_fd is not None) == (fast_path and session._FAST is not None)
     peer = await make_peer()
     try:
         first = eng.allocate_leg()

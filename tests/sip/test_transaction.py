@@ -286,22 +286,55 @@ def test_configured_t1_scales_every_timer():
     assert sent_times(a, 100.0) == [1.0, 3.0, 7.0, 15.0, 31.0, 63.0]
 
 
-def test_drain_counts_owed_responses_and_our_byes_but_not_our_invites():
-    """What a graceful drain waits for (SipEndpoint.active_transaction_count, hand-advanced time)."""
+def test_drain_waits_for_byes_owed_responses_and_invites_being_settled():
+    """What a graceful drain waits for (SipEndpoint.in_progress), with hand-advanced time."""
     a, b = make(A), make(B)
-    # Our INVITE to a contact that never answers: Calling until Timer B, yet no work a drain waits for
-    # (its call is waited for instead; a forked leg to a dead contact must not hold a restart for 32 s).
-    a.send_request(request("INVITE"), B, 0.0)
-    a.datagrams_to_send(0.0)
-    assert a.transaction_count == 1 and a.active_transaction_count == 0
     # Our BYE waiting for its response: counted until the 200 arrives.
     a.send_request(request("BYE"), B, 0.0)
     transfer(a, A, b, 0.0)
-    assert a.active_transaction_count == 1
+    assert a.in_progress(0.0) == 1
     # The peer owes a final response to the BYE it received: counted on its side until it answers.
     (received,) = [e for e in drain(b) if isinstance(e, ev.RequestReceived)]
-    assert b.active_transaction_count == 1
+    assert b.in_progress(0.0) == 1
     b.send_response(received.transaction, build_response(received.request, 200), 0.1)
-    assert b.active_transaction_count == 0  # Completed (Timer J) is not in progress
+    assert b.in_progress(0.1) == 0  # Completed (Timer J) is not in progress
     transfer(b, B, a, 0.1)
-    assert a.active_transaction_count == 0 and a.transaction_count == 2  # BYE in Completed (Timer K)
+    assert a.in_progress(0.1) == 0 and a.transaction_count == 1  # BYE in Completed (Timer K)
+
+
+def test_drain_stops_waiting_for_an_invite_nothing_answers_after_8_t1():
+    """A forked leg to a dead softphone's stale binding: Calling until Timer B (32 s), yet after 4 s with
+    no response at all it no longer holds a restart (its call has ended; presses would be turned away)."""
+    a = make(A)
+    a.send_request(request("INVITE"), B, 0.0)
+    a.datagrams_to_send(0.0)
+    assert a.in_progress(0.0) == 1
+    a.handle_timer(3.5)  # retransmitted at 0.5, 1.5 and 3.5 s: still young
+    assert a.in_progress(3.9) == 1
+    assert a.in_progress(8 * T1) == 0
+    assert a.transaction_count == 1  # still retransmitting until Timer B: only the drain stops waiting
+
+
+def test_drain_waits_for_a_cancelled_invite_until_its_487():
+    """A CANCEL held back for a provisional response, then the CANCEL's 200 with the 487 still due: a drain
+    that exited there would leave a phone ringing, or answered across the CANCEL with nobody to ACK."""
+    a, b = make(A), make(B)
+    ikey = a.send_request(request("INVITE"), B, 0.0)
+    a.send_cancel(ikey, 0.0)
+    assert len(a.datagrams_to_send(0.0)) == 1  # the INVITE only: the CANCEL waits (§9.1)
+    assert a.in_progress(0.0) == 1
+    b.receive(bytes(a._txs[ikey].request), A, 0.6)  # the peer is alive: 100 Trying, then the CANCEL goes
+    (inv,) = drain(b)
+    transfer(b, B, a, 0.6)
+    drain(a)
+    transfer(a, A, b, 0.6)
+    assert a.in_progress(0.6) == 2  # INVITE Proceeding, CANCEL Trying
+    (cancelled,) = drain(b)
+    assert isinstance(cancelled, ev.CancelReceived)
+    transfer(b, B, a, 0.6)  # the CANCEL's 200
+    drain(a)
+    assert a.in_progress(10.0) == 1  # the INVITE waits for its 487, however long: it is not unanswered
+    b.send_response(inv.transaction, build_response(inv.request, 487, to_tag="b1"), 10.0)
+    transfer(b, B, a, 10.0)
+    assert [e.response.status for e in drain(a)] == [487]
+    assert a.in_progress(10.0) == 0
