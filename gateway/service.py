@@ -511,12 +511,11 @@ class Gateway:
         log.debug("activation %s recording sealed: %s (%.1f s, sha256 %s)", activation_id, recorder.path,
                  recorder.duration, recorder.sha256)
         self.summaries.append_recording(activation_id, str(recorder.path), recorder.duration, recorder.sha256)
-        if self.activations is not None and recorder.sha256:
-            # The size the writer thread hashed: no stat() here (a system call on the event loop's thread
-            # hands the GIL to whichever thread wants it, and the loop waits to get it back).
-            size = recorder.size if recorder.size is not None else Path(recorder.path).stat().st_size
+        # The size is the one the writer thread hashed (set with sha256 at the seal): no stat() here, since a
+        # system call on the event loop's thread hands the GIL to whichever thread wants it.
+        if self.activations is not None and recorder.sha256 and recorder.size is not None:
             self.activations.recording(activation_id, str(recorder.path), recorder.duration, recorder.sha256,
-                                       size)
+                                       recorder.size)
 
     def reload_dialplans(self) -> bool:
         """Validate the dialplan files and swap atomically; a bad file never replaces a good one."""
