@@ -405,6 +405,22 @@ class SippAgent:
         ]
 
 
+def answering_operator(sipp: str, gw: GatewayProcess, folder: Path, user: str = COUNCIL[0]) -> SippAgent:
+    """A SIPp softphone for position ``user`` that answers (op_answer.xml): started, listening, registered."""
+    op = SippAgent(sipp, "op_answer.xml", gw, folder, name="op", keys={"opuser": user}, timeout=60).start()
+    op.wait_listening()
+    ok = register(gw, user, op.port)
+    assert ok.status == 200, f"REGISTER {user}: {ok.text}"
+    return op
+
+
+def calling_help_point(sipp: str, gw: GatewayProcess, folder: Path, hold_ms: int,
+                       user: str = HELP_POINT) -> SippAgent:
+    """A SIPp help point (hp_call.xml, digest as ``user``) that calls and hangs up after ``hold_ms``: started."""
+    return SippAgent(sipp, "hp_call.xml", gw, folder, name="hp", keys={"hpuser": user}, user=user,
+                     extra=["-d", str(hold_ms)], timeout=60).start()
+
+
 class RtpSink:
     """A UDP socket that counts datagrams (RTP the gateway sends to a help point), in a thread."""
 

@@ -15,7 +15,7 @@ import wave
 from pathlib import Path
 
 import pytest
-from calls_harness import COUNCIL, CallGateway, SippAgent, register, single_room_dialplan
+from calls_harness import CallGateway, SippAgent, answering_operator, calling_help_point, single_room_dialplan
 from sip_harness import wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,14 +33,8 @@ def test_kill_9_mid_call_leaves_an_interrupted_record_and_a_sealed_partial_recor
     agents: list[SippAgent] = []
     try:
         gw.start()
-        op = SippAgent(sipp, "op_answer.xml", gw, tmp_path, name="op", keys={"opuser": COUNCIL[0]},
-                       timeout=60).start()
-        agents.append(op)
-        op.wait_listening()
-        assert register(gw, COUNCIL[0], op.port).status == 200
-        hp = SippAgent(sipp, "hp_call.xml", gw, tmp_path, name="hp", keys={"hpuser": "hp-portland-square"},
-                       user="hp-portland-square", extra=["-d", "30000"], timeout=60).start()
-        agents.append(hp)
+        agents.append(answering_operator(sipp, gw, tmp_path))
+        agents.append(calling_help_point(sipp, gw, tmp_path, hold_ms=30000))
         db = gw.data_dir / "gateway.db"
         # Wait until the call is bridged and its row and first events are in the database.
         assert wait_for(lambda: db.exists() and rows(

@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from calls_harness import COUNCIL, CallGateway, SippAgent, register, single_room_dialplan
+from calls_harness import (
+    COUNCIL,
+    CallGateway,
+    SippAgent,
+    answering_operator,
+    calling_help_point,
+    register,
+    single_room_dialplan,
+)
 from sip_harness import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,13 +39,8 @@ def test_sigterm_does_not_wait_for_a_dead_forked_leg(sipp: str, tmp_path: Path) 
         gw.start()
         dead_port = free_port()  # nothing listens there: the softphone that died
         assert register(gw, COUNCIL[0], dead_port).status == 200
-        op = SippAgent(sipp, "op_answer.xml", gw, tmp_path, name="op", keys={"opuser": COUNCIL[0]},
-                       timeout=60).start()
-        agents.append(op)
-        op.wait_listening()
-        assert register(gw, COUNCIL[0], op.port).status == 200
-        hp = SippAgent(sipp, "hp_call.xml", gw, tmp_path, name="hp", keys={"hpuser": "hp-portland-square"},
-                       user="hp-portland-square", extra=["-d", "1000"], timeout=60).start()
+        agents.append(answering_operator(sipp, gw, tmp_path, COUNCIL[0]))
+        hp = calling_help_point(sipp, gw, tmp_path, hold_ms=1000)
         agents.append(hp)
         result = hp.wait(45.0)
         assert result.returncode == 0, f"help point scenario failed:\n{result.explain()}\n{gw.log_tail()}"
