@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gateway.dialplan import engine as plan_ev
-from gateway.dialplan.model import cause_for_status
+from gateway.dialplan.model import Cause, cause_for_status
 from gateway.media.errors import SdpError
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import RemoteProtocolError
@@ -114,6 +114,8 @@ class Leg:
     cancel_reason: str | None = None
     #: The INVITE client transaction key (set by the runner when it is sent).
     invite_tx: str | None = None
+    #: The media its answer negotiated (what the operator side's RTP is pointed at for this leg).
+    media: Any = None
 
 
 _CANCEL_REASONS = {
@@ -173,6 +175,10 @@ class Call(SessionUpkeep):
         self._leg_seq = 0
         self.failures: list[tuple[str, str]] = []  # (target, "486 Busy Here") for History-Info
         self.bridged: Leg | None = None
+        #: The answered leg the operator side's media is pointed at (one RTP leg serves every operator).
+        self._op_media: Leg | None = None
+        #: The leg whose confirm digit the plan is handling (the one to bridge, not another answerer).
+        self._digit_leg: Leg | None = None
         self.started: float = 0.0
         self.ended_at: float | None = None
         self.ended_by: str | None = None
@@ -287,6 +293,7 @@ class Call(SessionUpkeep):
             for leg in list(self.legs.values()):
                 if leg.target in action.targets and leg is not self.bridged:
                     self._end_leg(leg, _CANCEL_REASONS[action.reason], now)
+            self._repoint_op_media(now)
         elif isinstance(action, plan_ev.RequireConfirm):
             self._log(now, "confirm-requested", target=action.target, digit=action.digit, within=action.within)
             self._emit(ce.PlayPrompt("op", "confirm-operator"))
@@ -331,12 +338,24 @@ class Call(SessionUpkeep):
         return Request("INVITE", uri, Headers(headers), self.negotiator.operator_offer())
 
     def _bridge(self, target: str, now: float) -> None:
-        leg = next((lg for lg in self.legs.values() if lg.target == target and lg.state is LegState.ANSWERED), None)
+        # The leg to bridge is the one that confirmed (or, without a confirm step, the one that answered):
+        # another device of the same position, or another position, may have answered too.
+        candidates = [lg for lg in (self._digit_leg, self._op_media) if lg is not None]
+        candidates += self.legs.values()
+        leg = next((lg for lg in candidates if lg.target == target and lg.state is LegState.ANSWERED), None)
         if leg is None:
             return
         leg.state = LegState.BRIDGED
         self.bridged = leg
-        self._log(now, "bridged", target=target, room=self.room_of(target))
+        self._log(now, "bridged", target=target, room=self.room_of(target), leg=leg.id)
+        # Every other leg ends now, other devices of the same position included (the plan cancels only
+        # other positions): none may ring on, or take the operator side's audio by answering later.
+        for other in self.legs.values():
+            if other is not leg and other.state is not LegState.ENDED:
+                self._end_leg(other, _CANCEL_REASONS["answered-elsewhere"], now)
+        if self._op_media is not leg:
+            self._op_media = leg
+            self._emit(ce.ConnectMedia("op", leg.media))
         if self.hp_answered_at is None:
             self.hp_answered_at = now
             self._respond(200, body=self.hp_sdp)
@@ -412,17 +431,37 @@ class Call(SessionUpkeep):
         self._log(now, "leg-failed", leg=leg.id, status=status, reason=response.reason)
         if leg.cancel_reason is None:
             self.failures.append((leg.target, detail))
-            if not self._other_legs_alive(leg):
-                failed = plan_ev.LegFailed(leg.target, cause_for_status(status), detail)
-                self._run_plan(self.plan.handle(failed, now), now)
+            if not self._other_legs_alive(leg, responded=True, final=status >= 600):
+                text = response.reason.replace("\\", "").replace('"', "")
+                self._position_failed(leg, cause_for_status(status), detail, f'SIP;cause={status};text="{text}"', now)
+            self._repoint_op_media(now)
 
-    def _other_legs_alive(self, leg: Leg) -> bool:
+    def _position_failed(self, leg: Leg, cause: Cause, detail: str, reason: str, now: float) -> None:
+        """``leg``'s position failed: end its other devices (ones that never answered at all, such as a
+        stale registration left by a restarted softphone, must not ring on) and tell the plan."""
+        for other in self.legs.values():
+            if other is not leg and other.target == leg.target and other.state is not LegState.ENDED:
+                self._end_leg(other, reason, now)
+        self._run_plan(self.plan.handle(plan_ev.LegFailed(leg.target, cause, detail), now), now)
+
+    def _other_legs_alive(self, leg: Leg, *, responded: bool = False, final: bool = False) -> bool:
+        """Whether another device of ``leg``'s position may still answer for it.
+
+        After a failure response (``responded``), only a device that has shown life (ringing or answered)
+        counts: one still waiting for any response is usually a stale binding.  A 6xx (``final``) is the
+        position's global answer (RFC 3261 §16.7): nothing counts.  After a timeout or transport error every
+        device not ended counts (a live one may not have sent its 180 yet).
+        """
+        if final:
+            return False
         return any(
             other is not leg and other.target == leg.target and other.state is not LegState.ENDED
+            and (other.state is not LegState.CALLING or not responded)
             for other in self.legs.values()
         )
 
     def _leg_answered(self, leg: Leg, response: Response, now: float) -> None:
+        had_dialog = leg.dialog is not None
         try:
             dialog = leg.dialog or Dialog.from_uac(leg.invite, response, self.config.contact)
         except RemoteProtocolError as exc:
@@ -436,8 +475,12 @@ class Call(SessionUpkeep):
             if offer is not None and response.body:
                 self._connect_answer("op", offer, response.body, now)
             return  # a retransmitted 2xx (or the answer to our hold re-INVITE): ACK again
-        if leg.state is LegState.ENDED or leg.cancel_reason is not None or self.ended_at is not None:
-            # Answered after we gave up on it (a CANCEL crossed the 200): hang it up at once.
+        if had_dialog and leg.state is LegState.ENDED:
+            return  # a retransmitted 2xx of a leg we already hung up: ACKed again, its BYE already sent
+        if (leg.state is LegState.ENDED or leg.cancel_reason is not None or self.ended_at is not None
+                or self.bridged is not None):
+            # Answered after we gave up on it (a CANCEL crossed the 200), or after another leg was
+            # bridged: hang it up at once, never touching the bridged call's media.
             leg.state = LegState.ANSWERED
             self._end_leg(leg, leg.cancel_reason or _CANCEL_REASONS["answered-elsewhere"], now)
             return
@@ -450,6 +493,8 @@ class Call(SessionUpkeep):
             self._run_plan(self.plan.handle(plan_ev.LegFailed(leg.target, "server_error", "488"), now), now)
             return
         leg.state = LegState.ANSWERED
+        leg.media = negotiated
+        self._op_media = leg
         self._log(now, "leg-answered", leg=leg.id, target=leg.target, room=self.room_of(leg.target))
         self._emit(ce.ConnectMedia("op", negotiated))
         self._run_plan(self.plan.handle(plan_ev.LegAnswered(leg.target), now), now)
@@ -526,14 +571,33 @@ class Call(SessionUpkeep):
             self._operator_command(digit, now)
             return
         leg = self.legs.get(side)
-        if side == "op" and self.bridged is None:
-            leg = next((lg for lg in self.legs.values() if lg.state is LegState.ANSWERED), None)
-        elif side == "op":
-            leg = self.bridged
-        if leg is None:
+        if side == "op":
+            # RFC 4733 digits arrive on the one operator-side RTP leg: they come from the leg its media
+            # is pointed at (the latest answerer), not from whichever leg answered first.
+            leg = self._op_media if self._op_media is not None and self._op_media.state is LegState.ANSWERED \
+                else None
+        if leg is None or leg.state is not LegState.ANSWERED:
             return
         self._log(now, "digit", leg=leg.id, digit=digit)
-        self._run_plan(self.plan.handle(plan_ev.DigitReceived(leg.target, digit), now), now)
+        self._digit_leg = leg
+        try:
+            self._run_plan(self.plan.handle(plan_ev.DigitReceived(leg.target, digit), now), now)
+        finally:
+            self._digit_leg = None
+
+    def _repoint_op_media(self, now: float) -> None:
+        """After the leg the operator side's media pointed at ended unbridged, point it at another answered
+        leg (one still waiting to confirm) and ask that operator to confirm again."""
+        current = self._op_media
+        if self.bridged is not None or self.ended_at is not None or (
+                current is not None and current.state is LegState.ANSWERED):
+            return
+        waiting = next((lg for lg in self.legs.values() if lg.state is LegState.ANSWERED), None)
+        self._op_media = waiting
+        if waiting is not None:
+            self._log(now, "op-media-moved", leg=waiting.id)
+            self._emit(ce.ConnectMedia("op", waiting.media))
+            self._emit(ce.PlayPrompt("op", "confirm-operator"))
 
     def _operator_command(self, digit: str, now: float) -> None:
         """Digits from the bridged operator: ``*1``/``*2`` play warning 1/2 to the help point's speaker."""
@@ -566,14 +630,17 @@ class Call(SessionUpkeep):
         if was_bridged:
             self._hang_up_everything(now, by="operator", reason=None)
         else:
-            self._run_plan(
-                self.plan.handle(plan_ev.LegFailed(leg.target, "unconfirmed", "hung up before confirming"), now), now
-            )
+            if not self._other_legs_alive(leg, responded=True):
+                self._position_failed(leg, "unconfirmed", "hung up before confirming",
+                                      _CANCEL_REASONS["unconfirmed"], now)
+            self._repoint_op_media(now)
 
     def _caller_gone(self, now: float, how: str) -> None:
         if self.ended_at is not None:
             return
-        if how == "cancel" and self.hp_answered_at is None:
+        if self.hp_answered_at is None:
+            # A CANCEL, or a BYE in the early dialog our 183 created (RFC 3261 §15.1.2): the INVITE still
+            # needs its final response, or its transaction would wait forever.
             self._respond(487, "Request Terminated")
         self._run_plan(self.plan.handle(plan_ev.CallerHungUp(), now), now)
         for leg in self.legs.values():

@@ -8,7 +8,9 @@ Every INVITE to an operator position carries:
   ``<camera URL>;purpose=helppoint.camera`` (the CCTV stream to look at) and
   ``<record URL>;purpose=helppoint.record`` (the activation's record in the gateway API);
 * ``X-Helppoint-Id``, ``X-Helppoint-Location`` (``lat,lon`` and the address) and ``X-Activation-Id``;
-* after a failed attempt, ``History-Info`` (RFC 7044) with one entry per earlier target and
+* after a failed attempt, ``History-Info`` (RFC 7044) with one entry per earlier failed target (the
+  latest :data:`HISTORY_ENTRIES`, numbered by their place among all attempts, so a plan that keeps
+  ringing the police room for hours never grows an INVITE past what UDP and softphones take) and
   ``Reason`` (RFC 3326) naming the last failure, so the police room knows the council room failed.
 """
 
@@ -16,6 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+#: At most this many History-Info entries (the latest, ~90 bytes each): a plan that rings the police room
+#: again every half minute for hours must not grow its INVITE past what UDP and softphones take (PJSIP
+#: drops messages over 4,000 bytes; RFC 3261 §18.1.1 already advises against UDP above 1,300).
+HISTORY_ENTRIES = 8
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,8 @@ def operator_headers(
     headers.append(("X-Activation-Id", activation_id))
     if failures:
         entries = []
-        for index, (target, detail) in enumerate(failures, start=1):
+        first = max(0, len(failures) - HISTORY_ENTRIES)
+        for index, (target, detail) in enumerate(failures[first:], start=first + 1):
             status = detail.split(" ", 1)[0]
             cause = status if status.isdigit() else "480"
             room = room_of(target) or target
