@@ -189,6 +189,8 @@ class Gateway:
         #: Addresses that authenticated (live bindings); rebuilt by the binding sweep.
         self.known_sources: set[str] = set()
         self._probes: dict[str, str] = {}  # OPTIONS client transaction -> help point id
+        #: INVITEs waiting for their help point's credentials from the store (server transaction -> event).
+        self._admitting: dict[str, ev.RequestReceived] = {}
         #: To tags of our responses and of the calls' dialogs.
         self.new_tag = RandomTokens(6)
         #: Activation id -> the activation it repeats, until its end line is logged.
@@ -216,7 +218,13 @@ class Gateway:
         if isinstance(event, ev.RequestReceived):
             self.on_request(event)
         elif isinstance(event, ev.CancelReceived):
-            self.calls.on_cancel(event)
+            if not self.calls.on_cancel(event):
+                pending = self._admitting.pop(event.invite_transaction, None)
+                if pending is not None:
+                    # Cancelled while its credentials were being read: not admitted, so no activation;
+                    # the INVITE still gets its 487 (RFC 3261 §9.2) and no call starts afterwards.
+                    log.info("INVITE from %s:%s cancelled before it was admitted", *event.source[1:])
+                    self.respond(pending, 487, "Request Terminated")
         elif isinstance(event, ev.ResponseReceived):
             if event.transaction in self._probes:
                 if event.response.status >= 200:
@@ -345,9 +353,17 @@ class Gateway:
             self._admit_invite(event, hp, record, presented)
             return
 
+        assert event.transaction is not None
+        transaction = event.transaction
+        self._admitting[transaction] = event
+
         async def later() -> None:
-            rec = await self.credentials.fetch(needed, time.time())
-            self._admit_invite(event, hp, rec, presented)
+            try:
+                rec = await self.credentials.fetch(needed, time.time())
+            finally:
+                still_wanted = self._admitting.pop(transaction, None) is not None
+            if still_wanted:
+                self._admit_invite(event, hp, rec, presented)
 
         self.spawn(later())
 

@@ -65,3 +65,67 @@ async def test_loop_lag_probe_reports_how_late_the_loop_ran_its_timer():
         probe.cancel()
     assert all(lag >= 0.0 for lag in seen)
     assert seen[before] >= 0.05, seen
+
+
+async def test_cancel_while_credentials_are_read_answers_487_and_starts_no_call(tmp_path):
+    """A CANCEL that arrives while the INVITE's credentials are still being read from the store: the INVITE
+    gets its 487, and no activation starts once the read completes (the press was never admitted)."""
+    import asyncio
+    from pathlib import Path
+
+    from gateway.config import load_config, load_inventory
+    from gateway.service import Gateway
+    from gateway.sip.message import parse_message
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "sip-config" / "gateway.yaml", env={"GATEWAY_DATA_DIR": str(tmp_path)})
+    release = asyncio.Event()
+    asked: list[str] = []
+
+    class SlowStore:
+        async def get_credentials(self, username, realm):
+            asked.append(username)
+            await release.wait()
+            return None  # whatever the store says, the INVITE was cancelled first
+
+    gateway = Gateway(config, load_inventory(config), SlowStore())  # type: ignore[arg-type]
+    sent: list[bytes] = []
+    gateway.transport._send = lambda data, peer: sent.append(data)  # type: ignore[method-assign]
+    started: list[object] = []
+    gateway.start_call = lambda event, hp: started.append(hp)  # type: ignore[method-assign]
+    hp = gateway.inventory.help_points[0]
+    peer = ("UDP", "127.0.0.1", 5099)
+    common = (
+        f"Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKadmit1\r\n"
+        f"From: <sip:{hp.sip_user}@127.0.0.1>;tag=hp1\r\nTo: <sip:help@127.0.0.1>\r\nCall-ID: admit-1\r\n"
+    )
+    invite = (
+        "INVITE sip:help@127.0.0.1 SIP/2.0\r\n" + common + "CSeq: 2 INVITE\r\nMax-Forwards: 70\r\n"
+        f"Contact: <sip:{hp.sip_user}@127.0.0.1:5099>\r\n"
+        f'Authorization: Digest username="{hp.sip_user}", realm="{config.sip.realm}", nonce="n", '
+        f'uri="sip:help@127.0.0.1", response="00000000000000000000000000000000"\r\n'
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    cancel = ("CANCEL sip:help@127.0.0.1 SIP/2.0\r\n" + common + "CSeq: 2 CANCEL\r\nMax-Forwards: 70\r\n"
+              "Content-Length: 0\r\n\r\n").encode()
+    try:
+        gateway.transport.received(invite, peer)
+        for _ in range(50):
+            if asked:
+                break
+            await asyncio.sleep(0)
+        assert asked == [hp.sip_user]  # the credentials read is pending
+        gateway.transport.received(cancel, peer)
+        statuses = [parse_message(d).status for d in sent if d.startswith(b"SIP/2.0")]
+        assert 487 in statuses and 200 in statuses  # the INVITE's 487, the CANCEL's 200
+        release.set()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert started == []
+        assert [parse_message(d).status for d in sent if d.startswith(b"SIP/2.0")].count(487) == 1
+    finally:
+        release.set()
+        for task in list(gateway.tasks):
+            task.cancel()
+        gateway.transport.close()
+        gateway.summaries.close()
