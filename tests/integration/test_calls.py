@@ -473,6 +473,40 @@ def test_operator_hangs_up_first(env: Env) -> None:
     assert names.index("bridged") < names.index("operator-bye") < names.index("ended"), names
 
 
+def test_two_phones_answer_and_the_one_that_confirms_gets_the_call_and_its_audio(env: Env) -> None:
+    """(8b) Council-cctv-1 answers and confirms later by SIP INFO; council-cctv-2 answers in between and never
+    confirms (an auto-answering softphone).  The gateway moved the operator-side audio to the latest answerer,
+    so it must point it back at cctv-1 to bridge: cctv-1's RTP port hears the call, cctv-2's stops, cctv-2
+    gets BYE "completed elsewhere", and the record names cctv-1."""
+    sink1, sink2 = RtpSink(), RtpSink()
+    try:
+        op1 = env.operator("op_confirm_later_sink.xml", COUNCIL[0], keys={"oprtp": str(sink1.port)},
+                           extra=["-d", "1500"])
+        op2 = env.operator("op_unconfirmed_sink.xml", COUNCIL[1], keys={"oprtp": str(sink2.port)},
+                           extra=["-d", "800"])
+        hp = done(env.help_point("hp_call.xml", hold_ms=3000), env.gw)
+        r1, r2 = done(op1, env.gw), done(op2, env.gw)
+        act = env.activation()
+        time.sleep(0.3)  # the last packets in flight
+    finally:
+        sink1.close()
+        sink2.close()
+    assert 200 in invite_statuses(hp)
+    assert act["outcome"] == "answered" and act["answered_by"] == COUNCIL[0], act
+    bridged = first_event(act, "bridged")
+    assert bridged["leg"].startswith(COUNCIL[0]), bridged
+    assert first_event(act, "leg-answered", target=COUNCIL[1])["t"] < bridged["t"], act["timeline"]
+    bye = got(r2, "BYE")
+    assert "cause=200" in (bye.get("Reason") or ""), bye.text
+    got(r1, "BYE")  # at the end of the call, when the help point hung up
+    # The help point talked to cctv-1 for 3 s after the bridge: the gateway sent cctv-1 the call's audio
+    # (keep-alive silence at least, 50 packets a second) and nothing more to cctv-2 once it was hung up.
+    assert len(sink1.packets) >= 0.8 * 50 * 3.0, f"cctv-1 got {len(sink1.packets)} RTP packets"
+    last1 = max(t for t, _ in sink1.packets)
+    late2 = [t for t, _ in sink2.packets if t > last1 - 2.0]
+    assert not late2, f"cctv-2 still got {len(late2)} RTP packets in the last 2 s of the call"
+
+
 def test_nobody_answers_call_is_kept_with_early_media(env: Env) -> None:
     """(9) No room answers: the help point keeps hearing early media and the gateway never drops the call."""
     sink = RtpSink()
