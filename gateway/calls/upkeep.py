@@ -10,6 +10,9 @@ Rules:
   half ``session_expires``; a 408/481 or no answer clears the call.  Silence never does.
 * A re-INVITE or UPDATE with a new offer is answered on that side's own port (RFC 3264 §8); a change of
   hold state is passed on to the other side with a re-INVITE (``sendonly`` to hold, ``sendrecv`` to resume).
+* The 2xx to our own re-INVITE of the help point (refresh or hold) is ACKed again each time it is
+  retransmitted, with the same ACK (same CSeq): the help point retransmits it until an ACK arrives and
+  ends the call after 64*T1 without one (RFC 3261 §13.3.1.4), and our first ACK can be lost on UDP.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from . import events as ce
 if TYPE_CHECKING:
     from gateway.sip.dialog import Dialog
     from gateway.sip.events import Peer
-    from gateway.sip.message import Request
+    from gateway.sip.message import Request, Response
 
     from .call import CallConfig, Leg, Negotiator
 
@@ -46,6 +49,11 @@ class SessionUpkeep:
     _refresh_pending: bool
     _pending_offer: dict[str, bytes]
     _held: dict[str, bool]
+    #: The ACK sent for the 2xx to our latest answered re-INVITE of the help point, re-sent for each
+    #: retransmission of that 2xx (same CSeq).  Only the latest is kept, so the memory stays bounded; a 2xx
+    #: still retransmitted for an older re-INVITE gets an ACK built again from the dialog with its CSeq.
+    #: (A class-level default: :class:`~gateway.calls.call.Call` does not set it in ``__init__``.)
+    _hp_reinvite_ack: Request | None = None
 
     def _log(self, now: float, event: str, **detail: Any) -> None: ...
     def _emit(self, action: ce.CallAction) -> None: ...
@@ -89,6 +97,8 @@ class SessionUpkeep:
 
     def _hp_response(self, event: ce.LegResponded | ce.LegTimedOut, now: float) -> None:
         """The help point answered (or did not answer) one of our in-dialog requests."""
+        if event.method == "INVITE" and isinstance(event, ce.LegResponded) and self._ack_again(event.response):
+            return
         if event.method == "INVITE" and "hp" in self._pending_offer and not self._refresh_pending:
             self._reinvite_answered("hp", event, now)
             return
@@ -98,9 +108,8 @@ class SessionUpkeep:
         if status < 200:
             return
         self._refresh_pending = False
-        if isinstance(event, ce.LegResponded) and status < 300 and self.hp_dialog is not None:
-            _, ack = self.hp_dialog.create_request("ACK", cseq=event.response.cseq[0])
-            self._emit(ce.SendAck(ack, self.source))
+        if isinstance(event, ce.LegResponded) and status < 300:
+            self._ack_reinvite(event.response)
         if status in (408, 481):
             self._log(now, "refresh-failed", side="hp", status=status)
             self._hang_up_everything(now, by="gateway", reason='SIP;cause=408;text="Help point unreachable"')
@@ -165,11 +174,33 @@ class SessionUpkeep:
                 self._pending_offer.pop(side, None)
             return
         offer = self._pending_offer.pop(side)
-        if event.response.status < 300 and self.hp_dialog is not None:
-            _, ack = self.hp_dialog.create_request("ACK", cseq=event.response.cseq[0])
-            self._emit(ce.SendAck(ack, self.source))
-            if event.response.body:
-                self._connect_answer(side, offer, event.response.body, now)
+        if event.response.status < 300 and self._ack_reinvite(event.response) and event.response.body:
+            self._connect_answer(side, offer, event.response.body, now)
+
+    def _ack_reinvite(self, response: Response) -> bool:
+        """ACK the first 2xx to our re-INVITE of the help point, and keep the ACK for its retransmissions."""
+        if self.hp_dialog is None:
+            return False
+        _, ack = self.hp_dialog.create_request("ACK", cseq=response.cseq[0])
+        self._hp_reinvite_ack = ack
+        self._emit(ce.SendAck(ack, self.source))
+        return True
+
+    def _ack_again(self, response: Response) -> bool:
+        """A 2xx retransmitted for a re-INVITE we already ACKed (our ACK was lost): ACK it again (§13.3.1.4).
+
+        The latest one gets the very ACK we sent; an older one (never the answer to a pending re-INVITE,
+        whose CSeq is higher) gets the same ACK built again from the dialog.
+        """
+        last = self._hp_reinvite_ack
+        cseq = response.cseq[0]
+        if last is None or not 200 <= response.status < 300 or cseq > last.cseq[0]:
+            return False
+        ack = last
+        if cseq != last.cseq[0] and self.hp_dialog is not None:
+            _, ack = self.hp_dialog.create_request("ACK", cseq=cseq)
+        self._emit(ce.SendAck(ack, self.source))
+        return True
 
     def _connect_answer(self, side: str, offer: bytes, answer: bytes, now: float) -> None:
         try:
