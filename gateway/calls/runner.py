@@ -6,6 +6,19 @@ dialog ids (Call-ID, local tag, remote tag) of both legs.  Each call's actions
 are executed in order; media operations go through the :class:`CallMedia`
 seam.  A bug inside one call is caught here (the one catch-all of the call
 layer): logged with the activation id, the call torn down, counted.
+
+Tear-down after a bug (:func:`close_on_wire`, :func:`record_internal_error`):
+
+* It trusts what went on the wire, not the call's own state (its code is what
+  failed, perhaps half-way through a step whose actions were never executed):
+  the runner notes the final response it sent the help point's INVITE and the
+  legs it sent BYE or CANCEL to (:class:`WireState`).
+* The help point gets a 500 if its INVITE has no final response yet, a BYE if
+  it was answered; every operator leg still open gets a CANCEL (ringing) or a
+  BYE (answered).  Nobody is left ringing or off-hook.
+* A call still in progress ends ``failed``, ended by the ``gateway``, with an
+  ``internal-error`` entry in its timeline; its record is handed on exactly
+  once, then the call is forgotten.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -21,13 +35,16 @@ from gateway.sip.endpoint import RandomTokens, SipEndpoint
 from gateway.sip.message import Request, build_response
 
 from . import events as ce
-from .call import Call, Negotiator
+from .call import Call, LegState, Negotiator
 from .talkdown import Talkdown
 
 log = logging.getLogger(__name__)
 
 #: Seconds an ended call keeps receiving late messages (64 * T1).
 LINGER = 32.0
+
+#: RFC 3326 Reason of everything a tear-down after a bug sends.
+INTERNAL_ERROR_REASON = 'SIP;cause=500;text="Gateway internal error"'
 
 
 class CallMedia(Protocol):
@@ -78,6 +95,8 @@ class CallRunner:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         #: Every index key a call owns, so forgetting a call costs O(its keys), not O(all calls).
         self._keys: dict[str, set[tuple[str, Any]]] = {}
+        #: What each call has put on the wire, for a tear-down after a bug.
+        self._wire: dict[str, WireState] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
     def add(self, call: Call | Talkdown, media: CallMedia) -> None:
@@ -86,6 +105,7 @@ class CallRunner:
         self.calls[call.id] = call
         self._live.add(call.id)
         self.media[call.id] = media
+        self._wire[call.id] = WireState()
         if call.transaction is not None:
             self._by_server_tx[call.transaction] = call.id
         self._index_dialog((call.invite.call_id, call.local_tag), call.id, "hp")
@@ -181,18 +201,19 @@ class CallRunner:
             actions = step()
             for action in actions:
                 self._execute(call, action)
-        except Exception:
+        except Exception as exc:
             self.count_error()
             log.exception("call %s failed; tearing it down", call.id)
-            self._tear_down(call)
+            self._tear_down(call, type(exc).__name__)
+            return  # reported and forgotten
         self._report(call)
         self._rearm(call)
 
     def _report(self, call: Call | Talkdown) -> None:
         """Hand new timeline entries to the records layer (written as the call progresses)."""
         done = self._reported.get(call.id, 0)
-        if done < 0:
-            return
+        if done < 0 or self.calls.get(call.id) is not call:
+            return  # the record is closed, or the call forgotten: nothing may be written twice
         for entry in call.timeline[done:]:
             self.on_progress(call.id, entry)
         self._reported[call.id] = len(call.timeline)
@@ -200,10 +221,16 @@ class CallRunner:
     def _execute(self, call: Call | Talkdown, action: ce.CallAction) -> None:
         now = self.loop.time()
         media = self.media.get(call.id)
+        wire = self._wire.get(call.id)
         if isinstance(action, ce.SendResponse):
             self.endpoint.send_response(action.transaction, action.response, now)
+            if (wire is not None and wire.hp_final is None and action.transaction == call.transaction
+                    and action.response.status >= 200):
+                wire.hp_final = action.response.status
         elif isinstance(action, ce.SendRequest):
             key = self.endpoint.send_request(action.request, action.dest, now)
+            if wire is not None and action.request.method == "BYE":
+                wire.bye_sent.add(action.leg)
             self._by_client_tx[key] = (call.id, action.leg, action.request.method)
             self._keys.setdefault(call.id, set()).add(("tx", key))
             leg = call.legs.get(action.leg)
@@ -214,6 +241,8 @@ class CallRunner:
             leg = call.legs.get(action.leg)
             if leg is not None and leg.invite_tx is not None:
                 self.endpoint.send_cancel(leg.invite_tx, now, reason=action.reason)
+                if wire is not None:
+                    wire.cancel_sent.add(action.leg)
         elif isinstance(action, ce.SendAck):
             self.endpoint.send_stateless(action.request, action.dest)
         elif isinstance(action, ce.ConnectMedia) and media is not None:
@@ -269,6 +298,7 @@ class CallRunner:
         self.calls.pop(call.id, None)
         self._live.discard(call.id)
         self._reported.pop(call.id, None)
+        self._wire.pop(call.id, None)
         if call.transaction is not None:
             self._by_server_tx.pop(call.transaction, None)
         handle = self._timers.pop(call.id, None)
@@ -281,29 +311,127 @@ class CallRunner:
                 self._by_client_tx.pop(key, None)  # type: ignore[arg-type]
         self.media.pop(call.id, None)
 
-    def _tear_down(self, call: Call | Talkdown) -> None:
-        """After a bug: answer 500 if still possible, BYE/CANCEL legs, keep the record."""
+    def _tear_down(self, call: Call | Talkdown, error: str = "error") -> None:
+        """After a bug: close what is open on the wire, write the record once, forget the call.
+
+        Each step is guarded on its own: a second bug must cost neither the BYE nor the record.
+        """
+        if self.calls.get(call.id) is not call:
+            return  # already forgotten
         now = self.loop.time()
         try:
-            if call.hp_answered_at is None and call.transaction is not None:
-                self.endpoint.send_response(
-                    call.transaction,
-                    build_response(call.invite, 500, "Server Internal Error", to_tag=call.local_tag), now)
-            for action in call.handle(ce.CallerCancelled(), now) if call.ended_at is None else []:
-                if not isinstance(action, ce.SendResponse):
-                    self._execute(call, action)
+            actions = close_on_wire(call, self._wire.get(call.id) or WireState())
         except Exception:
-            log.exception("tear-down of call %s failed", call.id)
-        if call.id in self.calls:
-            media = self.media.get(call.id)
-            if media is not None:
+            log.exception("tear-down of call %s: could not work out what to close", call.id)
+            actions = []
+        for action in actions:
+            try:
+                self._execute(call, action)
+            except Exception:
+                log.exception("tear-down of call %s: %s failed", call.id, type(action).__name__)
+        media = self.media.get(call.id)
+        if media is not None:
+            try:
                 media.close()
-            # The CallerCancelled above may have ended the call, which already handed its summary on.
-            reported = self._reported.get(call.id) == -1
-            summary = call.summary()
-            self._forget(call)
-            if not reported:
+            except Exception:
+                log.exception("tear-down of call %s: closing its media failed", call.id)
+        # CallEnded already handed the record on (the bug came later, e.g. while lingering): it is closed.
+        summary: ce.CallSummary | None = None
+        if self._reported.get(call.id) != -1:
+            try:
+                record_internal_error(call, error, now)
+            except Exception:
+                log.exception("tear-down of call %s: could not mark its record failed", call.id)
+            try:
+                summary = call.summary()
+            except Exception:
+                log.exception("tear-down of call %s: its summary failed; writing a bare one", call.id)
+                summary = _bare_summary(call, now)
+            try:
+                self._report(call)
+            except Exception:
+                log.exception("tear-down of call %s: writing its timeline failed", call.id)
+        self._forget(call)
+        if summary is not None:
+            try:
                 self.on_summary(summary)
+            except Exception:
+                log.exception("tear-down of call %s: handing its record on failed", call.id)
+
+
+@dataclass
+class WireState:
+    """What the runner put on the wire for one call: what a tear-down after a bug must still close."""
+
+    #: Status of the final response sent to the help point's INVITE (None: not answered yet).
+    hp_final: int | None = None
+    #: Sides (``"hp"`` or a leg id) we sent a BYE to.
+    bye_sent: set[str] = field(default_factory=set)
+    #: Legs whose INVITE we CANCELled.
+    cancel_sent: set[str] = field(default_factory=set)
+
+
+def close_on_wire(call: Call | Talkdown, wire: WireState) -> list[ce.CallAction]:
+    """The requests and responses that end what is still open after a bug (no I/O: updates the dialogs).
+
+    The help point's INVITE gets a 500 if nothing answered it, a BYE if a 2xx did (unless the help point
+    hung up itself); an operator leg (or a talk-down's INVITE) gets a BYE once it has a dialog, a CANCEL
+    while it rings.  A leg that already failed gets a CANCEL the endpoint ignores; one the operator hung
+    up may get a BYE answered 481: harmless, where a guess from the call's state could leave one open.
+    """
+    actions: list[ce.CallAction] = []
+    reason = (("Reason", INTERNAL_ERROR_REASON),)
+    hp_hung_up = call.ended_by == "hp"  # its BYE (or CANCEL) arrived: its side is over
+    if isinstance(call, Call):
+        if wire.hp_final is None:
+            actions.append(ce.SendResponse(call.transaction, build_response(
+                call.invite, 500, "Server Internal Error", to_tag=call.local_tag, headers=reason)))
+        elif (wire.hp_final < 300 and "hp" not in wire.bye_sent and not hp_hung_up
+              and call.hp_dialog is not None):
+            call.hp_dialog, bye = call.hp_dialog.create_request("BYE", reason)
+            actions.append(ce.SendRequest("hp", bye, call.source))
+    for leg in call.legs.values():
+        if leg.invite_tx is None or leg.id in wire.bye_sent or (isinstance(call, Talkdown) and hp_hung_up):
+            continue  # never sent, already hung up, or the talk-down's help point hung up
+        dialog = call.dialog if isinstance(call, Talkdown) else leg.dialog
+        if dialog is not None:
+            dialog, bye = dialog.create_request("BYE", reason)
+            if isinstance(call, Talkdown):
+                call.dialog = dialog
+            else:
+                leg.dialog = dialog
+            leg.state = LegState.ENDED
+            actions.append(ce.SendRequest(leg.id, bye, leg.dest))
+        elif leg.id not in wire.cancel_sent:
+            leg.cancel_reason = leg.cancel_reason or INTERNAL_ERROR_REASON
+            actions.append(ce.SendCancel(leg.id, INTERNAL_ERROR_REASON))
+    return actions
+
+
+def record_internal_error(call: Call | Talkdown, error: str, now: float) -> None:
+    """Write the bug into the call's timeline; a call still in progress ends ``failed`` by the gateway."""
+    call.timeline.append({"t": round(now - call.started, 3), "event": "internal-error", "error": error})
+    if call.ended_at is not None:
+        return  # it had ended (its own outcome stands); the bug came while carrying that out
+    call.ended_at = now
+    call.ended_by = "gateway"
+    call.outcome = "failed"
+    call.timeline.append({"t": round(now - call.started, 3), "event": "ended", "outcome": "failed",
+                          "by": "gateway"})
+
+
+def _bare_summary(call: Call | Talkdown, now: float) -> ce.CallSummary:
+    """The record of a call whose own ``summary()`` failed: only what the runner can vouch for."""
+    talkdown = isinstance(call, Talkdown)
+    end = call.ended_at if call.ended_at is not None else now
+    return ce.CallSummary(
+        activation_id=call.id, help_point=call.help_point.id,
+        started_at=call.wall.replace(tzinfo=call.wall.tzinfo or UTC).timestamp(),
+        outcome=("talkdown-" if talkdown else "") + (call.outcome or "failed"), answered_by=None,
+        answered_room=None, ended_by=call.ended_by, duration=round(end - call.started, 3), talk_time=0.0,
+        dialplan="", dialplan_version=0, timeline=list(call.timeline),
+        kind="talkdown" if talkdown else "activation",
+    )
 
 
 _ID_TOKENS = RandomTokens(4)

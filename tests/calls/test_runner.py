@@ -5,9 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from test_call import make_call  # noqa: I001  (sibling test module)
+from test_talkdown import make as make_talkdown
+
 from gateway.calls import events as ce
-from gateway.calls.runner import CallRunner
+from gateway.calls.runner import INTERNAL_ERROR_REASON, CallRunner
 from gateway.sip import events as ev
+from gateway.sip.message import Headers, Request, build_response
 
 
 class FakeMedia:
@@ -30,7 +34,10 @@ class FakeCall:
         self.local_tag = f"tag-{call_id}"
         self.timeline: list[dict[str, Any]] = []
         self.legs: dict[str, Any] = {}
+        self.started = 0.0
         self.ended_at: float | None = None
+        self.ended_by: str | None = None
+        self.outcome: str | None = None
         self.hp_answered_at: float | None = 0.0
         self.seen: list[Any] = []
 
@@ -89,10 +96,281 @@ async def test_a_call_forgotten_after_a_bug_is_no_longer_active() -> None:
 async def test_a_call_torn_down_after_a_bug_is_summarised_exactly_once() -> None:
     summaries: list[ce.CallSummary] = []
     runner = CallRunner(SimpleNamespace(), lambda: None, summaries.append)  # type: ignore[arg-type]
-    ending, stuck = FakeCall("ends"), FakeCall("stuck")
-    runner.add(ending, FakeMedia())  # type: ignore[arg-type]
-    runner._tear_down(ending)  # type: ignore[arg-type]  # its cancel ends it: CallEnded hands the summary on
-    stuck.handle = lambda event, now: []  # type: ignore[method-assign]  # a call that cannot end itself
-    runner.add(stuck, FakeMedia())  # type: ignore[arg-type]
-    runner._tear_down(stuck)  # type: ignore[arg-type]  # ...still gets its record
-    assert [s.activation_id for s in summaries] == ["ends", "stuck"]
+    ended, live = FakeCall("ended"), FakeCall("live")
+    runner.add(ended, FakeMedia())  # type: ignore[arg-type]
+    assert runner.on_in_dialog(bye_to(ended))  # CallEnded hands its summary on; it lingers
+    runner._tear_down(ended)  # type: ignore[arg-type]  # a bug while lingering: the record is closed
+    runner.add(live, FakeMedia())  # type: ignore[arg-type]
+    runner._tear_down(live)  # type: ignore[arg-type]  # a bug mid-call: its record, marked failed
+    assert [s.activation_id for s in summaries] == ["ended", "live"]
+    assert not runner.calls and not runner._reported and not runner._wire
+
+
+# -- a bug inside a real call: what goes on the wire, and the record -------------------------------------
+
+
+class FakeLoop:
+    """The runner's clock and timers, advanced by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any, *args: Any) -> SimpleNamespace:
+        return SimpleNamespace(when=lambda: when, cancel=lambda: None)
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> SimpleNamespace:
+        return self.call_at(self.now + delay, callback, *args)
+
+
+class WireLog:
+    """An endpoint that records what the runner puts on the wire, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+        self.requests: dict[str, Request] = {}
+        self.responses: list[Any] = []
+
+    def send_request(self, request: Request, dest: Any, now: float) -> str:
+        key = f"ctx-{len(self.requests) + 1}"
+        self.requests[key] = request
+        self.sent.append((request.method, request.call_id, request.cseq[0]))
+        return key
+
+    def send_response(self, transaction: str, response: Any, now: float) -> None:
+        self.sent.append(("response", transaction, response.status))
+        self.responses.append(response)
+
+    def send_cancel(self, transaction: str, now: float, reason: str | None = None) -> None:
+        self.sent.append(("CANCEL", transaction, reason))
+
+    def send_stateless(self, message: Request, dest: Any) -> None:
+        self.sent.append(("ACK", message.call_id, message.cseq[0]))
+
+
+class ScriptedMedia:
+    """Media that raises on one operation (a bug in the media plane)."""
+
+    negotiator = None
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        self.fail_on = fail_on
+        self.closed = 0
+
+    def _op(self, name: str) -> None:
+        if name == self.fail_on:
+            raise RuntimeError(f"media bug in {name}")
+
+    def connect(self, side: str, negotiated: Any) -> None:
+        self._op("connect")
+
+    def play(self, side: str, prompt: str, on_done: Any) -> None:
+        self._op("play")
+
+    def bridge(self) -> None:
+        self._op("bridge")
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+class Harness:
+    def __init__(self, call: Any, media: ScriptedMedia | None = None) -> None:
+        self.wire = WireLog()
+        self.summaries: list[ce.CallSummary] = []
+        self.progress: list[dict[str, Any]] = []
+        self.errors = 0
+        self.runner = CallRunner(self.wire, lambda: None, self.summaries.append,  # type: ignore[arg-type]
+                                 count_error=self._count, on_progress=lambda aid, e: self.progress.append(e))
+        self.loop = FakeLoop()
+        self.runner.loop = self.loop  # type: ignore[assignment]
+        self.call = call
+        self.media = media or ScriptedMedia()
+        self.runner.add(call, self.media)  # type: ignore[arg-type]
+
+    def _count(self) -> None:
+        self.errors += 1
+
+    def leg_responds(self, leg_id: str, status: int, now: float) -> None:
+        self.loop.now = now
+        leg = self.call.legs[leg_id]
+        headers = (("Contact", f"<{leg.invite.uri}>"),) if status < 300 else ()
+        response = build_response(leg.invite, status, to_tag=f"op-{leg_id}", headers=headers, body=b"ANS")
+        assert self.runner.on_response(ev.ResponseReceived(response, leg.invite_tx, leg.dest))
+
+    def operator_confirms(self, leg_id: str, now: float) -> None:
+        self.loop.now = now
+        leg = self.call.legs[leg_id]
+        request = Request("INFO", "sip:gateway@127.0.0.1", Headers([
+            ("From", f"<sip:x@y>;tag=op-{leg_id}"), ("To", f"<sip:a@b>;tag={leg.invite.from_.tag}"),
+            ("Call-ID", leg.invite.call_id), ("CSeq", "2 INFO"), ("Content-Type", "application/dtmf-relay"),
+        ]), b"Signal=1\r\nDuration=160\r\n")
+        assert self.runner.on_in_dialog(ev.RequestReceived(request, leg.dest, "itx"))
+
+    def ringing_council(self) -> None:
+        """Both council positions ring (183 to the help point, INVITE to each, 180 from each)."""
+        assert self.wire.sent == [("response", "stx-1", 183), ("INVITE", "act-1-1@127.0.0.1:5060", 1),
+                                  ("INVITE", "act-1-2@127.0.0.1:5060", 1)]
+        self.leg_responds("council-cctv-1#1", 180, 0.5)
+        self.leg_responds("council-cctv-2#2", 180, 0.5)
+        self.wire.sent.clear()
+
+    def forgotten(self) -> bool:
+        runner, cid = self.runner, self.call.id
+        return (cid not in runner.calls and cid not in runner._reported and cid not in runner._wire
+                and cid not in runner.media and runner.active == 0)
+
+    def only_summary(self) -> ce.CallSummary:
+        (summary,) = self.summaries
+        # Reported exactly once: each timeline entry went out once, in order; the summary carries them all.
+        assert self.progress == summary.timeline == self.call.timeline
+        return summary
+
+
+def ends(t: float) -> list[dict[str, Any]]:
+    """The last two timeline entries of a call a bug ended at ``t``."""
+    return [{"t": t, "event": "internal-error", "error": "RuntimeError"},
+            {"t": t, "event": "ended", "outcome": "failed", "by": "gateway"}]
+
+
+async def test_a_bug_after_the_help_point_is_answered_byes_it_and_every_leg() -> None:
+    h = Harness(make_call(), ScriptedMedia(fail_on="bridge"))
+    h.ringing_council()
+    h.leg_responds("council-cctv-1#1", 200, 1.0)
+    assert h.wire.sent == [("ACK", "act-1-1@127.0.0.1:5060", 1)]
+    h.wire.sent.clear()
+    h.operator_confirms("council-cctv-1#1", 2.0)  # 200 to the help point, then the media plane raises
+    bye_hp, bye_op = (key for key, r in h.wire.requests.items() if r.method == "BYE")
+    assert h.wire.sent == [
+        ("response", "itx", 200),  # the operator's INFO
+        ("CANCEL", "ctx-2", 'SIP;cause=200;text="Call completed elsewhere"'),  # not CANCELled twice
+        ("response", "stx-1", 200),  # the help point answered...
+        ("BYE", "hpcall-1", h.wire.requests[bye_hp].cseq[0]),  # ...so it gets a BYE, not a 500
+        ("BYE", "act-1-1@127.0.0.1:5060", 2),  # the bridged operator
+    ]
+    assert h.wire.requests[bye_hp].headers.get("Reason") == INTERNAL_ERROR_REASON
+    assert h.wire.requests[bye_hp].to.tag == "hp1" and h.wire.requests[bye_op].headers.get("Reason")
+    summary = h.only_summary()
+    assert (summary.outcome, summary.ended_by, summary.answered_by) == ("failed", "gateway", "council-cctv-1")
+    assert summary.timeline[-2:] == ends(2.0)
+    assert "abandoned" not in str(summary.timeline) and summary.duration == 2.0
+    assert h.errors == 1 and h.media.closed == 1 and h.forgotten()
+
+
+async def test_a_bug_before_answer_gets_the_help_point_a_500_and_a_failed_record() -> None:
+    h = Harness(make_call())
+    h.ringing_council()
+
+    def dialplan_bug(*args: Any) -> list[Any]:
+        raise RuntimeError("dialplan bug")
+
+    h.call.plan.handle = dialplan_bug
+    h.leg_responds("council-cctv-1#1", 486, 3.0)  # the plan raises on LegFailed: nothing of that step ran
+    legs = h.call.legs
+    assert h.wire.sent == [
+        ("response", "stx-1", 500),
+        ("CANCEL", legs["council-cctv-1#1"].invite_tx, INTERNAL_ERROR_REASON),  # ignored: it got its 486
+        ("CANCEL", legs["council-cctv-2#2"].invite_tx, INTERNAL_ERROR_REASON),
+    ]
+    final = h.wire.responses[-1]
+    assert final.to.tag == h.call.local_tag and final.headers.get("Reason") == INTERNAL_ERROR_REASON
+    summary = h.only_summary()
+    assert (summary.outcome, summary.ended_by, summary.answered_by) == ("failed", "gateway", None)
+    assert summary.timeline[-2:] == ends(3.0)
+    assert h.errors == 1 and h.forgotten()
+
+
+async def test_a_bug_after_the_call_decided_to_answer_but_before_the_200_went_out_sends_a_500() -> None:
+    """The wire, not the call's state, decides: the step set hp_answered_at, then raised before any action."""
+    h = Harness(make_call())
+    h.ringing_council()
+    h.leg_responds("council-cctv-1#1", 200, 1.0)
+    h.wire.sent.clear()
+
+    def timer_bug(now: float) -> None:
+        raise RuntimeError("session timer bug")
+
+    h.call._arm_session_timer = timer_bug  # runs in _bridge, right after the 200 was decided
+    h.operator_confirms("council-cctv-1#1", 2.0)
+    assert h.call.hp_answered_at == 2.0  # the call believes it answered
+    legs = h.call.legs
+    assert h.wire.sent == [
+        ("response", "stx-1", 500),  # but no 200 went out: the INVITE gets its final response
+        ("BYE", "act-1-1@127.0.0.1:5060", 2),
+        ("CANCEL", legs["council-cctv-2#2"].invite_tx, INTERNAL_ERROR_REASON),
+    ]
+    summary = h.only_summary()
+    assert (summary.outcome, summary.ended_by) == ("failed", "gateway")
+    assert h.forgotten()
+
+
+async def test_a_bug_while_an_ended_call_lingers_sends_nothing_and_keeps_its_record() -> None:
+    h = Harness(make_call())
+    h.ringing_council()
+    h.leg_responds("council-cctv-1#1", 200, 1.0)
+    h.operator_confirms("council-cctv-1#1", 2.0)
+    h.loop.now = 60.0
+    bye = Request("BYE", "sip:gateway@127.0.0.1:5060", Headers([
+        ("From", '"HP" <sip:hp-portland-square@127.0.0.1>;tag=hp1'),
+        ("To", f"<sip:help@127.0.0.1>;tag={h.call.local_tag}"), ("Call-ID", "hpcall-1"), ("CSeq", "2 BYE")]))
+    assert h.runner.on_in_dialog(ev.RequestReceived(bye, ("UDP", "127.0.0.1", 5099), "btx"))
+    (summary,) = h.summaries
+    assert (summary.outcome, summary.ended_by) == ("answered", "hp")
+    written, h.wire.sent[:] = list(h.progress), []
+
+    def late_bug(event: Any, now: float) -> list[Any]:
+        raise RuntimeError("bug on a late message")
+
+    h.call.handle = late_bug
+    h.loop.now = 61.0
+    h.runner.deliver(h.call.id, ce.MediaSilence("hp", True))
+    assert h.wire.sent == []  # the help point hung up; the legs were BYEd and CANCELled on the wire
+    assert h.summaries == [summary] and h.progress == written and h.errors == 1 and h.forgotten()
+
+
+async def test_a_failing_summary_still_leaves_a_record() -> None:
+    h = Harness(make_call(), ScriptedMedia(fail_on="bridge"))
+    h.ringing_council()
+    h.leg_responds("council-cctv-1#1", 200, 1.0)
+
+    def summary_bug() -> ce.CallSummary:
+        raise RuntimeError("summary bug")
+
+    h.call.summary = summary_bug
+    h.operator_confirms("council-cctv-1#1", 2.0)
+    (summary,) = h.summaries
+    assert (summary.activation_id, summary.help_point, summary.outcome, summary.ended_by) == (
+        "act-1", "hp-portland-square", "failed", "gateway")
+    assert summary.timeline == h.progress and summary.timeline[-2:] == ends(2.0)
+    assert h.forgotten()
+
+
+async def test_a_bug_in_an_answered_talkdown_byes_the_help_point() -> None:
+    td = make_talkdown(times=1)
+    h = Harness(td, ScriptedMedia(fail_on="play"))
+    h.loop.now = 1.0
+    response = build_response(td.invite, 200, to_tag="hp9",
+                              headers=(("Contact", "<sip:hp-portland-square@127.0.0.1:5099>"),), body=b"A")
+    assert h.runner.on_response(ev.ResponseReceived(response, td.leg.invite_tx, td.leg.dest))
+    assert h.wire.sent == [("INVITE", "td-1@127.0.0.1:5060", 1), ("ACK", "td-1@127.0.0.1:5060", 1),
+                           ("BYE", "td-1@127.0.0.1:5060", 2)]
+    (summary,) = h.summaries
+    assert (summary.outcome, summary.ended_by, summary.kind) == ("talkdown-failed", "gateway", "talkdown")
+    assert h.forgotten()
+
+
+async def test_a_bug_in_a_ringing_talkdown_cancels_it() -> None:
+    td = make_talkdown()
+    h = Harness(td)
+    h.loop.now = 0.4
+
+    def talkdown_bug(event: Any, now: float) -> list[Any]:
+        raise RuntimeError("talk-down bug")
+
+    td.handle = talkdown_bug
+    h.runner.deliver(td.id, ce.MediaSilence("hp", True))
+    assert h.wire.sent == [("INVITE", "td-1@127.0.0.1:5060", 1),
+                           ("CANCEL", td.leg.invite_tx, INTERNAL_ERROR_REASON)]
+    assert h.summaries[0].outcome == "talkdown-failed" and h.forgotten()
