@@ -18,13 +18,26 @@ Offer/answer rules implemented (RFC 3264):
   treated as sendonly.
 * No usable audio stream or no common codec: :class:`SdpNegotiationError`
   (488 Not Acceptable Here).
+
+Values from the peer are range-checked before they reach the media plane (one
+bad leg must not stop the clock every call shares): numbers are ASCII digits
+only (``"²".isdigit()`` is true); offered formats that are not RTP payload
+types (0-127, RFC 3550 §5.1) are never chosen; the stream we use must have an
+m= port in 0-65535 and a c= address that is an IP literal of its address type
+(a hostname would make every send a blocking DNS lookup), else 488; an
+``a=rtcp`` port that is not 1-65535 is ignored (RTCP then goes to RTP port + 1,
+or nowhere when that is past 65535) and an unusable ``a=ptime`` counts as absent.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from dataclasses import dataclass, field, replace
 
 from .errors import SdpNegotiationError, SdpParseError
+
+log = logging.getLogger(__name__)
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 _REVERSE = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
@@ -34,8 +47,32 @@ STATIC_CODECS = {"0": ("PCMU", 8000), "3": ("GSM", 8000), "8": ("PCMA", 8000), "
 _STATIC_PT = {"PCMU": 0, "PCMA": 8}
 _SESSION_BEFORE_C = "iuep"
 _MEDIA_BEFORE_C = "i"
+_MAX_PT = 127  # RTP payload types are 7 bits (RFC 3550 §5.1)
+_MAX_PORT = 65535
+_MAX_PTIME = 1000  # ms; a longer a=ptime (or 0) is no packet time: the default applies
+_ADDRESS_TYPES: dict[str, type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]] = {
+    "IP4": ipaddress.IPv4Address, "IP6": ipaddress.IPv6Address}
 
 Attribute = tuple[str, str | None]
+
+
+def _digits(text: str) -> bool:
+    """True for a non-empty run of ASCII digits (``str.isdigit`` also takes ``²`` and ``٣``, which ``int``
+    refuses)."""
+    return text.isascii() and text.isdigit()
+
+
+def _bounded_int(text: str, maximum: int) -> int | None:
+    """``text`` as an int in 0..maximum, or None when it is not ASCII digits or is out of range."""
+    if not _digits(text) or len(text.lstrip("0")) > len(str(maximum)):
+        return None  # the length check keeps int() away from huge digit strings
+    value = int(text)
+    return value if value <= maximum else None
+
+
+def _payload_type(fmt: str) -> int | None:
+    """The RTP payload type an m= format names (0-127), or None when it names none."""
+    return _bounded_int(fmt, _MAX_PT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +154,9 @@ class MediaDescription:
             if key == "rtpmap" and value:
                 pt, _, encoding = value.partition(" ")
                 name, _, rest = encoding.strip().partition("/")
-                rate = rest.partition("/")[0]
-                if rate.isdigit():
-                    result[pt] = (name.upper(), int(rate))
+                rate = _bounded_int(rest.partition("/")[0], 10**9)
+                if rate is not None:
+                    result[pt] = (name.upper(), rate)
         return result
 
     def fmtp(self) -> dict[str, str]:
@@ -138,12 +175,15 @@ class MediaDescription:
 
     @property
     def ptime(self) -> int | None:
-        """``a=ptime`` in ms, or None."""
+        """``a=ptime`` in whole ms, or None when absent or not a packet time (``inf``, ``nan``, ``²``, 0,
+        more than a second)."""
         value = self.attribute("ptime")
-        try:
-            return int(float(value)) if value else None
-        except ValueError:
+        if not value:
             return None
+        whole, _, fraction = value.strip().partition(".")
+        if fraction and not _digits(fraction):
+            return None
+        return _bounded_int(whole, _MAX_PTIME) or None
 
     def serialise(self) -> list[str]:
         """The section's lines, without line endings."""
@@ -191,9 +231,12 @@ class SessionDescription:
 
 
 def _int(text: str, what: str) -> int:
-    if not text.isdigit():
+    if not _digits(text):
         raise SdpParseError(f"bad {what}: {text!r}")
-    return int(text)
+    try:
+        return int(text)
+    except ValueError as exc:  # more digits than int() converts (sys.get_int_max_str_digits)
+        raise SdpParseError(f"bad {what}: {len(text)} digits") from exc
 
 
 def _connection(value: str) -> Connection:
@@ -282,9 +325,10 @@ class NegotiatedMedia:
     remote_rtcp_port: int | None = None
 
     @property
-    def rtcp_port(self) -> int:
-        """Where to send RTCP."""
-        return self.remote_rtcp_port if self.remote_rtcp_port is not None else self.remote_port + 1
+    def rtcp_port(self) -> int | None:
+        """Where to send RTCP: ``a=rtcp``, else RTP port + 1; None when that is not a port (RTP on 65535)."""
+        port = self.remote_rtcp_port if self.remote_rtcp_port is not None else self.remote_port + 1
+        return port if 0 < port <= _MAX_PORT else None
 
     @property
     def on_hold(self) -> bool:
@@ -323,35 +367,82 @@ def _stream_connection(sd: SessionDescription, m: MediaDescription) -> Connectio
     return conn
 
 
+def _stream_address(conn: Connection) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The c= address, an IP literal of its address type; :class:`SdpNegotiationError` when it is anything
+    else (a hostname would make every RTP send a blocking DNS lookup on the event loop)."""
+    kind = _ADDRESS_TYPES.get(conn.addrtype)
+    if conn.nettype != "IN" or kind is None:
+        raise SdpNegotiationError(f"c= line {str(conn)!r}: not IN IP4 or IN IP6")
+    host = conn.host
+    try:
+        if "%" in host:  # a zone index (fe80::1%eth0) means nothing to the peer that wrote it
+            raise ValueError(host)
+        return kind(host)
+    except ValueError:
+        raise SdpNegotiationError(
+            f"c= line {str(conn)!r}: {host!r} is not an {conn.addrtype} address") from None
+
+
 def _rtcp_port(m: MediaDescription) -> int | None:
+    """``a=rtcp`` (RFC 3605) port, or None when absent or not a port 1-65535 (then ignored: RTCP is not
+    worth failing a call for)."""
     value = m.attribute("rtcp")
-    if value:
-        first = value.split()[0]
-        if first.isdigit():
-            return int(first)
-    return None
+    if value is None:
+        return None
+    parts = value.split()
+    port = _bounded_int(parts[0], _MAX_PORT) if parts else None
+    if not port:
+        log.debug("ignoring a=rtcp:%r, not a port 1-%d", value, _MAX_PORT)
+        return None
+    return port
 
 
 def _telephone_event_pt(m: MediaDescription) -> str | None:
     for pt, (name, rate) in m.rtpmap().items():
-        if name == "TELEPHONE-EVENT" and rate == 8000 and pt in m.formats:
+        if name == "TELEPHONE-EVENT" and rate == 8000 and pt in m.formats and _payload_type(pt) is not None:
             return pt
     return None
+
+
+def _negotiated(sd: SessionDescription, m: MediaDescription, codec: str, pt: str,
+                te_pt: str | None) -> NegotiatedMedia:
+    """What stream ``m`` of ``sd`` (the remote side's description) agreed, range-checked: answer() and
+    accept_answer() both build their result here.  Raises :class:`SdpNegotiationError` for an m= port or
+    c= address we cannot send to."""
+    if not 0 <= m.port <= _MAX_PORT:
+        raise SdpNegotiationError(f"m={m.media} port {m.port} is not a port (0-{_MAX_PORT})")
+    number = _payload_type(pt)
+    te = None if te_pt is None else _payload_type(te_pt)
+    if number is None or (te_pt is not None and te is None):  # the callers choose among valid ones only
+        bad = pt if number is None else te_pt
+        raise SdpNegotiationError(f"m={m.media}: format {bad!r} is not an RTP payload type (0-{_MAX_PT})")
+    address = _stream_address(_stream_connection(sd, m))
+    remote_direction = m.direction or sd.direction or "sendrecv"
+    if address.is_unspecified and remote_direction == "sendrecv":
+        remote_direction = "sendonly"  # RFC 3264 §8.4: legacy hold (c=0.0.0.0)
+    # Canonical text (2001:db8::1, not 2001:DB8:0::1): what recvfrom gives for the same source.
+    return NegotiatedMedia(str(address), m.port, codec, number, 8000, m.ptime or 20, te,
+                           _REVERSE[remote_direction], _rtcp_port(m))
 
 
 def answer(offer: SessionDescription | bytes | str, address: str, port: int,
            supported: tuple[str, ...] = ("PCMU", "PCMA"), telephone_event: bool = True, ptime: int = 20, *,
            session_id: int, version: int = 0,
            username: str = "gateway") -> tuple[SessionDescription, NegotiatedMedia]:
-    """Answer ``offer`` (RFC 3264 §6); raises :class:`SdpNegotiationError` (488) if no audio matches."""
+    """Answer ``offer`` (RFC 3264 §6); raises :class:`SdpNegotiationError` (488) if no audio matches or the
+    chosen stream's m= port or c= address is unusable, :class:`SdpParseError` (488) if it is malformed."""
     offer = _as_sdp(offer)
     wanted = {c.upper() for c in supported}
     chosen: tuple[int, str, str] | None = None  # (index, pt, codec)
+    not_pts: list[str] = []  # offered formats that are no RTP payload type, never chosen
     for index, m in enumerate(offer.media):
         if m.media != "audio" or m.port == 0 or m.proto.upper() != "RTP/AVP":
             continue
         rtpmap = m.rtpmap()
         for pt in m.formats:
+            if _payload_type(pt) is None:
+                not_pts.append(pt)
+                continue
             name, rate = rtpmap.get(pt, ("", 0))
             if name in wanted and rate == 8000:
                 chosen = (index, pt, name)
@@ -362,22 +453,19 @@ def answer(offer: SessionDescription | bytes | str, address: str, port: int,
         audio = [m for m in offer.media if m.media == "audio" and m.port != 0]
         if not audio:
             raise SdpNegotiationError("offer has no audio stream")
-        raise SdpNegotiationError(f"no common codec (we support {', '.join(supported)})")
+        ignored = f"; ignored formats that are not RTP payload types 0-127: {not_pts!r}" if not_pts else ""
+        raise SdpNegotiationError(f"no common codec (we support {', '.join(supported)}){ignored}")
     index, pt, codec = chosen
     offered = offer.media[index]
-    conn = _stream_connection(offer, offered)
-    remote_direction = offered.direction or offer.direction or "sendrecv"
-    if conn.host in ("0.0.0.0", "::") and remote_direction == "sendrecv":
-        remote_direction = "sendonly"  # RFC 3264 §8.4: legacy hold
-    ours = _REVERSE[remote_direction]
     te_pt = _telephone_event_pt(offered) if telephone_event else None
+    negotiated = _negotiated(offer, offered, codec, pt, te_pt)
     formats = [pt]
     attributes: list[Attribute] = [("rtpmap", f"{pt} {codec}/8000")]
     if te_pt is not None:
         formats.append(te_pt)
         attributes += [("rtpmap", f"{te_pt} telephone-event/8000"),
                        ("fmtp", f"{te_pt} {offered.fmtp().get(te_pt) or '0-15'}")]
-    attributes += [("ptime", str(ptime)), (ours, None)]
+    attributes += [("ptime", str(ptime)), (negotiated.direction, None)]
     local = Connection.for_address(address)
     media = []
     for i, m in enumerate(offer.media):
@@ -387,8 +475,6 @@ def answer(offer: SessionDescription | bytes | str, address: str, port: int,
             media.append(MediaDescription(m.media, 0, m.proto, m.formats or ("0",)))
     sdp = SessionDescription(Origin(username, session_id, version, "IN", local.addrtype, address), "-", local,
                              (), tuple(media))
-    negotiated = NegotiatedMedia(conn.host, offered.port, codec, int(pt), 8000, offered.ptime or 20,
-                                 int(te_pt) if te_pt is not None else None, ours, _rtcp_port(offered))
     return sdp, negotiated
 
 
@@ -408,14 +494,11 @@ def accept_answer(offer_we_sent: SessionDescription | bytes | str,
             if pt not in ours.formats or pt not in offered_map:
                 continue
             name, rate = answer_map.get(pt, offered_map[pt])
-            if name in ("PCMU", "PCMA") and offered_map[pt][0] == name and rate == 8000:
-                conn = _stream_connection(ans, theirs)
-                remote_direction = theirs.direction or ans.direction or "sendrecv"
-                if conn.host in ("0.0.0.0", "::") and remote_direction == "sendrecv":
-                    remote_direction = "sendonly"
+            if name in ("PCMU", "PCMA") and offered_map[pt][0] == name and rate == 8000 \
+                    and _payload_type(pt) is not None:
                 te = _telephone_event_pt(theirs)
-                return NegotiatedMedia(conn.host, theirs.port, name, int(pt), 8000, theirs.ptime or 20,
-                                       int(te) if te is not None and te in ours.formats else None,
-                                       _REVERSE[remote_direction], _rtcp_port(theirs))
+                if te is not None and te not in ours.formats:
+                    te = None
+                return _negotiated(ans, theirs, name, pt, te)
         raise SdpNegotiationError("answer chose no codec we offered")
     raise SdpNegotiationError("answer rejected the audio stream")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import random
 import socket
 import struct
@@ -94,6 +95,8 @@ class LegStats:
     wrong_source_in: int = 0
     unknown_pt_in: int = 0
     send_errors: int = 0
+    #: Clock ticks of this leg that raised (a bug or a state no check caught); logged the first time.
+    tick_errors: int = 0
     lost: int = 0
     expected: int = 0
     jitter: float = 0.0
@@ -262,7 +265,9 @@ class MediaLeg:
         self.sender.payload_type = media.payload_type
         self._sends = media.sends
         self.remote = (media.remote_address, media.remote_port)
-        self.remote_rtcp = (media.remote_address, media.rtcp_port)
+        # No port to send RTCP to (RTP on 65535 without a=rtcp): no RTCP, not an OverflowError per report.
+        port = media.rtcp_port
+        self.remote_rtcp = (media.remote_address, port) if port is not None and 0 < port <= 0xFFFF else None
         self.latched = False
         if self._last_audio_at is None:
             self._silence_ref = now
@@ -325,6 +330,10 @@ class MediaLeg:
         if len(data) < 12 or data[0] & 0xC0 != 0x80:
             counters.invalid_in += 1
             return
+        # A source is its host and port: IPv6 recvfrom adds flowinfo and scope_id, and ``remote`` (what we
+        # latch and send to) holds the pair, so the 4-tuple would never compare equal to it.  (An IPv4
+        # 2-tuple is returned as it is by the slice.)
+        addr = addr[:2]
         # Source port 0 means "no reply expected" (RFC 768): never latch onto it.
         if addr[1] != 0 and (addr != self.remote or not self.latched):
             if not self._may_latch(addr, now):
@@ -332,9 +341,10 @@ class MediaLeg:
                 return
             if addr != self.remote:
                 log.info("leg %s: symmetric RTP, sending to %s:%d", self.name, addr[0], addr[1])
-            self.remote = (addr[0], addr[1])
+            self.remote = addr
             if self.media is not None:
-                self.remote_rtcp = (addr[0], addr[1] + 1)
+                # RTCP on RTP port + 1 (RFC 3550 §11), when there is such a port.
+                self.remote_rtcp = (addr[0], addr[1] + 1) if addr[1] < 0xFFFF else None
             self.latched = True
         self._last_rx_at = now
         counters.packets_in += 1
@@ -441,31 +451,42 @@ class MediaLeg:
 
     # -- clock -----------------------------------------------------------------------------------
     def _tick(self, now: float, frames: int, may_keepalive: bool = True) -> None:
-        player = self._player
-        if player is not None:
-            for _ in range(frames):
-                frame = player.read(self._codec)
-                if frame is None:
-                    self._finish_play(True)
-                    break
-                if self._sends:
-                    self._send(self.sender.generate(frame[0], now))
-                    self.stats_counters.generated_out += 1
-                if self.recorder is not None:
-                    self.recorder.push_prompt(self.record_side, frame[1])
-        elif may_keepalive and (self.bridge is not None or self.keepalive) and self._sends \
-                and now - self._last_relay_out >= self.engine.keepalive_after:
-            silence = self.engine._silence[self._codec]
-            self._send(self.sender.generate(silence, now))
-            self.stats_counters.generated_out += 1
-        if self.media is not None:
-            if not self.silent:
-                ref = self._last_audio_at if self._last_audio_at is not None else self._silence_ref
-                if now - ref >= self.silence_timeout:
-                    self._set_silent(True, now)
-            if now >= self._next_rtcp:
-                self._next_rtcp = now + self.engine.rtcp_interval * random.uniform(0.5, 1.5)
-                self._send_rtcp(now)
+        # The one clock drives every call's prompts, keep-alives and recorder frames, and the C tick_legs
+        # stops at the first leg that raises: an exception must not leave this leg.  Its audio may stop;
+        # the other calls' must not.
+        try:
+            player = self._player
+            if player is not None:
+                for _ in range(frames):
+                    frame = player.read(self._codec)
+                    if frame is None:
+                        self._finish_play(True)
+                        break
+                    if self._sends:
+                        self._send(self.sender.generate(frame[0], now))
+                        self.stats_counters.generated_out += 1
+                    if self.recorder is not None:
+                        self.recorder.push_prompt(self.record_side, frame[1])
+            elif may_keepalive and (self.bridge is not None or self.keepalive) and self._sends \
+                    and now - self._last_relay_out >= self.engine.keepalive_after:
+                silence = self.engine._silence[self._codec]
+                self._send(self.sender.generate(silence, now))
+                self.stats_counters.generated_out += 1
+            if self.media is not None:
+                if not self.silent:
+                    ref = self._last_audio_at if self._last_audio_at is not None else self._silence_ref
+                    if now - ref >= self.silence_timeout:
+                        self._set_silent(True, now)
+                if now >= self._next_rtcp:
+                    self._next_rtcp = now + self.engine.rtcp_interval * random.uniform(0.5, 1.5)
+                    self._send_rtcp(now)
+        except Exception:
+            counters = self.stats_counters
+            counters.tick_errors += 1
+            if counters.tick_errors == 1:
+                log.exception("leg %s: media clock tick failed (logged once per leg)", self.name)
+            # A prompt that cannot be played ends (its future gives False): the call does not wait on it.
+            self._finish_play(False)
 
     def _set_silent(self, silent: bool, now: float) -> None:
         self.silent = silent
@@ -573,6 +594,10 @@ class MediaEngine:
         #: Clock wake-ups more than 5 ms late, and the worst lateness seen (seconds): loop health.
         self.late_ticks = 0
         self.max_lateness = 0.0
+        #: Slices of a tick that raised outside any leg's own tick (see ``_tick_part``), and when one was
+        #: last logged.
+        self.tick_errors = 0
+        self._tick_error_logged_at = -math.inf
 
     @property
     def fast_path(self) -> bool:
@@ -779,23 +804,40 @@ class MediaEngine:
 
     def _tick_part(self, now: float, frames: int, skipped: int, legs: list[MediaLeg],
                    recorders: list[StereoRecorder], keepalive: bool) -> None:
+        # Every call on the gateway depends on this clock: whatever one slice raises is logged and the
+        # clock goes on, and the slice's recorders still get their frames (evidence).  A leg's own tick
+        # keeps its exceptions (MediaLeg._tick); these guards are for the rest.
         tick_legs = self._tick_legs
-        if tick_legs is not None:
-            tick_legs(legs, now, frames, keepalive, self.keepalive_after)
-        else:
-            for leg in legs:
-                if not leg.closed:
-                    leg._tick(now, frames, keepalive)
-        tick_recorders = self._tick_recorders
-        if tick_recorders is not None:
-            for recorder in tick_recorders(recorders, frames + skipped):
-                self._recorders.pop(recorder, None)
-            return
-        for recorder in recorders:
-            if recorder.sealed:
-                self._recorders.pop(recorder, None)
+        try:
+            if tick_legs is not None:
+                tick_legs(legs, now, frames, keepalive, self.keepalive_after)
             else:
-                recorder.tick(frames + skipped)
+                for leg in legs:
+                    if not leg.closed:
+                        leg._tick(now, frames, keepalive)
+        except Exception:
+            self._tick_failed(now, "legs")
+        tick_recorders = self._tick_recorders
+        try:
+            if tick_recorders is not None:
+                for recorder in tick_recorders(recorders, frames + skipped):
+                    self._recorders.pop(recorder, None)
+                return
+            for recorder in recorders:
+                if recorder.sealed:
+                    self._recorders.pop(recorder, None)
+                else:
+                    recorder.tick(frames + skipped)
+        except Exception:
+            self._tick_failed(now, "recorders")
+
+    def _tick_failed(self, now: float, what: str) -> None:
+        """Count a slice of the clock that raised; log it with its traceback at most once a minute."""
+        self.tick_errors += 1
+        if now - self._tick_error_logged_at >= 60.0:
+            self._tick_error_logged_at = now
+            log.exception("media clock: ticking %s failed (%d times so far); the clock goes on", what,
+                          self.tick_errors)
 
     def _call(self, callback: Callable | None, arg: object) -> None:
         if callback is None:

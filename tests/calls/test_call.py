@@ -10,6 +10,7 @@ import pytest
 
 from gateway.calls import events as ce
 from gateway.calls.call import Call, CallConfig
+from gateway.calls.media_adapter import _Negotiator
 from gateway.calls.metadata import HelpPointInfo
 from gateway.dialplan.engine import Plan
 from gateway.dialplan.load import load_dialplan_set
@@ -78,7 +79,8 @@ class FakeMedia:
         return isinstance(other, FakeMedia) and (self.side, self.on_hold) == (other.side, other.on_hold)
 
 
-def make_call(wall=DAY, registered=("council-cctv-1", "council-cctv-2", "police-control-1"), invite=INVITE):
+def make_call(wall=DAY, registered=("council-cctv-1", "council-cctv-2", "police-control-1"), invite=INVITE,
+              negotiator=None):
     sets = load_dialplan_set([ROOT / "dialplans" / "sutton.yaml"], INVENTORY)
     dp = sets.for_help_point("hp-portland-square")
     counter = itertools.count()
@@ -89,7 +91,8 @@ def make_call(wall=DAY, registered=("council-cctv-1", "council-cctv-2", "police-
         return [(f"sip:{position}@127.0.0.1:600{len(position) % 10}", ("UDP", "127.0.0.1", 6000))]
 
     call = Call("act-1", HP, parse_message(invite), "stx-1", ("UDP", "127.0.0.1", 5099),
-                Plan(dp, "hp-portland-square", version=sets.version), FakeNegotiator(), locate, ROOMS.get,
+                Plan(dp, "hp-portland-square", version=sets.version), negotiator or FakeNegotiator(), locate,
+                ROOMS.get,
                 CallConfig(host="127.0.0.1:5060", contact="sip:gateway@127.0.0.1:5060"),
                 lambda: f"tag{next(counter)}", wall, dialplan_version=sets.version)
     return call
@@ -222,6 +225,84 @@ def test_bad_sdp_gets_488_and_a_record():
     actions = call.start(0.0)
     assert [a.response.status for a in of(actions, ce.SendResponse)] == [488]
     assert of(actions, ce.CallEnded)[0].summary.outcome == "failed"
+
+
+class SdpNegotiator(FakeNegotiator):
+    """The help point's offers (INVITE, re-INVITE) go through the media adapter's real offer/answer."""
+
+    def __init__(self):
+        self.real = _Negotiator("192.0.2.1", 30000, 30002)
+
+    def answer_help_point(self, offer: bytes):
+        return self.real.answer_help_point(offer)
+
+    def answer_offer(self, side, offer):
+        return self.real.answer_offer(side, offer)
+
+
+HP_OFFER = (b"v=0\r\no=hp 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            b"m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n")
+# Offers with a value out of range (each once stopped the media clock of every call, or raised out of the
+# negotiator): 488, like an offer with no common codec.
+HOSTILE_OFFERS = [
+    HP_OFFER.replace(b"RTP/AVP 0 101", b"RTP/AVP 300") + b"a=rtpmap:300 PCMU/8000\r\n",
+    HP_OFFER.replace(b"audio 6000", b"audio 70000"),
+    HP_OFFER.replace(b"audio 6000", "audio ²".encode()),
+    HP_OFFER.replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 \xff"),
+    HP_OFFER.replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 help-point.example.com"),
+]
+HOSTILE_IDS = ["pt-300", "port-70000", "port-superscript", "address-0xff", "address-hostname"]
+
+
+def invite_with(body: bytes) -> bytes:
+    return INVITE.replace(b"Content-Length: 5\r\n\r\nOFFER",
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+@pytest.mark.parametrize("offer", HOSTILE_OFFERS, ids=HOSTILE_IDS)
+def test_offer_with_values_out_of_range_gets_488(offer):
+    call = make_call(invite=invite_with(offer), negotiator=SdpNegotiator())
+    actions = call.start(0.0)
+    assert [a.response.status for a in of(actions, ce.SendResponse)] == [488]
+    assert not of(actions, ce.ConnectMedia)
+    assert of(actions, ce.CallEnded)[0].summary.outcome == "failed"
+
+
+@pytest.mark.parametrize("extra", [b"a=rtcp:70001\r\n", "a=rtcp:²\r\n".encode(), b"a=ptime:inf\r\n",
+                                   b"a=ptime:nan\r\n"], ids=["rtcp-70001", "rtcp-superscript", "ptime-inf",
+                                                              "ptime-nan"])
+def test_offer_with_an_unusable_rtcp_or_ptime_is_answered_without_it(extra):
+    call = make_call(invite=invite_with(HP_OFFER + extra), negotiator=SdpNegotiator())
+    actions = call.start(0.0)
+    assert [a.response.status for a in of(actions, ce.SendResponse)] == [183]
+    (connect,) = of(actions, ce.ConnectMedia)
+    assert (connect.negotiated.rtcp_port, connect.negotiated.ptime) == (6001, 20)
+
+
+def _hp_reinvite(body, cseq):
+    return Request("INVITE", "sip:gateway@127.0.0.1:5060", Headers([
+        ("Via", f"SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKhpre{cseq}"),
+        ("From", '"HP" <sip:hp-portland-square@127.0.0.1>;tag=hp1'), ("To", "<sip:help@127.0.0.1>;tag=gw"),
+        ("Call-ID", "hpcall-1"), ("CSeq", f"{cseq} INVITE"),
+        ("Contact", "<sip:hp-portland-square@127.0.0.1:5099>"),
+        ("Content-Type", "application/sdp")]), body)
+
+
+@pytest.mark.parametrize("offer", HOSTILE_OFFERS, ids=HOSTILE_IDS)
+def test_reinvite_with_values_out_of_range_gets_488_and_the_call_goes_on(offer):
+    call = make_call(invite=invite_with(HP_OFFER), negotiator=SdpNegotiator())
+    call.start(0.0)
+    respond(call, "council-cctv-1#1", 200, 1.0)
+    info(call, "council-cctv-1#1", "1", 2.0)
+    actions = call.handle(ce.InDialogRequest("hp", _hp_reinvite(offer, 2), "rtx"), 10.0)
+    assert [(a.transaction, a.response.status) for a in of(actions, ce.SendResponse)] == [("rtx", 488)]
+    assert not of(actions, ce.ConnectMedia) and not of(actions, ce.SendRequest)
+    assert not of(actions, ce.CallEnded)
+    assert call.ended_at is None and call.timeline[-1]["event"] == "reoffer-refused"
+    # the next, well-formed offer is answered as usual
+    actions = call.handle(ce.InDialogRequest("hp", _hp_reinvite(HP_OFFER, 3), "rtx2"), 11.0)
+    assert [a.response.status for a in of(actions, ce.SendResponse)] == [200]
+    assert len(of(actions, ce.ConnectMedia)) == 1
 
 
 def test_operator_star_digit_plays_a_warning_to_the_help_point():

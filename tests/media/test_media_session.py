@@ -415,3 +415,148 @@ async def test_pool_is_bounded_and_closed_with_the_engine() -> None:
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         probe.bind((HOST, port))
         probe.close()
+
+
+# -- a leg that misbehaves must not stop the clock every other call shares -----------------------------
+# NegotiatedMedia built by hand, past sdp.answer()'s checks: what used to raise out of the clock task
+# (OverflowError from sendto, struct.error from packing the RTP header) and end prompts, keep-alives and
+# recorder frames for every call on the gateway.
+HOSTILE = [NegotiatedMedia(HOST, 70000, "PCMU", 0), NegotiatedMedia(HOST, 9, "PCMU", 300)]
+PATHS = pytest.mark.parametrize("fast_path", [True, False], ids=["C-tick", "python-tick"])
+
+
+@PATHS
+@pytest.mark.parametrize("hostile", HOSTILE, ids=["port-70000", "pt-300"])
+async def test_clock_survives_a_leg_whose_tick_raises(
+        fast_path: bool, hostile: NegotiatedMedia, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    eng = MediaEngine(HOST, 41600, 41609, fast_path=fast_path)  # the real clock task
+    assert (eng._tick_legs is not None) == (fast_path and session._FAST is not None)
+    peer = await make_peer()
+    try:
+        bad = eng.allocate_leg(keepalive=True, name="hostile")  # first in the slice: ticked first
+        bad.set_remote(hostile)
+        good = eng.allocate_leg(keepalive=True, name="good")
+        good.set_remote(media(peer, "PCMU"))
+        rec = eng.recorder(str(tmp_path / "good.wav"))
+        bad.record(rec, 0)
+        good.record(rec, 1)
+        for _ in range(10):  # 200 ms of keep-alives after the hostile leg first raised
+            await peer.get()
+        assert eng._clock_task is not None and not eng._clock_task.done()
+        assert bad.stats.tick_errors >= 5 and good.stats.tick_errors == 0 and eng.tick_errors == 0
+        assert good.stats.generated_out >= 10 and rec.frames_queued >= 9
+        logged = [r for r in caplog.records if "media clock tick failed" in r.getMessage()]
+        assert len(logged) == 1 and logged[0].exc_info is not None  # once per leg, with the traceback
+        await rec.seal_async()
+    finally:
+        peer.transport.close()
+        await eng.close()
+
+
+class _ClosedRaises:
+    """An entry of ``engine.legs`` whose ``closed`` raises: a failure outside any leg's own tick (the C
+    tick_legs then stops the slice, the Python loop too)."""
+
+    @property
+    def closed(self) -> bool:
+        raise RuntimeError("not a leg")
+
+
+@PATHS
+async def test_a_slice_that_raises_still_ticks_its_recorders_and_is_logged_once_a_minute(
+        fast_path: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    eng = MediaEngine(HOST, 41610, 41619, clock=clock, start_clock=False, fast_path=fast_path)
+    try:
+        leg = eng.allocate_leg()
+        rec = eng.recorder(str(tmp_path / "r.wav"))
+        leg.record(rec, 0)
+        eng.legs[1] = _ClosedRaises()  # type: ignore[assignment]
+        for _ in range(3):
+            clock.now += 0.02
+            eng.tick(clock.now)
+        assert (eng.tick_errors, rec.frames_queued) == (3, 3)
+        clock.now += 60
+        eng.tick(clock.now)
+        logged = [r for r in caplog.records if "ticking legs failed" in r.getMessage()]
+        assert len(logged) == 2 and rec.frames_queued == 4
+        del eng.legs[1]
+        await rec.seal_async()
+    finally:
+        await eng.close()
+
+
+class _BrokenPlayer(WavPlayer):
+    def read(self, codec: str) -> tuple[bytes, bytes] | None:
+        raise RuntimeError("prompt decoder bug")
+
+
+@PATHS
+async def test_prompt_that_raises_ends_with_false_and_the_leg_goes_on(fast_path: bool) -> None:
+    clock = FakeClock()
+    eng = MediaEngine(HOST, 41620, 41629, clock=clock, start_clock=False, fast_path=fast_path)
+    peer = await make_peer()
+    try:
+        leg = eng.allocate_leg(keepalive=True)
+        leg.set_remote(media(peer, "PCMU"))
+        done = leg.play(_BrokenPlayer(Audio(b"\0\0" * 1600)))
+        clock.now += 0.02
+        eng.tick(clock.now)
+        assert done.done() and done.result() is False and leg.stats.tick_errors == 1
+        clock.now += 0.02
+        eng.tick(clock.now)  # no prompt now: keep-alive silence
+        assert (await peer.get()).payload == g711.silence("PCMU")
+    finally:
+        peer.transport.close()
+        await eng.close()
+
+
+async def test_no_rtcp_where_there_is_no_rtcp_port(engine: MediaEngine) -> None:
+    leg = engine.allocate_leg()
+    leg.set_remote(NegotiatedMedia(HOST, 65535, "PCMU", 0))  # RTCP would go to 65536
+    assert leg.remote == (HOST, 65535) and leg.remote_rtcp is None
+    leg.set_remote(NegotiatedMedia(HOST, 4000, "PCMU", 0, remote_rtcp_port=70001))  # built by hand
+    assert leg.remote_rtcp is None
+    leg.set_remote(NegotiatedMedia(HOST, 4000, "PCMU", 0))
+    assert leg.remote_rtcp == (HOST, 4001)
+    # symmetric RTP from source port 65535: latched, but no RTCP port to go with it
+    leg._receive_rtp(bytes(RtpPacket(0, 1, 160, 0x4242, voice(1, "PCMU"))), (HOST, 65535), engine.clock())
+    assert leg.remote == (HOST, 65535) and leg.latched and leg.remote_rtcp is None
+    engine.tick(engine.clock() + 10)  # an RTCP report is due: nothing to send it to, nothing raised
+    assert leg.stats.tick_errors == 0
+
+
+async def test_ipv6_leg_keeps_its_latched_source_and_relays() -> None:
+    """recvfrom gives IPv6 sources as (host, port, flowinfo, scope_id); latching compares host and port."""
+    import socket
+
+    loop = asyncio.get_running_loop()
+    socks = []
+    try:
+        for _ in range(2):
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            socks.append(s)
+            s.setblocking(False)
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    hp, op = socks
+    eng = MediaEngine("::1", 41700, 41709, clock=FakeClock(), start_clock=False)
+    try:
+        leg_a, leg_b = eng.allocate_leg(), eng.allocate_leg()
+        leg_a.set_remote(NegotiatedMedia("::1", hp.getsockname()[1], "PCMU", 0))
+        leg_b.set_remote(NegotiatedMedia("::1", op.getsockname()[1], "PCMU", 0))
+        bridge(leg_a, leg_b)
+        for i in range(5):
+            hp.sendto(bytes(RtpPacket(0, i, 160 * i, 7, voice(i, "PCMU"))), ("::1", leg_a.local_port))
+        c = leg_a.stats_counters
+        await until(lambda: c.packets_in + c.wrong_source_in + c.invalid_in >= 5)
+        assert (c.packets_in, c.wrong_source_in) == (5, 0)
+        assert leg_a.latched and leg_a.remote == ("::1", hp.getsockname()[1])
+        relayed = [RtpPacket.unpack(await asyncio.wait_for(loop.sock_recv(op, 2048), 2)) for _ in range(5)]
+        assert [p.payload for p in relayed] == [voice(i, "PCMU") for i in range(5)]
+        assert leg_b.stats.relayed_out == 5
+    finally:
+        for s in socks:
+            s.close()
+        await eng.close()
