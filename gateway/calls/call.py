@@ -355,7 +355,7 @@ class Call(SessionUpkeep):
                 self._end_leg(other, _CANCEL_REASONS["answered-elsewhere"], now)
         if self._op_media is not leg:
             self._op_media = leg
-            self._emit(ce.ConnectMedia("op", leg.media))
+            self._emit(ce.ConnectMedia("op", leg.media, switch=True))
         if self.hp_answered_at is None:
             self.hp_answered_at = now
             self._respond(200, body=self.hp_sdp)
@@ -494,9 +494,10 @@ class Call(SessionUpkeep):
             return
         leg.state = LegState.ANSWERED
         leg.media = negotiated
+        switch = self._op_media is not None and self._op_media is not leg
         self._op_media = leg
         self._log(now, "leg-answered", leg=leg.id, target=leg.target, room=self.room_of(leg.target))
-        self._emit(ce.ConnectMedia("op", negotiated))
+        self._emit(ce.ConnectMedia("op", negotiated, switch=switch))
         self._run_plan(self.plan.handle(plan_ev.LegAnswered(leg.target), now), now)
 
     def _leg_timeout(self, event: ce.LegTimedOut, now: float) -> None:
@@ -596,7 +597,7 @@ class Call(SessionUpkeep):
         self._op_media = waiting
         if waiting is not None:
             self._log(now, "op-media-moved", leg=waiting.id)
-            self._emit(ce.ConnectMedia("op", waiting.media))
+            self._emit(ce.ConnectMedia("op", waiting.media, switch=True))
             self._emit(ce.PlayPrompt("op", "confirm-operator"))
 
     def _operator_command(self, digit: str, now: float) -> None:

@@ -120,10 +120,15 @@ class SendAck:
 
 @dataclass(frozen=True, slots=True)
 class ConnectMedia:
-    """Point ``side``'s media (``"hp"`` or ``"op"``) at the negotiated remote."""
+    """Point ``side``'s media (``"hp"`` or ``"op"``) at the negotiated remote.
+
+    ``switch``: the operator side moves to another answered phone while the previous one may still be
+    sending RTP to the same port; latch only onto the new phone's announced address for a moment.
+    """
 
     side: str
     negotiated: Any
+    switch: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,9 @@ from .runner import CallRunner
 
 log = logging.getLogger(__name__)
 
+#: Seconds the operator side latches only onto the announced address after moving to another phone.
+SWITCH_ANNOUNCED_ONLY = 1.0
+
 #: Where the default prompts ship (the project's prompts/ folder).
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 
@@ -133,9 +136,12 @@ class CallMediaImpl:
         """``hp`` or ``op``."""
         return "hp" if leg is self.hp else "op"
 
-    def connect(self, side: str, negotiated: Any) -> None:
+    def connect(self, side: str, negotiated: Any, switch: bool = False) -> None:
         leg = self.hp if side == "hp" else self.op
-        leg.set_remote(negotiated)
+        # Moving to another operator's phone: the previous one may still be sending to this port (it is
+        # hung up only now, or still waits to confirm), so latch only onto the new phone's announced address
+        # for a moment; one behind NAT is latched after that, as usual.
+        leg.set_remote(negotiated, announced_only=SWITCH_ANNOUNCED_ONLY if switch else 0.0)
         if side == "hp" and self.recorder is None:
             # (the disk-writer thread creates the folder if it is missing; no file system call here)
             self.recorder = self.engine.recorder(str(self.recordings / f"{self.id}.wav"))

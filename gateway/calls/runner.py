@@ -52,8 +52,8 @@ class CallMedia(Protocol):
 
     negotiator: Negotiator
 
-    def connect(self, side: str, negotiated: Any) -> None:
-        """Point ``side`` ("hp"/"op") at its negotiated remote."""
+    def connect(self, side: str, negotiated: Any, switch: bool = False) -> None:
+        """Point ``side`` ("hp"/"op") at its negotiated remote (``switch``: another operator's phone)."""
 
     def play(self, side: str, prompt: str, on_done: Callable[[], None] | None) -> None:
         """Play a prompt to ``side``; call ``on_done`` when it ends (if given)."""
@@ -246,7 +246,7 @@ class CallRunner:
         elif isinstance(action, ce.SendAck):
             self.endpoint.send_stateless(action.request, action.dest)
         elif isinstance(action, ce.ConnectMedia) and media is not None:
-            media.connect(action.side, action.negotiated)
+            media.connect(action.side, action.negotiated, action.switch)
         elif isinstance(action, ce.PlayPrompt) and media is not None:
             done = None
             if action.report:

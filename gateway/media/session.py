@@ -208,7 +208,8 @@ class MediaLeg:
                  "on_silence", "silence_timeout", "bridge", "_peer", "recorder", "record_side", "stats_counters",
                  "sender", "rx", "rx_ssrc", "dtmf", "silent", "closed", "_rtp", "_rtcp", "_rtp_fd", "_readers",
                  "_sends", "_codec", "_pt", "_te_pt", "_last_rx_at", "_last_audio_at", "_silence_ref",
-                 "_last_relay_out", "_player", "_play_done", "_next_rtcp", "_rtcp_packets_at_report")
+                 "_last_relay_out", "_player", "_play_done", "_next_rtcp", "_rtcp_packets_at_report",
+                 "_announced_until")
 
     def __init__(self, engine: MediaEngine, rtp: socket.socket, rtcp: socket.socket, port: int,
                  keepalive: bool, name: str) -> None:
@@ -253,11 +254,19 @@ class MediaLeg:
         self._play_done: asyncio.Future[bool] | None = None
         self._next_rtcp = 0.0
         self._rtcp_packets_at_report = 0
+        #: Until then, an unlatched leg latches only onto the announced (SDP) address.
+        self._announced_until = 0.0
 
     # -- configuration ---------------------------------------------------------------------------
-    def set_remote(self, media: NegotiatedMedia) -> None:
-        """Apply the negotiated media (after offer/answer, and again on every re-INVITE/UPDATE)."""
+    def set_remote(self, media: NegotiatedMedia, *, announced_only: float = 0.0) -> None:
+        """Apply the negotiated media (after offer/answer, and again on every re-INVITE/UPDATE).
+
+        ``announced_only``: for that many seconds, latch only onto the announced address, not onto the
+        first source that sends (the operator side moving to another phone while the previous one still
+        sends to this port); afterwards symmetric RTP latches as usual (a phone behind NAT).
+        """
         now = self.engine.clock()
+        self._announced_until = now + announced_only if announced_only > 0 else 0.0
         self.media = media
         self._codec = media.codec
         self._pt = media.payload_type
@@ -321,7 +330,9 @@ class MediaLeg:
     # -- receive path ----------------------------------------------------------------------------
     def _may_latch(self, addr: tuple, now: float) -> bool:
         if not self.latched:
-            return True
+            media = self.media
+            return (now >= self._announced_until or media is None
+                    or addr == (media.remote_address, media.remote_port))
         last = self._last_rx_at
         return last is None or now - last > self.engine.relatch_after
 

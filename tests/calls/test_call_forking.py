@@ -61,6 +61,10 @@ def op_media(actions) -> list[str]:
     return [a.negotiated for a in of(actions, ce.ConnectMedia) if a.side == "op"]
 
 
+def switches(actions) -> list[bool]:
+    return [a.switch for a in of(actions, ce.ConnectMedia) if a.side == "op"]
+
+
 def byes(actions) -> list[str]:
     return [a.leg for a in of(actions, ce.SendRequest) if a.request.method == "BYE"]
 
@@ -71,8 +75,11 @@ def test_rtp_confirm_after_two_answers_bridges_the_operator_who_pressed():
     # digit is theirs: they are bridged and credited, the auto-answerer is hung up.
     call = forked_call()
     call.start(0.0)
-    assert op_media(answer(call, "council-cctv-1#1", 1.0)) == ["media-council-cctv-1#1"]
-    assert op_media(answer(call, "council-cctv-2#2", 2.0)) == ["media-council-cctv-2#2"]
+    first = answer(call, "council-cctv-1#1", 1.0)
+    assert op_media(first) == ["media-council-cctv-1#1"] and switches(first) == [False]
+    second = answer(call, "council-cctv-2#2", 2.0)
+    # Another phone while the first may still send: the media leg latches only its announced address a moment.
+    assert op_media(second) == ["media-council-cctv-2#2"] and switches(second) == [True]
     actions = call.handle(ce.DigitDetected("op", "1"), 3.0)
     assert call.bridged is not None and call.bridged.id == "council-cctv-2#2"
     assert byes(actions) == ["council-cctv-1#1"]
@@ -88,7 +95,7 @@ def test_info_confirm_from_the_first_answerer_points_media_back_at_them():
     answer(call, "council-cctv-2#2", 2.0)  # media now points at cctv-2
     actions = info(call, "council-cctv-1#1", "1", 3.0)  # but cctv-1 confirms, by SIP INFO
     assert call.bridged is not None and call.bridged.id == "council-cctv-1#1"
-    assert op_media(actions) == ["media-council-cctv-1#1"]
+    assert op_media(actions) == ["media-council-cctv-1#1"] and switches(actions) == [True]
     order = [type(a) for a in actions if isinstance(a, ce.ConnectMedia | ce.BridgeMedia)]
     assert order == [ce.ConnectMedia, ce.BridgeMedia]  # pointed back before the bridge
     assert byes(actions) == ["council-cctv-2#2"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from gateway.calls.media_adapter import CallMediaImpl, MediaPlane
+from gateway.calls.media_adapter import SWITCH_ANNOUNCED_ONLY, CallMediaImpl, MediaPlane
 from gateway.media.sdp import NegotiatedMedia
 from gateway.media.session import MediaEngine
 
@@ -49,3 +49,21 @@ async def test_ended_calls_leave_no_reference_cycles_and_every_recording_is_hand
     assert not kinds & {"CallMediaImpl", "MediaLeg", "StereoRecorder", "RtpSender", "Future"}, kinds
     assert sorted(p.name for p in (tmp_path / "recordings").glob("*.sha256")) == \
         [f"act-{i}.wav.sha256" for i in range(5)]
+
+
+async def test_a_switch_to_another_operator_phone_latches_its_announced_address_only_for_a_moment(
+        tmp_path: Path) -> None:
+    engine = MediaEngine(HOST, 41700, 41709, start_clock=False)
+    plane = MediaPlane(engine, {}, tmp_path / "recordings")
+    try:
+        media: CallMediaImpl = plane.factory("act-s", _Runner())  # type: ignore[arg-type]
+        media.connect("op", NegotiatedMedia(HOST, 9, "PCMA", 8))
+        assert media.op._announced_until == 0.0  # the first phone: symmetric RTP as usual
+        media.connect("op", NegotiatedMedia(HOST, 11, "PCMA", 8), switch=True)
+        assert 0 < media.op._announced_until - engine.clock() <= SWITCH_ANNOUNCED_ONLY
+        media.connect("op", NegotiatedMedia(HOST, 11, "PCMA", 8))  # a re-INVITE of the same phone
+        assert media.op._announced_until == 0.0
+        media.close()
+        assert await plane.wait_sealed(10.0)
+    finally:
+        await engine.close()

@@ -163,7 +163,7 @@ class ScriptedMedia:
         if name == self.fail_on:
             raise RuntimeError(f"media bug in {name}")
 
-    def connect(self, side: str, negotiated: Any) -> None:
+    def connect(self, side: str, negotiated: Any, switch: bool = False) -> None:
         self._op("connect")
 
     def play(self, side: str, prompt: str, on_done: Any) -> None:

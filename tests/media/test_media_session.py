@@ -276,6 +276,34 @@ async def test_wrong_source_ignored_after_latching(engine: MediaEngine) -> None:
     assert leg_a.stats.wrong_source_in == 1
 
 
+async def test_switching_operator_latches_only_the_new_phones_announced_address_for_a_moment(
+        engine: MediaEngine) -> None:
+    # The operator side moves from phone 1 (still sending, e.g. a voicemail greeting) to phone 2: for
+    # ``announced_only`` seconds only phone 2's SDP address may latch, whichever sends first.
+    old, new, hp = await make_peer(), await make_peer(), await make_peer()
+    leg_op, leg_hp = engine.allocate_leg(), engine.allocate_leg()
+    leg_hp.set_remote(media(hp, "PCMU"))
+    leg_op.set_remote(media(old, "PCMU"))
+    bridge(leg_hp, leg_op)
+    clock = engine.fake  # type: ignore[attr-defined]
+    old.send(leg_op.local_port, voice(1, "PCMU"), 0)
+    await hp.get()
+    leg_op.set_remote(media(new, "PCMU"), announced_only=1.0)
+    old.send(leg_op.local_port, voice(2, "PCMU"), 0)  # the old phone is first again: refused
+    await until(lambda: leg_op.stats.wrong_source_in == 1)
+    assert not leg_op.latched and leg_op.remote == (HOST, new.port)
+    new.send(leg_op.local_port, voice(3, "PCMU"), 0)
+    assert (await hp.get()).payload == voice(3, "PCMU")
+    assert leg_op.latched and leg_op.remote == (HOST, new.port)
+    # Without the window (an ordinary re-INVITE), or once it is over, the first source latches as before
+    # (a phone behind NAT sends from an address its SDP does not name).
+    leg_op.set_remote(media(new, "PCMU", port=9), announced_only=1.0)
+    clock.now += 1.5
+    old.send(leg_op.local_port, voice(4, "PCMU"), 0)
+    assert (await hp.get()).payload == voice(4, "PCMU")
+    assert leg_op.latched and leg_op.remote == (HOST, old.port)
+
+
 async def test_rtcp_reports_both_ways(engine: MediaEngine) -> None:
     loop = asyncio.get_running_loop()
     hp = await make_peer()
