@@ -293,7 +293,8 @@ class Call(SessionUpkeep):
             for leg in list(self.legs.values()):
                 if leg.target in action.targets and leg is not self.bridged:
                     self._end_leg(leg, _CANCEL_REASONS[action.reason], now)
-            self._repoint_op_media(now)
+            if action.reason != "answered-elsewhere":  # that one is followed by the Bridge, which points it
+                self._repoint_op_media(now)
         elif isinstance(action, plan_ev.RequireConfirm):
             self._log(now, "confirm-requested", target=action.target, digit=action.digit, within=action.within)
             self._emit(ce.PlayPrompt("op", "confirm-operator"))

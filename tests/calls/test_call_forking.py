@@ -96,6 +96,7 @@ def test_info_confirm_from_the_first_answerer_points_media_back_at_them():
     actions = info(call, "council-cctv-1#1", "1", 3.0)  # but cctv-1 confirms, by SIP INFO
     assert call.bridged is not None and call.bridged.id == "council-cctv-1#1"
     assert op_media(actions) == ["media-council-cctv-1#1"] and switches(actions) == [True]
+    assert not [a for a in of(actions, ce.PlayPrompt) if a.side == "op"]  # it confirmed: no "press 1" again
     order = [type(a) for a in actions if isinstance(a, ce.ConnectMedia | ce.BridgeMedia)]
     assert order == [ce.ConnectMedia, ce.BridgeMedia]  # pointed back before the bridge
     assert byes(actions) == ["council-cctv-2#2"]
