@@ -144,6 +144,12 @@ RECORDINGS_WRITTEN = Counter(
 RECORDINGS_FAILED = Counter(
     "gateway_recordings_failed_total", "Recordings that could not be written or sealed", registry=REGISTRY,
 )
+RECORDING_AUDIO_DROPPED = Counter(
+    "gateway_recording_audio_dropped_seconds_total",
+    "Audio left out of sealed recordings (silence in its place, timing kept): a burst of packets beyond the"
+    " aligner's buffer (burst), or frames the disk could not take in time (disk)",
+    ["reason"], registry=REGISTRY,
+)
 RTP_LOSS_RATIO = Histogram(
     "gateway_rtp_loss_ratio", "Fraction of RTP packets lost over a call, per leg (hp or operator)",
     ["leg"], buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5), registry=REGISTRY,

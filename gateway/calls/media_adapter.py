@@ -204,6 +204,14 @@ class CallMediaImpl:
                 metrics.RECORDINGS_FAILED.inc()
                 log.error("call %s: sealing %s failed: %s", self.id, recorder.path, error)
                 return
+            burst = sum(side.dropped_samples for side in recorder.aligner.sides) / 8000
+            disk = recorder.frames_dropped * 0.02
+            for reason, seconds in (("burst", burst), ("disk", disk)):
+                if seconds:
+                    metrics.RECORDING_AUDIO_DROPPED.labels(reason).inc(seconds)
+            if burst or disk:
+                log.warning("call %s: recording %s left out %.2f s of audio (burst %.2f s, disk %.2f s)",
+                            self.id, recorder.path, burst + disk, burst, disk)
             self.on_recording(self.id, recorder)
         finally:
             self.on_sealing(-1)

@@ -67,3 +67,31 @@ async def test_a_switch_to_another_operator_phone_latches_its_announced_address_
         assert await plane.wait_sealed(10.0)
     finally:
         await engine.close()
+
+
+async def test_audio_left_out_of_a_recording_is_counted_when_it_is_sealed(tmp_path: Path) -> None:
+    """A burst beyond the aligner's buffer is cut (timing kept): the sealed recording says how much."""
+    from gateway import metrics
+
+    def dropped() -> float:
+        return metrics.REGISTRY.get_sample_value(
+            "gateway_recording_audio_dropped_seconds_total", {"reason": "burst"}) or 0.0
+
+    engine = MediaEngine(HOST, 41720, 41729, start_clock=False)
+    plane = MediaPlane(engine, {}, tmp_path / "recordings")
+    before = dropped()
+    try:
+        media: CallMediaImpl = plane.factory("act-d", _Runner())  # type: ignore[arg-type]
+        media.connect("hp", NegotiatedMedia(HOST, 9, "PCMU", 0))
+        media.connect("op", NegotiatedMedia(HOST, 11, "PCMU", 0))
+        recorder = media.recorder
+        assert recorder is not None
+        recorder.push(0, b"\x55" * 16000, "PCMU")  # 2 s of audio arriving at once
+        engine.tick(engine.clock())
+        cut = recorder.aligner.sides[0].dropped_samples
+        assert cut > 0
+        media.close()
+        assert await plane.wait_sealed(10.0)
+    finally:
+        await engine.close()
+    assert dropped() - before == cut / 8000
