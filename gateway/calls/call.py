@@ -116,6 +116,8 @@ class Leg:
     invite_tx: str | None = None
     #: The media its answer negotiated (what the operator side's RTP is pointed at for this leg).
     media: Any = None
+    #: When its INVITE was sent (monotonic).
+    started_at: float = 0.0
 
 
 _CANCEL_REASONS = {
@@ -126,6 +128,10 @@ _CANCEL_REASONS = {
     "caller-hung-up": 'SIP;cause=487;text="Caller hung up"',
 }
 
+
+#: Seconds after its INVITE a device that has sent no response at all is taken for a stale binding, once
+#: another device of its position has failed (2*T1: time for one retransmission of our INVITE).
+STALE_AFTER = 1.0
 
 #: Plan-ended legs that count as a failure of their room, as ``"status text"`` for History-Info/Reason.
 _PLAN_FAILURES = {
@@ -179,6 +185,11 @@ class Call(SessionUpkeep):
         self._op_media: Leg | None = None
         #: The leg whose confirm digit the plan is handling (the one to bridge, not another answerer).
         self._digit_leg: Leg | None = None
+        #: Positions whose answer must be confirmed (the plan asked once per position).
+        self._confirm_targets: set[str] = set()
+        #: A device's failure held back while a sibling device is young and silent, by position.
+        self._held_failures: dict[str, tuple[Leg, Cause, str, str]] = {}
+        self._stale_check_at: float | None = None
         self.started: float = 0.0
         self.ended_at: float | None = None
         self.ended_by: str | None = None
@@ -201,7 +212,8 @@ class Call(SessionUpkeep):
     # -- time ------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
         """Earliest of the plan's timers and the session timer."""
-        times = [t for t in (self.plan.get_timer(), self.session_deadline, self.refresh_at) if t is not None]
+        times = [t for t in (self.plan.get_timer(), self.session_deadline, self.refresh_at, self._stale_check_at)
+                 if t is not None]
         return min(times) if times and self.ended_at is None else None
 
     def handle_timer(self, now: float) -> list[ce.CallAction]:
@@ -214,6 +226,11 @@ class Call(SessionUpkeep):
         elif self.refresh_at is not None and now >= self.refresh_at:
             self.refresh_at = None
             self._send_refresh(now)
+        elif self._stale_check_at is not None and now >= self._stale_check_at:
+            self._stale_check_at = None
+            held, self._held_failures = self._held_failures, {}
+            for leg, cause, detail, reason in held.values():
+                self._device_failed(leg, cause, detail, reason, now, responded=True)
         else:
             pt = self.plan.get_timer()
             if pt is not None and now >= pt:
@@ -296,6 +313,7 @@ class Call(SessionUpkeep):
             if action.reason != "answered-elsewhere":  # that one is followed by the Bridge, which points it
                 self._repoint_op_media(now)
         elif isinstance(action, plan_ev.RequireConfirm):
+            self._confirm_targets.add(action.target)
             self._log(now, "confirm-requested", target=action.target, digit=action.digit, within=action.within)
             self._emit(ce.PlayPrompt("op", "confirm-operator"))
         elif isinstance(action, plan_ev.Bridge):
@@ -317,7 +335,7 @@ class Call(SessionUpkeep):
                 self._leg_seq += 1
                 leg_id = f"{target}#{self._leg_seq}"
                 invite = self._operator_invite(target, uri, action)
-                self.legs[leg_id] = Leg(leg_id, target, invite, dest)
+                self.legs[leg_id] = Leg(leg_id, target, invite, dest, started_at=now)
                 self._log(now, "leg-started", leg=leg_id, target=target, room=self.room_of(target),
                           contact=uri, attempt=action.attempt)
                 self._emit(ce.SendRequest(leg_id, invite, dest))
@@ -385,7 +403,7 @@ class Call(SessionUpkeep):
         elif isinstance(event, ce.InDialogRequest):
             self._in_dialog(event, now)
         elif isinstance(event, ce.DigitDetected):
-            self._digit(event.side, event.digit, now)
+            self._digit(event.side, event.digit, now, event.source)
         elif isinstance(event, ce.PromptDone):
             if event.side == "hp":
                 self._run_plan(self.plan.handle(plan_ev.PromptFinished(event.prompt), now), now)
@@ -432,34 +450,46 @@ class Call(SessionUpkeep):
         self._log(now, "leg-failed", leg=leg.id, status=status, reason=response.reason)
         if leg.cancel_reason is None:
             self.failures.append((leg.target, detail))
-            if not self._other_legs_alive(leg, responded=True, final=status >= 600):
-                text = response.reason.replace("\\", "").replace('"', "")
-                self._position_failed(leg, cause_for_status(status), detail, f'SIP;cause={status};text="{text}"', now)
+            text = response.reason.replace("\\", "").replace('"', "")
+            self._device_failed(leg, cause_for_status(status), detail, f'SIP;cause={status};text="{text}"', now,
+                                responded=True, final=status >= 600)
             self._repoint_op_media(now)
 
-    def _position_failed(self, leg: Leg, cause: Cause, detail: str, reason: str, now: float) -> None:
-        """``leg``'s position failed: end its other devices (ones that never answered at all, such as a
-        stale registration left by a restarted softphone, must not ring on) and tell the plan."""
-        for other in self.legs.values():
-            if other is not leg and other.target == leg.target and other.state is not LegState.ENDED:
-                self._end_leg(other, reason, now)
-        self._run_plan(self.plan.handle(plan_ev.LegFailed(leg.target, cause, detail), now), now)
+    def _device_failed(self, leg: Leg, cause: Cause, detail: str, reason: str, now: float, *,
+                       responded: bool, final: bool = False) -> None:
+        """One device of a position failed (``leg`` has ended): fail the position, unless another of its
+        devices may still take the call.
 
-    def _other_legs_alive(self, leg: Leg, *, responded: bool = False, final: bool = False) -> bool:
-        """Whether another device of ``leg``'s position may still answer for it.
-
-        After a failure response (``responded``), only a device that has shown life (ringing or answered)
-        counts: one still waiting for any response is usually a stale binding.  A 6xx (``final``) is the
-        position's global answer (RFC 3261 §16.7): nothing counts.  After a timeout or transport error every
-        device not ended counts (a live one may not have sent its 180 yet).
+        * A 6xx (``final``) is the position's answer everywhere (RFC 3261 §16.7): its devices still ringing
+          are cancelled; one that already answered and waits to confirm keeps its chance.
+        * After a failure response (``responded``), a device that rang or answered keeps the position
+          alive; one that has sent nothing at all is a stale binding (a restarted softphone's old contact)
+          once :data:`STALE_AFTER` has passed since its INVITE: it is cancelled and the position fails
+          with this device's cause.  Until then the failure is held, and looked at again then.
+        * After a timeout or transport error every device not ended keeps the position alive.
         """
+        self._held_failures.pop(leg.target, None)
+        alive = [other for other in self.legs.values()
+                 if other is not leg and other.target == leg.target and other.state is not LegState.ENDED
+                 and other.cancel_reason is None]
         if final:
-            return False
-        return any(
-            other is not leg and other.target == leg.target and other.state is not LegState.ENDED
-            and (other.state is not LegState.CALLING or not responded)
-            for other in self.legs.values()
-        )
+            for other in alive:
+                if other.state in (LegState.CALLING, LegState.EARLY):
+                    self._end_leg(other, reason, now)
+            alive = [other for other in alive if other.state is LegState.ANSWERED]
+        elif responded and not any(other.state is not LegState.CALLING for other in alive):
+            young = [other for other in alive if now - other.started_at < STALE_AFTER]
+            if young:
+                self._held_failures[leg.target] = (leg, cause, detail, reason)
+                due = min(other.started_at for other in young) + STALE_AFTER
+                self._stale_check_at = due if self._stale_check_at is None else min(self._stale_check_at, due)
+                return
+            for other in alive:
+                self._log(now, "leg-stale", leg=other.id, target=other.target)
+                self._end_leg(other, reason, now)
+            alive = []
+        if not alive:
+            self._run_plan(self.plan.handle(plan_ev.LegFailed(leg.target, cause, detail), now), now)
 
     def _leg_answered(self, leg: Leg, response: Response, now: float) -> None:
         had_dialog = leg.dialog is not None
@@ -490,8 +520,11 @@ class Call(SessionUpkeep):
         except SdpError as exc:
             self._log(now, "leg-bad-sdp", leg=leg.id, why=str(exc))
             leg.state = LegState.ANSWERED
-            self._end_leg(leg, 'SIP;cause=488;text="No common codec"', now)
-            self._run_plan(self.plan.handle(plan_ev.LegFailed(leg.target, "server_error", "488"), now), now)
+            reason = 'SIP;cause=488;text="Not acceptable SDP"'
+            self._end_leg(leg, reason, now)
+            self.failures.append((leg.target, "488 Not Acceptable Here"))
+            self._device_failed(leg, "server_error", "488", reason, now, responded=True)
+            self._repoint_op_media(now)
             return
         leg.state = LegState.ANSWERED
         leg.media = negotiated
@@ -499,7 +532,13 @@ class Call(SessionUpkeep):
         self._op_media = leg
         self._log(now, "leg-answered", leg=leg.id, target=leg.target, room=self.room_of(leg.target))
         self._emit(ce.ConnectMedia("op", negotiated, switch=switch))
+        mark = len(self._actions)
         self._run_plan(self.plan.handle(plan_ev.LegAnswered(leg.target), now), now)
+        if (leg.state is LegState.ANSWERED and leg.target in self._confirm_targets
+                and not any(isinstance(a, ce.PlayPrompt) and a.side == "op" for a in self._actions[mark:])):
+            # Another device of a position already asked to confirm: the plan asks once per position,
+            # but this phone has the audio now and must hear the question too.
+            self._emit(ce.PlayPrompt("op", "confirm-operator"))
 
     def _leg_timeout(self, event: ce.LegTimedOut, now: float) -> None:
         if event.leg == "hp":
@@ -513,8 +552,8 @@ class Call(SessionUpkeep):
         self._log(now, "leg-failed", leg=leg.id, status=408, reason=why)
         if leg.cancel_reason is None:
             self.failures.append((leg.target, f"408 {why}"))
-            if not self._other_legs_alive(leg):
-                self._run_plan(self.plan.handle(plan_ev.LegFailed(leg.target, "unreachable", why), now), now)
+            self._device_failed(leg, "unreachable", why, f'SIP;cause=408;text="{why}"', now, responded=False)
+            self._repoint_op_media(now)
 
     def _end_leg(self, leg: Leg, reason: str, now: float) -> None:
         """CANCEL a ringing leg, BYE an answered one (once)."""
@@ -568,16 +607,22 @@ class Call(SessionUpkeep):
         if event.transaction is not None:
             self._emit(ce.SendResponse(event.transaction, response))
 
-    def _digit(self, side: str, digit: str, now: float) -> None:
+    def _digit(self, side: str, digit: str, now: float, source: tuple[str, int] | None = None) -> None:
         if self.bridged is not None and side != "hp":
             self._operator_command(digit, now)
             return
         leg = self.legs.get(side)
         if side == "op":
-            # RFC 4733 digits arrive on the one operator-side RTP leg: they come from the leg its media
-            # is pointed at (the latest answerer), not from whichever leg answered first.
-            leg = self._op_media if self._op_media is not None and self._op_media.state is LegState.ANSWERED \
-                else None
+            # RFC 4733 digits arrive on the one operator-side RTP port, from whichever phone it latched:
+            # with one phone answered it is that one; with several, only the one whose SDP address sent it
+            # (a phone behind NAT cannot be told apart: its digit is ignored, SIP INFO still works).
+            answered = [lg for lg in self.legs.values() if lg.state is LegState.ANSWERED]
+            if len(answered) > 1:
+                answered = [lg for lg in answered if source is not None and _media_address(lg.media) == source]
+                if len(answered) != 1:
+                    self._log(now, "digit-ignored", digit=digit, why="several phones answered; source unknown")
+                    return
+            leg = answered[0] if answered else None
         if leg is None or leg.state is not LegState.ANSWERED:
             return
         self._log(now, "digit", leg=leg.id, digit=digit)
@@ -626,15 +671,16 @@ class Call(SessionUpkeep):
         self._emit(ce.PlayPrompt("hp", f"warning-{number}"))
 
     def _operator_bye(self, leg: Leg, now: float) -> None:
+        if leg.state is LegState.ENDED:
+            return  # it crossed our own BYE (or CANCEL): that leg's fate was already decided
         was_bridged = leg is self.bridged
         leg.state = LegState.ENDED
         self._log(now, "operator-bye", leg=leg.id)
         if was_bridged:
             self._hang_up_everything(now, by="operator", reason=None)
         else:
-            if not self._other_legs_alive(leg, responded=True):
-                self._position_failed(leg, "unconfirmed", "hung up before confirming",
-                                      _CANCEL_REASONS["unconfirmed"], now)
+            self._device_failed(leg, "unconfirmed", "hung up before confirming", _CANCEL_REASONS["unconfirmed"],
+                                now, responded=True)
             self._repoint_op_media(now)
 
     def _caller_gone(self, now: float, how: str) -> None:
@@ -673,6 +719,7 @@ class Call(SessionUpkeep):
         self.outcome = outcome
         self.session_deadline = None
         self.refresh_at = None
+        self._held_failures, self._stale_check_at = {}, None
         self._log(now, "ended", outcome=outcome, by=by)
         self._emit(ce.StopMedia())
         self._emit(ce.CallEnded(self.summary()))
@@ -698,6 +745,12 @@ class Call(SessionUpkeep):
             routing=plan_ev.timeline_to_builtins(self.plan.timeline),
             classification=self.classification,
         )
+
+
+def _media_address(media: Any) -> tuple[str, int] | None:
+    """The ``(host, port)`` a negotiated media description sends to, if it has one."""
+    host, port = getattr(media, "remote_address", None), getattr(media, "remote_port", None)
+    return (host, port) if host is not None and port is not None else None
 
 
 def _info_digit(request: Request) -> str | None:

@@ -50,10 +50,12 @@ class InDialogRequest:
 
 @dataclass(frozen=True, slots=True)
 class DigitDetected:
-    """An RFC 4733 digit arrived from ``side`` (detected by the media plane)."""
+    """An RFC 4733 digit arrived from ``side`` (detected by the media plane), sent from ``source``
+    (the ``(host, port)`` the leg had latched onto, when known)."""
 
     side: str
     digit: str
+    source: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

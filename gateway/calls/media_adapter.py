@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,13 @@ class CallMediaImpl:
         self.negotiator = _Negotiator(engine.host, self.hp.local_port, self.op.local_port)
         self.recorder: StereoRecorder | None = None
         self.hp.on_dtmf = lambda digit: runner.deliver(activation_id, ce.DigitDetected("hp", digit))
-        self.op.on_dtmf = lambda digit: runner.deliver(activation_id, ce.DigitDetected("op", digit))
+        op = weakref.ref(self.op)  # the leg holds this callback: no reference cycle through it
+
+        def op_digit(digit: str) -> None:
+            leg = op()
+            runner.deliver(activation_id, ce.DigitDetected("op", digit, leg.remote if leg is not None else None))
+
+        self.op.on_dtmf = op_digit
         self.bridged = False
         self.closed = False
         #: Called once when the call's media is released.

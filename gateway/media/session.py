@@ -209,7 +209,7 @@ class MediaLeg:
                  "sender", "rx", "rx_ssrc", "dtmf", "silent", "closed", "_rtp", "_rtcp", "_rtp_fd", "_readers",
                  "_sends", "_codec", "_pt", "_te_pt", "_last_rx_at", "_last_audio_at", "_silence_ref",
                  "_last_relay_out", "_player", "_play_done", "_next_rtcp", "_rtcp_packets_at_report",
-                 "_announced_until")
+                 "_announced_until", "__weakref__")
 
     def __init__(self, engine: MediaEngine, rtp: socket.socket, rtcp: socket.socket, port: int,
                  keepalive: bool, name: str) -> None:

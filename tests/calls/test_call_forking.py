@@ -8,6 +8,7 @@ council-cctv rings its two positions in parallel) and hand-advanced time.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 from test_call import (  # noqa: I001  (sibling test module)
     DAY,
@@ -29,14 +30,25 @@ from gateway.calls.call import Call, CallConfig, LegState
 from gateway.calls.metadata import HISTORY_ENTRIES
 from gateway.dialplan.engine import Plan
 from gateway.dialplan.load import load_dialplan_set
+from gateway.media.errors import SdpNegotiationError
 from gateway.sip.message import Headers, Request, parse_message
 
 
+@dataclass(frozen=True)
+class OpMedia:
+    """An operator's negotiated media: a name tests can follow, and the address its SDP announced."""
+
+    name: str
+    remote_address: str
+    remote_port: int
+
+
 class LegMediaNegotiator(FakeNegotiator):
-    """Each operator's answer body stands for its negotiated media, so tests see where media points."""
+    """Each operator's answer body names its negotiated media, so tests see where media points."""
 
     def accept_operator_answer(self, answer: bytes):
-        return answer.decode()
+        name, _, port = answer.decode().partition("@")
+        return OpMedia(name, "10.1.0.1", int(port or 7000))
 
 
 def forked_call(devices: int = 1, wall=DAY) -> Call:
@@ -53,12 +65,12 @@ def forked_call(devices: int = 1, wall=DAY) -> Call:
                 lambda: f"t{next(counter)}", wall)
 
 
-def answer(call: Call, leg_id: str, now: float):
-    return respond(call, leg_id, 200, now, body=f"media-{leg_id}".encode())
+def answer(call: Call, leg_id: str, now: float, rtp_port: int = 7000):
+    return respond(call, leg_id, 200, now, body=f"media-{leg_id}@{rtp_port}".encode())
 
 
 def op_media(actions) -> list[str]:
-    return [a.negotiated for a in of(actions, ce.ConnectMedia) if a.side == "op"]
+    return [a.negotiated.name for a in of(actions, ce.ConnectMedia) if a.side == "op"]
 
 
 def switches(actions) -> list[bool]:
@@ -75,12 +87,13 @@ def test_rtp_confirm_after_two_answers_bridges_the_operator_who_pressed():
     # digit is theirs: they are bridged and credited, the auto-answerer is hung up.
     call = forked_call()
     call.start(0.0)
-    first = answer(call, "council-cctv-1#1", 1.0)
+    first = answer(call, "council-cctv-1#1", 1.0, rtp_port=7001)
     assert op_media(first) == ["media-council-cctv-1#1"] and switches(first) == [False]
-    second = answer(call, "council-cctv-2#2", 2.0)
+    second = answer(call, "council-cctv-2#2", 2.0, rtp_port=7002)
     # Another phone while the first may still send: the media leg latches only its announced address a moment.
     assert op_media(second) == ["media-council-cctv-2#2"] and switches(second) == [True]
-    actions = call.handle(ce.DigitDetected("op", "1"), 3.0)
+    # The digit came from the address cctv-2's SDP announced (what the RTP leg had latched).
+    actions = call.handle(ce.DigitDetected("op", "1", ("10.1.0.1", 7002)), 3.0)
     assert call.bridged is not None and call.bridged.id == "council-cctv-2#2"
     assert byes(actions) == ["council-cctv-1#1"]
     assert op_media(actions) == []  # already pointed at the bridged operator
@@ -165,12 +178,28 @@ def test_decline_from_the_live_device_is_not_held_back_by_a_stale_registration()
 
 
 def test_busy_without_ringing_is_busy_not_unreachable():
+    # The live device is busy at once; the other has said nothing.  It may just be slow (one lost INVITE
+    # is resent after T1), so the busy is held until 1 s after its INVITE, then it counts as stale.
     call = forked_call(devices=2, wall=NIGHT)
     call.start(0.0)
     actions = respond(call, "police-control-1#1", 486, 0.1)
+    assert of(actions, ce.SendCancel) == [] and call.get_timer() == 1.0
+    actions = call.handle_timer(1.0)
     assert [a.leg for a in of(actions, ce.SendCancel)] == ["police-control-1#2"]
     ended = [(e["at"], e["result"]) for e in call.summary().routing if e["type"] == "LegEnded"]
-    assert ended == [(0.1, "busy")]
+    assert ended == [(1.0, "busy")]
+    assert [e["leg"] for e in call.timeline if e["event"] == "leg-stale"] == ["police-control-1#2"]
+
+
+def test_a_slow_device_that_rings_after_a_sibling_was_busy_gets_its_chance():
+    call = forked_call(devices=2, wall=NIGHT)
+    call.start(0.0)
+    respond(call, "police-control-1#1", 486, 0.1)  # a do-not-disturb desk phone
+    respond(call, "police-control-1#2", 180, 0.6)  # the softphone, its INVITE resent once
+    assert call.handle_timer(1.0) == []  # held failure looked at again: the softphone rings, nothing fails
+    answer(call, "police-control-1#2", 3.0)
+    info(call, "police-control-1#2", "1", 4.0)
+    assert call.bridged.id == "police-control-1#2"
 
 
 def test_a_device_that_rings_still_gets_its_chance_after_a_sibling_is_busy():
@@ -243,3 +272,93 @@ def test_a_retransmitted_200_of_a_leg_already_hung_up_is_acked_not_byed_again():
     assert len(of(first, ce.SendAck)) == 1 and byes(first) == ["council-cctv-1#2"]
     again = answer(call, "council-cctv-1#2", 3.5)  # the phone had not seen our ACK yet
     assert len(of(again, ce.SendAck)) == 1 and byes(again) == []
+
+
+def op_bye(call: Call, leg_id: str, now: float):
+    leg = call.legs[leg_id]
+    bye = Request("BYE", "sip:gateway@127.0.0.1", Headers([
+        ("From", f"<sip:x@y>;tag=op-{leg_id}"), ("To", f"<sip:a@b>;tag={leg.invite.from_.tag}"),
+        ("Call-ID", leg.invite.call_id), ("CSeq", "9 BYE")]))
+    return call.handle(ce.InDialogRequest(leg_id, bye, "btx"), now)
+
+
+def test_a_6xx_from_one_device_spares_the_device_that_answered():
+    # RFC 3261 §16.7 cancels pending branches only: the operator who answered on the desk phone and is
+    # about to confirm is not cut off because the softphone still ringing beside it was declined.
+    call = forked_call(devices=2, wall=NIGHT)
+    call.start(0.0)
+    respond(call, "police-control-1#1", 180, 0.1)
+    respond(call, "police-control-1#2", 180, 0.1)
+    answer(call, "police-control-1#1", 2.0)
+    actions = respond(call, "police-control-1#2", 603, 3.0)
+    assert byes(actions) == [] and of(actions, ce.SendCancel) == []
+    assert not [e for e in call.summary().routing if e["type"] == "LegEnded"]  # the position is alive
+    info(call, "police-control-1#1", "1", 4.0)
+    assert call.bridged.id == "police-control-1#1"
+
+
+def test_a_second_device_with_unusable_sdp_leaves_the_answered_one_to_confirm():
+    call = forked_call(devices=2, wall=NIGHT)
+    call.start(0.0)
+    answer(call, "police-control-1#1", 1.0)
+
+    def refuse(_body):
+        raise SdpNegotiationError("c= is not an IP4 address")
+
+    call.negotiator.accept_operator_answer = refuse  # type: ignore[method-assign]
+    actions = respond(call, "police-control-1#2", 200, 2.0, body=b"v=0")
+    assert byes(actions) == ["police-control-1#2"]
+    assert not [e for e in call.summary().routing if e["type"] == "LegEnded"]
+    assert call.legs["police-control-1#1"].state is LegState.ANSWERED
+    info(call, "police-control-1#1", "1", 3.0)
+    assert call.bridged is not None and call.bridged.id == "police-control-1#1"
+
+
+def test_a_second_device_of_the_same_position_is_asked_to_confirm_too():
+    call = forked_call(devices=2, wall=NIGHT)
+    call.start(0.0)
+    assert ce.PlayPrompt("op", "confirm-operator") in answer(call, "police-control-1#1", 1.0)
+    second = answer(call, "police-control-1#2", 2.0)
+    assert op_media(second) == ["media-police-control-1#2"]
+    assert second.count(ce.PlayPrompt("op", "confirm-operator")) == 1
+
+
+def test_an_operator_bye_crossing_ours_does_not_cancel_the_retry():
+    call = forked_call(devices=1, wall=NIGHT)
+    call.start(0.0)
+    answer(call, "police-control-1#1", 1.0)
+    assert byes(call.handle_timer(11.0)) == ["police-control-1#1"]  # not confirmed within 10 s
+    assert "police-control-1#2" in call.legs  # the retry rings at once
+    actions = op_bye(call, "police-control-1#1", 11.05)
+    assert [a.response.status for a in of(actions, ce.SendResponse)] == [200]
+    assert of(actions, ce.SendCancel) == [] and call.legs["police-control-1#2"].cancel_reason is None
+
+
+def test_an_rfc4733_digit_with_two_phones_answered_counts_only_from_a_known_address():
+    call = forked_call()
+    call.start(0.0)
+    answer(call, "council-cctv-1#1", 1.0, rtp_port=7001)  # a person
+    answer(call, "council-cctv-2#2", 2.0, rtp_port=7002)  # an auto-answering phone, silent
+    # The RTP leg latched back onto cctv-1 (the auto-answerer sends nothing): its digit is cctv-1's.
+    call.handle(ce.DigitDetected("op", "1", ("10.1.0.1", 7001)), 3.5)
+    assert call.bridged is not None and call.bridged.id == "council-cctv-1#1"
+
+
+def test_an_rfc4733_digit_from_an_unknown_address_is_ignored_when_two_phones_answered():
+    call = forked_call()
+    call.start(0.0)
+    answer(call, "council-cctv-1#1", 1.0, rtp_port=7001)
+    answer(call, "council-cctv-2#2", 2.0, rtp_port=7002)
+    actions = call.handle(ce.DigitDetected("op", "1", ("203.0.113.9", 40000)), 3.0)  # behind NAT: whose?
+    assert call.bridged is None and byes(actions) == []
+    assert [e["event"] for e in call.timeline][-1] == "digit-ignored"
+    info(call, "council-cctv-2#2", "1", 3.5)  # SIP INFO always says who pressed
+    assert call.bridged.id == "council-cctv-2#2"
+
+
+def test_with_one_phone_answered_an_rfc4733_digit_is_its_own_whatever_the_source():
+    call = forked_call()
+    call.start(0.0)
+    answer(call, "council-cctv-1#1", 1.0, rtp_port=7001)
+    call.handle(ce.DigitDetected("op", "1", ("203.0.113.9", 40000)), 2.0)  # a softphone behind NAT
+    assert call.bridged is not None and call.bridged.id == "council-cctv-1#1"

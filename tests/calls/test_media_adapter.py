@@ -95,3 +95,37 @@ async def test_audio_left_out_of_a_recording_is_counted_when_it_is_sealed(tmp_pa
     finally:
         await engine.close()
     assert dropped() - before == cut / 8000
+
+
+async def test_an_operator_rfc4733_digit_reaches_the_call_with_the_address_that_sent_it(tmp_path: Path) -> None:
+    import asyncio
+
+    from gateway.calls import events as ce
+    from gateway.media.dtmf import TelephoneEvent
+    from gateway.media.rtp import RtpPacket
+
+    class Runner:
+        def __init__(self) -> None:
+            self.events: list[object] = []
+
+        def deliver(self, _activation: str, event: object) -> None:
+            self.events.append(event)
+
+    engine = MediaEngine(HOST, 41740, 41749, start_clock=False)
+    plane = MediaPlane(engine, {}, tmp_path / "recordings")
+    runner = Runner()
+    try:
+        media: CallMediaImpl = plane.factory("act-t", runner)  # type: ignore[arg-type]
+        media.connect("op", NegotiatedMedia(HOST, 7002, "PCMU", 0, telephone_event=101))
+        source = (HOST, 7002)
+        media.op._receive_rtp(bytes(RtpPacket(0, 1, 160, 0x1234, b"\xff" * 160)), source, engine.clock())
+        digit = bytes(TelephoneEvent.from_digit("1", end=True, duration=800))
+        for seq in (2, 3, 4):  # the end packet is sent three times (RFC 4733 §2.5.1.4)
+            media.op._receive_rtp(bytes(RtpPacket(101, seq, 320, 0x1234, digit)), source, engine.clock())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert runner.events == [ce.DigitDetected("op", "1", source)]
+        media.close()
+        assert await plane.wait_sealed(10.0)
+    finally:
+        await engine.close()
