@@ -307,6 +307,8 @@ class Call(SessionUpkeep):
             for target in action.targets if failure else ():
                 # The room failed because of our own timer: later rooms must hear why (History-Info).
                 self.failures.append((target, failure))
+            for target in action.targets:
+                self._held_failures.pop(target, None)  # the plan is done with this ring of the position
             for leg in list(self.legs.values()):
                 if leg.target in action.targets and leg is not self.bridged:
                     self._end_leg(leg, _CANCEL_REASONS[action.reason], now)
@@ -325,6 +327,7 @@ class Call(SessionUpkeep):
     def _ring(self, action: plan_ev.RingTargets, now: float) -> list[plan_ev.Action]:
         follow: list[plan_ev.Action] = []
         for target in action.targets:
+            self._held_failures.pop(target, None)  # a failure held from an earlier ring is not this one's
             contacts = self.locate(target)
             if not contacts:
                 self._log(now, "leg-unreachable", target=target, why="no registered contact")

@@ -362,3 +362,34 @@ def test_with_one_phone_answered_an_rfc4733_digit_is_its_own_whatever_the_source
     answer(call, "council-cctv-1#1", 1.0, rtp_port=7001)
     call.handle(ce.DigitDetected("op", "1", ("203.0.113.9", 40000)), 2.0)  # a softphone behind NAT
     assert call.bridged is not None and call.bridged.id == "council-cctv-1#1"
+
+
+def test_a_held_failure_does_not_outlive_its_ring(tmp_path):
+    # Step 1's busy is held (its sibling is young); the plan's connect timeout ends that ring and step 2 rings
+    # the same position again.  The old busy must not fail the new ring, nor cancel its phones as stale.
+    (tmp_path / "dp.yaml").write_text(
+        "name: fast-then-again\n"
+        "serves: {help_points: [hp-portland-square]}\n"
+        "rooms:\n"
+        "  police-control: {confirm: {digit: 1, within: 10}}\n"
+        "steps:\n"
+        "  - ring: {room: police-control, ring_timeout: 20, connect_timeout: 0.5}\n"
+        "  - ring: {room: police-control, ring_timeout: 30, connect_timeout: 4}\n"
+        "  - message: all-rooms-unavailable\n")
+    sets = load_dialplan_set([tmp_path / "dp.yaml"], INVENTORY)
+    counter = itertools.count()
+    call = Call("act-r", HP, parse_message(INVITE), "stx-1", ("UDP", "127.0.0.1", 5099),
+                Plan(sets.for_help_point("hp-portland-square"), "hp-portland-square"), LegMediaNegotiator(),
+                lambda p: [(f"sip:{p}@10.0.0.{i}", ("UDP", f"10.0.0.{i}", 5060)) for i in range(2)],
+                ROOMS.get, CallConfig("127.0.0.1:5060", "sip:gateway@127.0.0.1:5060"),
+                lambda: f"t{next(counter)}", NIGHT)
+    call.start(0.0)
+    respond(call, "police-control-1#1", 486, 0.1)  # held: #2 young and silent
+    call.handle_timer(0.5)  # connect timeout: step 2 rings #3 and #4
+    assert sorted(call.legs)[-2:] == ["police-control-1#3", "police-control-1#4"]
+    while (t := call.get_timer()) is not None and t <= 1.6:
+        call.handle_timer(t)
+    respond(call, "police-control-1#3", 180, 1.6)  # 1.6 s into a 4 s connect timeout
+    assert [e for e in call.timeline if e["event"] == "leg-stale"] == []
+    assert call.legs["police-control-1#3"].cancel_reason is None
+    assert call.ended_at is None
