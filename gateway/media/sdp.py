@@ -425,6 +425,19 @@ def _negotiated(sd: SessionDescription, m: MediaDescription, codec: str, pt: str
                            _REVERSE[remote_direction], _rtcp_port(m))
 
 
+def _check_family(local: str | None, negotiated: NegotiatedMedia) -> None:
+    """:class:`SdpNegotiationError` when the remote address is of the other IP version than our media address
+    (our socket could never send to it); a hold address (0.0.0.0, ::) is fine, nothing is sent."""
+    try:
+        ours = ipaddress.ip_address(local or "")
+    except ValueError:
+        return  # no literal of ours to compare with
+    theirs = ipaddress.ip_address(negotiated.remote_address)
+    if not theirs.is_unspecified and theirs.version != ours.version:
+        raise SdpNegotiationError(f"c= address {theirs} is IPv{theirs.version}, and this gateway's media is on "
+                                  f"IPv{ours.version} ({ours})")
+
+
 def answer(offer: SessionDescription | bytes | str, address: str, port: int,
            supported: tuple[str, ...] = ("PCMU", "PCMA"), telephone_event: bool = True, ptime: int = 20, *,
            session_id: int, version: int = 0,
@@ -459,6 +472,7 @@ def answer(offer: SessionDescription | bytes | str, address: str, port: int,
     offered = offer.media[index]
     te_pt = _telephone_event_pt(offered) if telephone_event else None
     negotiated = _negotiated(offer, offered, codec, pt, te_pt)
+    _check_family(address, negotiated)
     formats = [pt]
     attributes: list[Attribute] = [("rtpmap", f"{pt} {codec}/8000")]
     if te_pt is not None:
@@ -499,6 +513,9 @@ def accept_answer(offer_we_sent: SessionDescription | bytes | str,
                 te = _telephone_event_pt(theirs)
                 if te is not None and te not in ours.formats:
                     te = None
-                return _negotiated(ans, theirs, name, pt, te)
+                negotiated = _negotiated(ans, theirs, name, pt, te)
+                local = ours.connection or offer.connection
+                _check_family(local.host if local is not None else None, negotiated)
+                return negotiated
         raise SdpNegotiationError("answer chose no codec we offered")
     raise SdpNegotiationError("answer rejected the audio stream")

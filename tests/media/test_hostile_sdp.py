@@ -34,11 +34,12 @@ def offer_with(old: bytes, new: bytes, extra: bytes = b"") -> bytes:
     return OFFER.replace(old, new) + extra
 
 
-def negotiate(body: bytes, side: str) -> NegotiatedMedia:
-    """``body`` as a help point's offer (answer()) or an operator's answer to our offer (accept_answer())."""
+def negotiate(body: bytes, side: str, local: str = "192.0.2.1") -> NegotiatedMedia:
+    """``body`` as a help point's offer (answer()) or an operator's answer to our offer (accept_answer()),
+    with our media on ``local``."""
     if side == "offer":
-        return answer(body, "192.0.2.1", 30000, session_id=1)[1]
-    return accept_answer(build_offer("192.0.2.1", 40000, session_id=1), body)
+        return answer(body, local, 30000, session_id=1)[1]
+    return accept_answer(build_offer(local, 40000, session_id=1), body)
 
 
 SIDES = pytest.mark.parametrize("side", ["offer", "answer"])
@@ -155,8 +156,26 @@ def test_unusable_ptime_falls_back_to_20(value: str, ptime: int, side: str) -> N
     (b"c=IN IP4 224.2.1.1/127", "224.2.1.1", False),
 ])
 def test_address_literals_are_kept_canonical(c_line: bytes, address: str, on_hold: bool, side: str) -> None:
-    negotiated = negotiate(offer_with(b"c=IN IP4 127.0.0.1", c_line), side)
+    local = "2001:db8::100" if b"IP6" in c_line else "192.0.2.1"
+    negotiated = negotiate(offer_with(b"c=IN IP4 127.0.0.1", c_line), side, local)
     assert (negotiated.remote_address, negotiated.on_hold) == (address, on_hold)
+
+
+@SIDES
+@pytest.mark.parametrize(("c_line", "local", "named"), [
+    (b"c=IN IP6 2001:db8::1", "192.0.2.1", "2001:db8::1 is IPv6, and this gateway's media is on IPv4"),
+    (b"c=IN IP4 198.51.100.7", "2001:db8::100", "198.51.100.7 is IPv4, and this gateway's media is on IPv6"),
+])
+def test_an_address_of_the_other_ip_version_is_488(c_line: bytes, local: str, named: str, side: str) -> None:
+    # Our one media socket could never send to it: refuse with a reason, not a call that sends nothing.
+    with pytest.raises(SdpNegotiationError, match=named):
+        negotiate(offer_with(b"c=IN IP4 127.0.0.1", c_line), side, local)
+
+
+@SIDES
+@pytest.mark.parametrize(("c_line", "local"), [(b"c=IN IP6 ::", "192.0.2.1"), (b"c=IN IP4 0.0.0.0", "2001:db8::1")])
+def test_a_hold_address_of_the_other_ip_version_is_fine(c_line: bytes, local: str, side: str) -> None:
+    assert negotiate(offer_with(b"c=IN IP4 127.0.0.1", c_line), side, local).on_hold
 
 
 # -- property: whatever the values, answer() gives SdpError or media the media plane can use -------------
