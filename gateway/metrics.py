@@ -7,9 +7,11 @@ phone number or a SIP user typed by a stranger.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 
@@ -144,6 +146,24 @@ RECORDINGS_WRITTEN = Counter(
 RECORDINGS_FAILED = Counter(
     "gateway_recordings_failed_total", "Recordings that could not be written or sealed", registry=REGISTRY,
 )
+class ReadCounter:
+    """A counter kept elsewhere (a plain int on a hot path), read when Prometheus scrapes."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name, self.documentation = name, documentation
+        #: Where the value comes from; set once the owner exists (0 until then).
+        self.source: Callable[[], float] = lambda: 0
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.source())
+
+
+MEDIA_TICK_ERRORS = ReadCounter(
+    "gateway_media_tick_errors",
+    "Steps of the 20 ms media clock that raised (a leg's keep-alive, prompt, RTCP or silence check, or a"
+    " slice of recorders): logged, and the clock goes on, but something is broken",
+)
+REGISTRY.register(MEDIA_TICK_ERRORS)
 RECORDING_AUDIO_DROPPED = Counter(
     "gateway_recording_audio_dropped_seconds_total",
     "Audio left out of sealed recordings (silence in its place, timing kept): a burst of packets beyond the"

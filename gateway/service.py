@@ -740,6 +740,8 @@ async def run(config: Config) -> int:
         await store.close()
         return 2
     gw.media.on_recording = gw.on_recording
+    engine = gw.media.engine
+    metrics.MEDIA_TICK_ERRORS.source = lambda: engine.tick_errors + engine.leg_tick_errors
     gw.media_factory = gw.media.factory
     gw.registrar.load([from_stored(r) for r in await store.load_bindings()], time.time())
     gw.writer.start()

@@ -129,3 +129,14 @@ async def test_cancel_while_credentials_are_read_answers_487_and_starts_no_call(
             task.cancel()
         gateway.transport.close()
         gateway.summaries.close()
+
+
+def test_media_clock_errors_are_exported_as_a_counter_read_at_scrape_time():
+    from gateway import metrics
+
+    before = metrics.MEDIA_TICK_ERRORS.source
+    try:
+        metrics.MEDIA_TICK_ERRORS.source = lambda: 3
+        assert metrics.REGISTRY.get_sample_value("gateway_media_tick_errors_total") == 3
+    finally:
+        metrics.MEDIA_TICK_ERRORS.source = before

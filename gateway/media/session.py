@@ -494,6 +494,7 @@ class MediaLeg:
         except Exception:
             counters = self.stats_counters
             counters.tick_errors += 1
+            self.engine.leg_tick_errors += 1
             if counters.tick_errors == 1:
                 log.exception("leg %s: media clock tick failed (logged once per leg)", self.name)
             # A prompt that cannot be played ends (its future gives False): the call does not wait on it.
@@ -608,6 +609,8 @@ class MediaEngine:
         #: Slices of a tick that raised outside any leg's own tick (see ``_tick_part``), and when one was
         #: last logged.
         self.tick_errors = 0
+        #: Legs' ticks that raised, over every leg ever (each leg also counts its own).
+        self.leg_tick_errors = 0
         self._tick_error_logged_at = -math.inf
 
     @property

@@ -472,6 +472,7 @@ async def test_clock_survives_a_leg_whose_tick_raises(
             await peer.get()
         assert eng._clock_task is not None and not eng._clock_task.done()
         assert bad.stats.tick_errors >= 5 and good.stats.tick_errors == 0 and eng.tick_errors == 0
+        assert eng.leg_tick_errors == bad.stats.tick_errors  # what gateway_media_tick_errors_total adds up
         assert good.stats.generated_out >= 10 and rec.frames_queued >= 9
         logged = [r for r in caplog.records if "media clock tick failed" in r.getMessage()]
         assert len(logged) == 1 and logged[0].exc_info is not None  # once per leg, with the traceback
