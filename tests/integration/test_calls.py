@@ -297,6 +297,9 @@ def test_council_answers_and_confirms(env: Env) -> None:
     assert linked()[0] == (str(path), rec["sha256"], path.stat().st_size)
     # The event-loop lag probe runs in the real process (four samples a second; the call took > 3 s).
     assert env.gw.metric("gateway_event_loop_lag_seconds_count") >= 4
+    # The media clock's error counter is exported by the real process, and nothing failed in this call.
+    assert "gateway_media_tick_errors_total" in env.gw.metrics()
+    assert env.gw.metric("gateway_media_tick_errors_total") == 0
 
 
 def test_council_busy_fails_over_to_police(env: Env) -> None:
