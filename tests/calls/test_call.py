@@ -369,13 +369,24 @@ def _reinvite(call, leg_id, body, cseq):
         ("Content-Type", "application/sdp")]), body)
 
 
-def test_operator_hold_is_answered_and_passed_on_to_the_help_point():
+def _bridged_call():
+    """The demo call answered by council-cctv-1 at 1 s and confirmed at 2 s: bridged."""
     call = make_call()
     call.start(0.0)
     respond(call, "council-cctv-1#1", 200, 1.0)
     info(call, "council-cctv-1#1", "1", 2.0)
-    actions = call.handle(ce.InDialogRequest("council-cctv-1#1", _reinvite(call, "council-cctv-1#1",
-                                                                           b"a=sendonly", 5), "rtx"), 10.0)
+    return call
+
+
+def _operator_reinvite(call, body, cseq, now, transaction="rtx"):
+    """The bridged operator (council-cctv-1) sends a re-INVITE offering ``body`` (``a=sendonly``: hold)."""
+    request = _reinvite(call, "council-cctv-1#1", body, cseq)
+    return call.handle(ce.InDialogRequest("council-cctv-1#1", request, transaction), now)
+
+
+def test_operator_hold_is_answered_and_passed_on_to_the_help_point():
+    call = _bridged_call()
+    actions = _operator_reinvite(call, b"a=sendonly", 5, 10.0)
     (ok,) = [a for a in of(actions, ce.SendResponse) if a.transaction == "rtx"]
     assert ok.response.status == 200 and ok.response.body == b"REANSWER-op"
     assert ce.ConnectMedia("op", FakeMedia("op", True)) in actions
@@ -389,19 +400,14 @@ def test_operator_hold_is_answered_and_passed_on_to_the_help_point():
     assert ack.request.cseq == (hold.request.cseq[0], "ACK")
     assert ce.ConnectMedia("hp", FakeMedia("hp", False)) in actions
     # Resume: passed on as sendrecv.
-    actions = call.handle(ce.InDialogRequest("council-cctv-1#1", _reinvite(call, "council-cctv-1#1",
-                                                                           b"a=sendrecv", 6), "rtx2"), 20.0)
+    actions = _operator_reinvite(call, b"a=sendrecv", 6, 20.0, "rtx2")
     (resume,) = [a for a in of(actions, ce.SendRequest) if a.leg == "hp"]
     assert resume.request.body == b"OFFER-hp-sendrecv"
 
 
 def test_refresh_without_hold_change_is_not_passed_on():
-    call = make_call()
-    call.start(0.0)
-    respond(call, "council-cctv-1#1", 200, 1.0)
-    info(call, "council-cctv-1#1", "1", 2.0)
-    actions = call.handle(ce.InDialogRequest("council-cctv-1#1", _reinvite(call, "council-cctv-1#1",
-                                                                           b"a=sendrecv", 5), "rtx"), 10.0)
+    call = _bridged_call()
+    actions = _operator_reinvite(call, b"a=sendrecv", 5, 10.0)
     assert not of(actions, ce.SendRequest)
     assert [a.response.status for a in of(actions, ce.SendResponse)] == [200]
 

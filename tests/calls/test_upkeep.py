@@ -7,7 +7,7 @@ one; our ACK can be lost on UDP, so each retransmission must get the same ACK ag
 from __future__ import annotations
 
 import pytest
-from test_call import FakeMedia, _no_timer_call, _reinvite, info, make_call, of, respond  # noqa: I001  (sibling)
+from test_call import FakeMedia, _bridged_call, _no_timer_call, _operator_reinvite, of  # noqa: I001  (sibling)
 
 from gateway.calls import events as ce
 from gateway.sip.message import Headers, Request, build_response
@@ -36,12 +36,8 @@ def test_a_retransmitted_2xx_to_our_refresh_gets_the_same_ack_again():
 
 
 def test_a_retransmitted_2xx_to_the_hold_reinvite_is_acked_again_and_not_reapplied():
-    call = make_call()
-    call.start(0.0)
-    respond(call, "council-cctv-1#1", 200, 1.0)
-    info(call, "council-cctv-1#1", "1", 2.0)
-    actions = call.handle(ce.InDialogRequest("council-cctv-1#1", _reinvite(call, "council-cctv-1#1",
-                                                                           b"a=sendonly", 5), "rtx"), 10.0)
+    call = _bridged_call()
+    actions = _operator_reinvite(call, b"a=sendonly", 5, 10.0)
     (hold,) = [a for a in of(actions, ce.SendRequest) if a.leg == "hp"]
     answer = ok(hold.request, body=b"ANS")
     first = call.handle(ce.LegResponded("hp", answer), 10.1)
@@ -59,8 +55,7 @@ def test_an_older_2xx_is_acked_with_its_own_cseq_and_never_taken_for_the_pending
     old = ok(refresh.request)
     call.handle(ce.LegResponded("hp", old), 902.1)
     # The operator holds: a re-INVITE (the next CSeq) goes to the help point and waits for its answer.
-    actions = call.handle(ce.InDialogRequest("council-cctv-1#1", _reinvite(call, "council-cctv-1#1",
-                                                                           b"a=sendonly", 5), "rtx"), 902.3)
+    actions = _operator_reinvite(call, b"a=sendonly", 5, 902.3)
     (hold,) = [a for a in of(actions, ce.SendRequest) if a.leg == "hp"]
     assert hold.request.cseq[0] == refresh.request.cseq[0] + 1
     # A late retransmission of the refresh's 2xx: ACKed with the refresh's CSeq, the hold still pending.
@@ -92,10 +87,7 @@ def test_a_2xx_retransmitted_after_the_call_ended_is_still_acked():
 
 def test_a_retransmitted_2xx_to_our_reinvite_of_the_operator_is_acked_again():
     """The help point holds: passed on to the operator with a re-INVITE, whose 2xx may be retransmitted."""
-    call = make_call()
-    call.start(0.0)
-    respond(call, "council-cctv-1#1", 200, 1.0)
-    info(call, "council-cctv-1#1", "1", 2.0)
+    call = _bridged_call()
     hp_hold = Request("INVITE", "sip:gateway@127.0.0.1:5060", Headers([
         ("From", '"HP" <sip:hp-portland-square@127.0.0.1>;tag=hp1'),
         ("To", f"<sip:help@127.0.0.1>;tag={call.local_tag}"), ("Call-ID", "hpcall-1"), ("CSeq", "2 INVITE"), ("Contact", "<sip:hp-portland-square@127.0.0.1:5099>"),
