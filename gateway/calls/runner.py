@@ -410,14 +410,13 @@ def close_on_wire(call: Call | Talkdown, wire: WireState) -> list[ce.CallAction]
 
 def record_internal_error(call: Call | Talkdown, error: str, now: float) -> None:
     """Write the bug into the call's timeline; a call still in progress ends ``failed`` by the gateway."""
-    call.timeline.append({"t": round(now - call.started, 3), "event": "internal-error", "error": error})
+    call._log(now, "internal-error", error=error)
     if call.ended_at is not None:
         return  # it had ended (its own outcome stands); the bug came while carrying that out
     call.ended_at = now
     call.ended_by = "gateway"
     call.outcome = "failed"
-    call.timeline.append({"t": round(now - call.started, 3), "event": "ended", "outcome": "failed",
-                          "by": "gateway"})
+    call._log(now, "ended", outcome="failed", by="gateway")
 
 
 def _bare_summary(call: Call | Talkdown, now: float) -> ce.CallSummary:

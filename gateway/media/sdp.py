@@ -405,10 +405,10 @@ def _telephone_event_pt(m: MediaDescription) -> str | None:
 
 
 def _negotiated(sd: SessionDescription, m: MediaDescription, codec: str, pt: str,
-                te_pt: str | None) -> NegotiatedMedia:
+                te_pt: str | None, local: str | None) -> NegotiatedMedia:
     """What stream ``m`` of ``sd`` (the remote side's description) agreed, range-checked: answer() and
     accept_answer() both build their result here.  Raises :class:`SdpNegotiationError` for an m= port or
-    c= address we cannot send to."""
+    c= address we cannot send to (``local``: our media address, to compare IP versions)."""
     if not 0 <= m.port <= _MAX_PORT:
         raise SdpNegotiationError(f"m={m.media} port {m.port} is not a port (0-{_MAX_PORT})")
     number = _payload_type(pt)
@@ -420,19 +420,19 @@ def _negotiated(sd: SessionDescription, m: MediaDescription, codec: str, pt: str
     remote_direction = m.direction or sd.direction or "sendrecv"
     if address.is_unspecified and remote_direction == "sendrecv":
         remote_direction = "sendonly"  # RFC 3264 §8.4: legacy hold (c=0.0.0.0)
+    _check_family(local, address)
     # Canonical text (2001:db8::1, not 2001:DB8:0::1): what recvfrom gives for the same source.
     return NegotiatedMedia(str(address), m.port, codec, number, 8000, m.ptime or 20, te,
                            _REVERSE[remote_direction], _rtcp_port(m))
 
 
-def _check_family(local: str | None, negotiated: NegotiatedMedia) -> None:
+def _check_family(local: str | None, theirs: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
     """:class:`SdpNegotiationError` when the remote address is of the other IP version than our media address
     (our socket could never send to it); a hold address (0.0.0.0, ::) is fine, nothing is sent."""
     try:
         ours = ipaddress.ip_address(local or "")
     except ValueError:
         return  # no literal of ours to compare with
-    theirs = ipaddress.ip_address(negotiated.remote_address)
     if not theirs.is_unspecified and theirs.version != ours.version:
         raise SdpNegotiationError(f"c= address {theirs} is IPv{theirs.version}, and this gateway's media is on "
                                   f"IPv{ours.version} ({ours})")
@@ -471,8 +471,7 @@ def answer(offer: SessionDescription | bytes | str, address: str, port: int,
     index, pt, codec = chosen
     offered = offer.media[index]
     te_pt = _telephone_event_pt(offered) if telephone_event else None
-    negotiated = _negotiated(offer, offered, codec, pt, te_pt)
-    _check_family(address, negotiated)
+    negotiated = _negotiated(offer, offered, codec, pt, te_pt, address)
     formats = [pt]
     attributes: list[Attribute] = [("rtpmap", f"{pt} {codec}/8000")]
     if te_pt is not None:
@@ -513,9 +512,7 @@ def accept_answer(offer_we_sent: SessionDescription | bytes | str,
                 te = _telephone_event_pt(theirs)
                 if te is not None and te not in ours.formats:
                     te = None
-                negotiated = _negotiated(ans, theirs, name, pt, te)
                 local = ours.connection or offer.connection
-                _check_family(local.host if local is not None else None, negotiated)
-                return negotiated
+                return _negotiated(ans, theirs, name, pt, te, local.host if local is not None else None)
         raise SdpNegotiationError("answer chose no codec we offered")
     raise SdpNegotiationError("answer rejected the audio stream")

@@ -276,7 +276,7 @@ class MediaLeg:
         self.remote = (media.remote_address, media.remote_port)
         # No port to send RTCP to (RTP on 65535 without a=rtcp): no RTCP, not an OverflowError per report.
         port = media.rtcp_port
-        self.remote_rtcp = (media.remote_address, port) if port is not None and 0 < port <= 0xFFFF else None
+        self.remote_rtcp = (media.remote_address, port) if port is not None else None
         self.latched = False
         if self._last_audio_at is None:
             self._silence_ref = now
@@ -330,9 +330,8 @@ class MediaLeg:
     # -- receive path ----------------------------------------------------------------------------
     def _may_latch(self, addr: tuple, now: float) -> bool:
         if not self.latched:
-            media = self.media
-            return (now >= self._announced_until or media is None
-                    or addr == (media.remote_address, media.remote_port))
+            # Unlatched, ``remote`` is still the announced (SDP) address.
+            return now >= self._announced_until or addr == self.remote
         last = self._last_rx_at
         return last is None or now - last > self.engine.relatch_after
 
