@@ -16,6 +16,18 @@ from prometheus_client.core import CounterMetricFamily, Metric
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 
 
+class ReadCounter:
+    """A counter kept elsewhere (a plain int on a hot path), read when Prometheus scrapes."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name, self.documentation = name, documentation
+        #: Where the value comes from; set once the owner exists (0 until then).
+        self.source: Callable[[], float] = lambda: 0
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.source())
+
+
 class Children(Generic[_M]):
     """The labelled children of one metric, looked up once per label set.
 
@@ -146,18 +158,6 @@ RECORDINGS_WRITTEN = Counter(
 RECORDINGS_FAILED = Counter(
     "gateway_recordings_failed_total", "Recordings that could not be written or sealed", registry=REGISTRY,
 )
-class ReadCounter:
-    """A counter kept elsewhere (a plain int on a hot path), read when Prometheus scrapes."""
-
-    def __init__(self, name: str, documentation: str) -> None:
-        self.name, self.documentation = name, documentation
-        #: Where the value comes from; set once the owner exists (0 until then).
-        self.source: Callable[[], float] = lambda: 0
-
-    def collect(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(self.name, self.documentation, value=self.source())
-
-
 MEDIA_TICK_ERRORS = ReadCounter(
     "gateway_media_tick_errors",
     "Steps of the 20 ms media clock that raised (a leg's keep-alive, prompt, RTCP or silence check, or a"
