@@ -15,7 +15,9 @@ Digest is MD5-first (``registrar.algorithms: [MD5, SHA-256]``) because SIPp 3.6.
   and records from the 183, as in production).
 * Throughput: each offered rate runs a bounded number of calls (``--calls``, SIPp ``-m``), at most ``--limit``
   in flight; "failed" is SIPp's FailedCall count at the help point (plus calls the gateway did not journal as
-  answered). cps = successful calls / SIPp's elapsed time.
+  answered). cps = successful calls / SIPp's elapsed time.  The note gives the event-loop thread's CPU per
+  completed call and the share of the run it spent runnable but waiting for a CPU (other processes on the
+  machine): a run where that share is more than a few per cent measured a crowded machine, not the gateway.
 * Post-dial delay at 100 cps, from a packet capture on ``lo`` (tcpdump, microsecond stamps), not from SIPp's
   4 ms clock: for each call, the help point's authenticated INVITE (CSeq 2) arriving at the gateway ->
   (a) the gateway's INVITE to the operator leaving, (b) the gateway's 183 to the help point leaving.
@@ -83,6 +85,15 @@ def machine_busy_seconds() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def loop_run_delay_seconds(pid: int) -> float:
+    """Seconds the gateway's event-loop thread was runnable but waiting for a CPU (schedstat field 2): a
+    loop that waits here is short of CPU because of other processes, not saturated by its own work."""
+    try:
+        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def children_cpu_seconds() -> float:
@@ -184,6 +195,7 @@ def run_rate(
         all0 = gw.metric("gateway_activations_total")
         cpu0 = cpu_seconds(gw.proc.pid)  # type: ignore[union-attr]
         loop0 = thread_cpu_seconds(gw.proc.pid)  # type: ignore[union-attr]
+        wait0 = loop_run_delay_seconds(gw.proc.pid)  # type: ignore[union-attr]
         busy0, kids0 = machine_busy_seconds(), children_cpu_seconds()
         drops0 = udp_rcvbuf_errors()
         t0 = time.monotonic()
@@ -220,6 +232,7 @@ def run_rate(
         wall = time.monotonic() - t0
         cpu = cpu_seconds(gw.proc.pid) - cpu0  # type: ignore[union-attr]
         loop_cpu = thread_cpu_seconds(gw.proc.pid) - loop0  # type: ignore[union-attr]
+        loop_wait = loop_run_delay_seconds(gw.proc.pid) - wait0  # type: ignore[union-attr]
         busy = machine_busy_seconds() - busy0
         hp_cpu = children_cpu_seconds() - kids0  # the help point SIPp (waited for); the UAS is counted below
         drops = udp_rcvbuf_errors() - drops0
@@ -263,7 +276,7 @@ def run_rate(
     peers = "SIPp+tcpdump" if capture else "SIPp"
     note = (
         f"gateway CPU {100 * cpu / wall:.0f}% (event-loop thread {100 * loop_cpu / wall:.0f}%, "
-        f"{1000 * loop_cpu / max(1, ok):.2f} ms per completed call), {peers} {100 * (hp_cpu + op_cpu) / wall:.0f}%, "
+        f"{1000 * loop_cpu / max(1, ok):.2f} ms per completed call, waited for a CPU {100 * loop_wait / wall:.0f}%), {peers} {100 * (hp_cpu + op_cpu) / wall:.0f}%, "
         f"other processes {100 * others / wall:.0f}% (of 1 core, {os.cpu_count()} cores), "
         f"journal: {answered:.0f} answered / {ended:.0f} ended, "
         f"SIPp retrans {stats.get('Retransmissions(C)', '?')}, UDP rcvbuf drops {drops}"
