@@ -238,6 +238,9 @@ class StereoRecorder:
         self.frames_queued = 0
         self.frames_written = 0
         self.frames_dropped = 0
+        #: Frames whose write failed (writer thread; added to ``frames_dropped`` when sealed).
+        self.frames_failed = 0
+        self._write_errors = 0
         self._gap = 0
         self.sealed = False
         self.sha256: str | None = None
@@ -383,23 +386,51 @@ class StereoRecorder:
             self.frames_written += len(frames)
             return
         data = b"".join(frames)
+        fd = f.fileno()
         try:
             # Straight to the file descriptor (the header went through the buffer and was flushed).
-            fd = f.fileno()
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+        except OSError as exc:
+            self._write_failed(len(data), exc)
             self._data_bytes += len(data)
             self._since_patch += len(frames)
             self._since_fsync += len(frames)
+            self.frames_written += len(frames)
+            return
+        self._data_bytes += len(data)
+        self._since_patch += len(frames)
+        self._since_fsync += len(frames)
+        try:
             if self._since_patch >= self.PATCH_EVERY:
                 self._patch_sizes()
             if self._since_fsync >= self.FSYNC_EVERY:
                 self._since_fsync = 0
-                os.fsync(f.fileno())
+                os.fsync(fd)
         except OSError as exc:
             log.error("recording %s: write failed: %s", self.path, exc)
         self.frames_written += len(frames)
+
+    def _write_failed(self, size: int, error: OSError) -> None:
+        """A write of ``size`` bytes failed (full disk, I/O error), perhaps half-way through a frame.
+
+        Their place in the file is kept: the next write goes where they end, so a partial write never
+        shifts what follows by part of a sample frame (the two channels would swap or garble), and the
+        file keeps wall-clock time.  The part never written is a hole, read as digital silence.
+        Counted in ``frames_failed`` (and in ``frames_dropped`` once sealed); logged once per 100 failures.
+        """
+        self.frames_failed += size // self._stereo_bytes
+        self._write_errors += 1
+        if self._write_errors == 1 or self._write_errors % 100 == 0:
+            log.error("recording %s: write failed (%d times, %.2f s of audio lost so far): %s", self.path,
+                      self._write_errors, self.frames_failed * FRAME_SAMPLES / 8000, error)
+        f = self._file
+        assert f is not None
+        try:
+            os.lseek(f.fileno(), HEADER_SIZE + self._data_bytes + size, os.SEEK_SET)
+        except OSError as exc:
+            log.error("recording %s: cannot seek past a failed write: %s", self.path, exc)
 
     def _plan_write(self, frames: list[bytes]) -> tuple[int, bytes | None, bool]:
         """What :meth:`_write` would do for ``frames``: (bytes, the size patch or None, fsync?)."""
@@ -416,11 +447,13 @@ class StereoRecorder:
         failed with ``err``), exactly as :meth:`_write` does on the same outcome."""
         n = len(frames)
         size, patch, fsync = plan
-        if stage != 1:
-            self._data_bytes += size
-            self._since_patch = 0 if patch is not None else self._since_patch + n
-            self._since_fsync = 0 if fsync and stage != 2 else self._since_fsync + n
-        if stage:
+        if stage == 1:  # nothing after the write was attempted
+            self._write_failed(size, OSError(err, os.strerror(err)))
+            patch, fsync = None, False
+        self._data_bytes += size
+        self._since_patch = 0 if patch is not None else self._since_patch + n
+        self._since_fsync = 0 if fsync and stage != 2 else self._since_fsync + n
+        if stage > 1:
             log.error("recording %s: write failed: %s", self.path, OSError(err, os.strerror(err)))
         self.frames_written += n
 
@@ -436,6 +469,8 @@ class StereoRecorder:
     def _seal(self, stop_writer: bool) -> None:
         try:
             if self._file is not None:
+                if self.frames_failed:  # the last writes may have failed: the file is as long as the audio
+                    os.ftruncate(self._file.fileno(), HEADER_SIZE + self._data_bytes)
                 self._patch_sizes()
                 os.fsync(self._file.fileno())
                 self._file.close()
@@ -453,6 +488,9 @@ class StereoRecorder:
                     os.write(fd, f"{self.sha256}  {self.path.name}\n".encode())
                 finally:
                     os.close(fd)
+                # The loop thread no longer touches the counter: the audio the disk lost is reported with
+                # the audio dropped before it reached the disk.
+                self.frames_dropped += self.frames_failed
                 if not self._done.done():
                     self._done.set_result(self.sha256)
         except OSError as exc:

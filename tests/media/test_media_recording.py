@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import resource
 import struct
 import wave
 from pathlib import Path
 
 import pytest
 
-from gateway.media import g711
+from gateway.media import g711, ports
 from gateway.media.aligner import LEFT, RIGHT, StereoAligner, mix
 from gateway.media.ports import DiskWriter, StereoRecorder
 from gateway.media.wav import repair_wav
@@ -224,3 +225,57 @@ def test_codec_change_mid_call_keeps_queued_audio_and_decodes_each_law(tmp_path:
         assert value != 0 and abs(value - mu_value) <= abs(mu_value) // 16
     assert per_tick[2] == g711.alaw_to_linear(a[0])
     assert per_tick[3] == 0 and set(right) == {0}  # nothing more sent: digital zero, not A-law's +8
+
+
+@pytest.fixture(params=["c-batch", "python"])
+def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both disk-writer paths: the C batch (write_batch) and the pure-Python fallback."""
+    if request.param == "python":
+        monkeypatch.setattr(ports, "_WRITE_BATCH", None)
+    elif ports._WRITE_BATCH is None:
+        pytest.skip("C extension not built")
+    return request.param
+
+
+def test_failed_write_keeps_channels_aligned_timeline_true_and_is_counted(
+        tmp_path: Path, write_path: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A disk that fills up mid-write (a partial write, then EFBIG, like ENOSPC) and is freed later: the
+    frames after it stay left = help point, right = operator at their true time, the lost ones are
+    silence, and the loss is logged and counted in ``frames_dropped`` once sealed."""
+    rec, writer = make(tmp_path)
+    hp = g711.encode(pcm_frame(1200), "PCMU")
+    op = g711.encode(pcm_frame(-800), "PCMU")
+
+    def ticks(n: int) -> None:
+        for _ in range(n):
+            rec.push(LEFT, hp, "PCMU")
+            rec.push(RIGHT, op, "PCMU")
+            rec.tick()
+
+    writer.run_pending()  # open
+    ticks(10)
+    writer.run_pending()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    # The file may grow 322 bytes more: half a stereo frame, not a multiple of the 4-byte sample frame.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (44 + 10 * 640 + 322, hard))
+    try:
+        ticks(10)
+        writer.run_pending()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert "write failed" in caplog.text
+    ticks(10)  # the disk has room again
+    writer.run_pending()
+    rec.seal_start()
+    writer.run_pending()
+    data = rec.path.read_bytes()
+    assert rec.sha256 == hashlib.sha256(data).hexdigest()
+    with wave.open(str(rec.path)) as w:
+        assert w.getnframes() == 160 * rec.aligner.frames  # the file's length is the call's length
+        left, right = split(w.readframes(w.getnframes()))
+    dl, dr = g711.ulaw_to_linear(hp[0]), g711.ulaw_to_linear(op[0])
+    per_tick = [(left[i * 160], right[i * 160]) for i in range(rec.aligner.frames)]
+    assert per_tick[1:10] == [(dl, dr)] * 9
+    assert per_tick[11:20] == [(0, 0)] * 9  # lost to the full disk: silence where it belongs
+    assert per_tick[20:30] == [(dl, dr)] * 10  # after it: still aligned, each side on its own channel
+    assert rec.frames_dropped >= 9  # counted with the other audio lost to the disk
