@@ -29,7 +29,7 @@ from pathlib import Path
 from . import fast, g711
 from .aligner import LEFT, RIGHT, StereoAligner, _Side, interleave, mix
 from .errors import MediaError
-from .wav import HEADER_SIZE, Audio, load_wav, wav_header
+from .wav import HEADER_SIZE, RATE, Audio, load_wav, wav_header
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,7 @@ class DiskWriter:
         items: list[tuple[int, list[bytes], bytes | None, bool]] = []
         plans: list[tuple[StereoRecorder, list[bytes], tuple[int, bytes | None, bool]]] = []
         for recorder in due:
-            queue = recorder._queue
-            frames = [queue.popleft() for _ in range(len(queue))]
+            frames = recorder._take_queued()
             if not frames:
                 continue
             if recorder._file is None:
@@ -218,6 +217,9 @@ class StereoRecorder:
     PATCH_EVERY = 50
     #: Audio between fsyncs, in frames (5 s).
     FSYNC_EVERY = 250
+    #: The most sample data a RIFF header can describe (its size fields are 32-bit), in whole frames:
+    #: about 37 hours.  Audio past it is counted as failed and left out.
+    MAX_DATA_BYTES = (0xFFFFFFFF - (HEADER_SIZE - 8)) // (4 * FRAME_SAMPLES) * (4 * FRAME_SAMPLES)
 
     def __init__(self, path: str | os.PathLike[str], *, writer: DiskWriter | None = None,
                  max_pending_frames: int = 500,
@@ -241,6 +243,7 @@ class StereoRecorder:
         #: Frames whose write failed (writer thread; added to ``frames_dropped`` when sealed).
         self.frames_failed = 0
         self._write_errors = 0
+        self._full = False
         self._gap = 0
         self.sealed = False
         self.sha256: str | None = None
@@ -374,9 +377,30 @@ class StereoRecorder:
             log.error("recording %s: cannot open: %s", self.path, exc)
             self._done.set_exception(MediaError(f"{self.path}: cannot open recording: {exc}"))
 
-    def _write_queued(self) -> None:
+    def _take_queued(self) -> list[bytes]:
+        """Pop the queued frames; those past :attr:`MAX_DATA_BYTES` are counted and left out."""
         queue = self._queue
         frames = [queue.popleft() for _ in range(len(queue))]
+        if self._data_bytes + sum(map(len, frames)) > self.MAX_DATA_BYTES:
+            room = self.MAX_DATA_BYTES - self._data_bytes
+            kept = []
+            for frame in frames:
+                if room <= 0:
+                    break
+                kept.append(frame[:room])
+                room -= len(kept[-1])
+            lost = sum(map(len, frames)) - sum(map(len, kept))
+            self.frames_failed += lost // self._stereo_bytes
+            self.frames_written += len(frames) - len(kept)
+            if not self._full:
+                self._full = True
+                log.error("recording %s: WAV size limit (4 GiB, %.1f h) reached; the audio after it is not "
+                          "recorded", self.path, self.MAX_DATA_BYTES / (4 * RATE) / 3600)
+            frames = kept
+        return frames
+
+    def _write_queued(self) -> None:
+        frames = self._take_queued()
         if frames:
             self._write(frames)
 
@@ -469,7 +493,7 @@ class StereoRecorder:
     def _seal(self, stop_writer: bool) -> None:
         try:
             if self._file is not None:
-                if self.frames_failed:  # the last writes may have failed: the file is as long as the audio
+                if self._write_errors:  # the last writes may have failed: the file is as long as the audio
                     os.ftruncate(self._file.fileno(), HEADER_SIZE + self._data_bytes)
                 self._patch_sizes()
                 os.fsync(self._file.fileno())

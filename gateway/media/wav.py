@@ -188,7 +188,11 @@ def repair_wav(path: str | os.PathLike[str]) -> int:
                 data_size = max(0, length - start)
                 if block:
                     data_size -= data_size % block
-                f.truncate(start + data_size)
+                limit = min(0xFFFFFFFF, 0xFFFFFFFF + 8 - start)  # both size fields are 32-bit
+                if data_size > limit:  # more than a header can describe: it describes what it can, no byte is cut
+                    data_size = limit - (limit % block if block else 0)
+                else:
+                    f.truncate(start + data_size)
                 f.seek(pos + 4)
                 f.write(struct.pack("<I", data_size))
                 f.seek(4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import resource
 import struct
 import wave
@@ -13,7 +14,7 @@ import pytest
 from gateway.media import g711, ports
 from gateway.media.aligner import LEFT, RIGHT, StereoAligner, mix
 from gateway.media.ports import DiskWriter, StereoRecorder
-from gateway.media.wav import repair_wav
+from gateway.media.wav import repair_wav, wav_header
 
 FRAME = 320  # bytes of 16-bit mono per 20 ms
 
@@ -279,3 +280,37 @@ def test_failed_write_keeps_channels_aligned_timeline_true_and_is_counted(
     assert per_tick[11:20] == [(0, 0)] * 9  # lost to the full disk: silence where it belongs
     assert per_tick[20:30] == [(dl, dr)] * 10  # after it: still aligned, each side on its own channel
     assert rec.frames_dropped >= 9  # counted with the other audio lost to the disk
+
+
+def test_wav_size_limit_stops_the_recording_not_the_writer(tmp_path: Path, write_path: str,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A call of ~37 h reaches what a RIFF header can describe (4 GiB): the header sizes stay valid, the
+    audio past it is counted and logged, and the disk-writer thread (every call's recordings) carries on."""
+    assert StereoRecorder.MAX_DATA_BYTES % 640 == 0 and 36 + StereoRecorder.MAX_DATA_BYTES <= 0xFFFFFFFF
+    rec, writer = make(tmp_path)
+    other = StereoRecorder(tmp_path / "other.wav", writer=writer)
+    writer.run_pending()  # open
+    rec._data_bytes = StereoRecorder.MAX_DATA_BYTES - 3 * 640  # 37 h of audio so far (by hand)
+    rec._since_patch = StereoRecorder.PATCH_EVERY - 1  # a size patch is due
+    for _ in range(10):
+        rec.tick()
+        other.tick()
+    writer.run_pending()  # raised struct.error here (and killed the writer thread) before
+    assert rec._data_bytes == StereoRecorder.MAX_DATA_BYTES
+    riff_size, = struct.unpack("<I", rec.path.read_bytes()[4:8])
+    assert riff_size == 36 + StereoRecorder.MAX_DATA_BYTES
+    assert rec.frames_failed == 7 and "size limit" in caplog.text
+    assert other.frames_written == 10
+
+
+def test_repair_of_a_file_past_the_riff_limit_keeps_every_byte(tmp_path: Path) -> None:
+    path = tmp_path / "long.wav"
+    path.write_bytes(wav_header(0))
+    os.truncate(path, (5 << 30) + 3)  # sparse: 5 GiB of data after a crash, no size patched
+    data_bytes = repair_wav(path)
+    assert data_bytes == 0xFFFFFFFF - 36 - (0xFFFFFFFF - 36) % 4
+    with open(path, "rb") as f:
+        head = f.read(44)
+    assert struct.unpack_from("<I", head, 4)[0] == 36 + data_bytes
+    assert struct.unpack_from("<I", head, 40)[0] == data_bytes
+    assert os.path.getsize(path) == (5 << 30) + 3  # evidence is never cut
