@@ -201,13 +201,22 @@ class DiskWriter:
             self._wake.wait(self.poll_interval)
             self._wake.clear()
             self.run_pending(batch_frames=self.batch_frames, limit=self.per_poll)
+        self._close_open()
+
+    def _close_open(self) -> None:
+        for recorder in list(self._open):
+            recorder._close_unsealed()
+        self._open.clear()
 
     def close(self) -> None:
-        """Finish queued jobs and stop the thread."""
+        """Finish queued jobs, write out and close recordings still open (unsealed), stop the thread."""
         self._stopping = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
+        else:
+            self.run_pending()
+            self._close_open()
 
 
 class StereoRecorder:
@@ -489,6 +498,27 @@ class StereoRecorder:
         fd = f.fileno()
         os.pwrite(fd, struct.pack("<I", 36 + self._data_bytes), 4)
         os.pwrite(fd, struct.pack("<I", self._data_bytes), 40)
+
+    def _close_unsealed(self) -> None:
+        """The writer stops with this recording open (shutdown mid-call): write what is queued, patch the
+        sizes, fsync and close.  Not hashed: the start-up recovery hashes and links it, as after a crash."""
+        self._write_queued()
+        f = self._file
+        if f is not None:
+            try:
+                if self._write_errors:
+                    os.ftruncate(f.fileno(), HEADER_SIZE + self._data_bytes)
+                self._patch_sizes()
+                os.fsync(f.fileno())
+            except OSError as exc:
+                log.error("recording %s: cannot finish it at shutdown: %s", self.path, exc)
+            finally:
+                self._file = None
+                f.close()
+            log.warning("recording %s: still open when the disk writer stopped; closed unsealed (%.1f s)",
+                        self.path, self._data_bytes / (4 * RATE))
+        if not self._done.done():
+            self._done.set_exception(MediaError(f"{self.path}: the disk writer stopped before it was sealed"))
 
     def _seal(self, stop_writer: bool) -> None:
         try:

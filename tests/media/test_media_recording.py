@@ -13,6 +13,7 @@ import pytest
 
 from gateway.media import g711, ports
 from gateway.media.aligner import LEFT, RIGHT, StereoAligner, mix
+from gateway.media.errors import MediaError
 from gateway.media.ports import DiskWriter, StereoRecorder
 from gateway.media.wav import repair_wav, wav_header
 
@@ -314,3 +315,21 @@ def test_repair_of_a_file_past_the_riff_limit_keeps_every_byte(tmp_path: Path) -
     assert struct.unpack_from("<I", head, 4)[0] == 36 + data_bytes
     assert struct.unpack_from("<I", head, 40)[0] == data_bytes
     assert os.path.getsize(path) == (5 << 30) + 3  # evidence is never cut
+
+
+@pytest.mark.parametrize("thread", [True, False], ids=["writer-thread", "by-hand"])
+def test_writer_closed_mid_call_leaves_a_complete_valid_file(tmp_path: Path, thread: bool) -> None:
+    """Shutdown with a call still recording (the drain timed out): the writer stops, but what was queued
+    is written and the header patched, so nothing depends on a repair; the file is left unsealed (no
+    .sha256) for the start-up recovery to hash and link, and a late seal does not wait forever."""
+    writer = DiskWriter(start=thread)
+    rec = StereoRecorder(tmp_path / "live.wav", writer=writer)
+    for _ in range(30):  # less than a batch: nothing written yet by the thread
+        rec.push(LEFT, b"\x10" * 160, "PCMU")
+        rec.tick()
+    writer.close()
+    with wave.open(str(rec.path)) as w:
+        assert w.getnframes() == 30 * 160
+    assert not Path(f"{rec.path}.sha256").exists()
+    with pytest.raises(MediaError, match="live.wav"):
+        rec.seal_start().result(0)
