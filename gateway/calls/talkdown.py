@@ -68,6 +68,7 @@ class Talkdown:
         self.outcome: str | None = None
         self.ended_by: str | None = None
         self.deadline: float | None = None
+        self._bye_sent = False
         self.timeline: list[dict[str, Any]] = []
         self._actions: list[ce.CallAction] = []
 
@@ -143,20 +144,23 @@ class Talkdown:
         try:
             self.dialog = self.dialog or Dialog.from_uac(self.invite, response, self.config.contact)
         except RemoteProtocolError as exc:
+            # Neither ACK nor BYE can be sent without a dialog: the attempt is over.
             self._log(now, "talkdown-bad-answer", why=str(exc))
+            self._end(now, "failed", None)
             return
         _, ack = self.dialog.create_request("ACK", cseq=1)
         self._actions.append(ce.SendAck(ack, self.leg.dest))
         if self.answered_at is not None:
             return
-        if self.ended_at is not None:  # answered after we gave up
-            self._bye(now, "too late")
+        if self.ended_at is not None:  # answered after we gave up (one BYE: the rest are retransmissions)
+            if not self._bye_sent:
+                self._bye(now, "too late")
             return
         try:
             negotiated = self.negotiator.accept_operator_answer(response.body)
         except SdpError as exc:
             self._log(now, "talkdown-bad-sdp", why=str(exc))
-            self._bye(now, "no common codec")
+            self._bye(now, "no common codec", outcome="failed")
             return
         self.answered_at = now
         self.leg.state = LegState.ANSWERED
@@ -165,11 +169,12 @@ class Talkdown:
         self._actions.append(ce.ConnectMedia("op", negotiated))
         self._actions.append(ce.PlayPrompt("op", f"warning-{self.warning}", report=True))
 
-    def _bye(self, now: float, why: str) -> None:
+    def _bye(self, now: float, why: str, outcome: str | None = None) -> None:
         if self.dialog is not None:
             self.dialog, bye = self.dialog.create_request("BYE", (("Reason", f'SIP;cause=200;text="{why}"'),))
             self._actions.append(ce.SendRequest("hp", bye, self.leg.dest))
-        self._end(now, "played" if self.plays >= self.times else "interrupted", "gateway")
+            self._bye_sent = True
+        self._end(now, outcome or ("played" if self.plays >= self.times else "interrupted"), "gateway")
 
     def _end(self, now: float, outcome: str, by: str | None) -> None:
         if self.ended_at is not None:

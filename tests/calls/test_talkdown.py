@@ -11,6 +11,7 @@ from test_call import HP, FakeNegotiator, of  # noqa: I001  (sibling test module
 from gateway.calls import events as ce
 from gateway.calls.call import CallConfig
 from gateway.calls.talkdown import ANSWER_TIMEOUT, Talkdown
+from gateway.media.errors import SdpNegotiationError
 from gateway.sip.message import Headers, Request, build_response
 
 
@@ -69,3 +70,48 @@ def test_help_point_hangs_up_early_is_interrupted():
     actions = td.handle(ce.InDialogRequest("hp", bye, "btx"), 3.0)
     assert of(actions, ce.SendResponse)[0].response.status == 200
     assert of(actions, ce.CallEnded)[0].summary.outcome == "talkdown-interrupted"
+
+
+class RefusingNegotiator(FakeNegotiator):
+    """The intercom's answer has no codec in common with our offer."""
+
+    def accept_operator_answer(self, answer: bytes):
+        raise SdpNegotiationError("no common codec")
+
+
+def test_answer_without_a_common_codec_is_failed_not_interrupted():
+    td = make()
+    td.negotiator = RefusingNegotiator()
+    td.start(0.0)
+    actions = answer(td, 1.0)
+    assert of(actions, ce.SendAck) and [a.request.method for a in of(actions, ce.SendRequest)] == ["BYE"]
+    assert not of(actions, ce.PlayPrompt)
+    (ended,) = of(actions, ce.CallEnded)
+    assert ended.summary.outcome == "talkdown-failed"  # nothing was played: the help point did not hang up
+    assert td.get_timer() is None
+
+
+def test_unusable_2xx_ends_the_talkdown_at_once_as_failed():
+    """A 200 without Contact cannot be ACKed or hung up: the attempt is over (failed), not left waiting for
+    the answer timer to record it as unanswered and CANCEL an INVITE that was answered."""
+    td = make()
+    td.start(0.0)
+    resp = build_response(td.invite, 200, to_tag="hp9", body=b"ANSWER")  # no Contact
+    actions = td.handle(ce.LegResponded("hp", resp), 1.0)
+    (ended,) = of(actions, ce.CallEnded)
+    assert ended.summary.outcome == "talkdown-failed" and of(actions, ce.StopMedia)
+    assert td.get_timer() is None
+    assert "talkdown-bad-answer" in [e["event"] for e in ended.summary.timeline]
+
+
+def test_2xx_retransmissions_after_giving_up_get_one_bye():
+    """The intercom answers just after the answer timeout: one BYE, and its 200 retransmissions (our ACK
+    was lost) are ACKed again, not answered with a new BYE each."""
+    td = make()
+    td.start(0.0)
+    td.handle_timer(ANSWER_TIMEOUT)
+    first = answer(td, ANSWER_TIMEOUT + 0.1)
+    assert [a.request.method for a in of(first, ce.SendRequest)] == ["BYE"]
+    for t in (0.6, 1.1, 2.1):
+        again = answer(td, ANSWER_TIMEOUT + t)
+        assert of(again, ce.SendAck) and not of(again, ce.SendRequest)
