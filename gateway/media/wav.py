@@ -14,7 +14,6 @@ import struct
 import sys
 from array import array
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import g711
 from .errors import WavError
@@ -22,6 +21,10 @@ from .errors import WavError
 RATE = 8000
 _FORMAT_PCM, _FORMAT_FLOAT, _FORMAT_ALAW, _FORMAT_ULAW, _FORMAT_EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
 HEADER_SIZE = 44
+#: Largest WAV file read (bytes): minutes of audio in any format; a prompt is seconds.
+MAX_WAV_BYTES = 64 << 20
+#: Longest audio converted (seconds), checked from the header before any conversion.
+MAX_SECONDS = 600
 _LITTLE = sys.byteorder == "little"
 
 
@@ -138,7 +141,12 @@ def parse_wav(data: bytes, name: str = "<bytes>") -> Audio:
     fmt, channels, rate, bits = fmt_info
     if channels < 1 or not 1000 <= rate <= 384000:
         raise WavError(f"{name}: unusable format ({channels} channels, {rate} Hz)")
+    seconds = len(raw) // (channels * max(1, bits // 8)) / rate
+    if seconds > MAX_SECONDS:  # before converting: a low rate multiplies the samples
+        raise WavError(f"{name}: too long ({seconds:.0f} s; at most {MAX_SECONDS} s)")
     samples = _samples_from(fmt, bits, raw, name)
+    if len(raw) < channels * max(1, bits // 8):
+        raise WavError(f"{name}: no audio samples")
     if fmt == _FORMAT_PCM and bits == 16 and channels == 1 and rate == RATE:
         return Audio(bytes(raw[: len(raw) - len(raw) % 2]), name)
     if channels > 1:
@@ -154,9 +162,12 @@ def parse_wav(data: bytes, name: str = "<bytes>") -> Audio:
 def load_wav(path: str | os.PathLike[str]) -> Audio:
     """Read and convert a WAV file; :class:`WavError` names the file and the problem."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(MAX_WAV_BYTES + 1)
     except OSError as exc:
         raise WavError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if len(data) > MAX_WAV_BYTES:
+        raise WavError(f"{path}: too large (over {MAX_WAV_BYTES >> 20} MiB)")
     return parse_wav(data, str(path))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import struct
 import wave
@@ -13,7 +14,7 @@ import pytest
 from gateway.media import g711
 from gateway.media.errors import WavError
 from gateway.media.ports import WavPlayer
-from gateway.media.wav import Audio, load_wav, parse_wav, repair_wav, wav_header
+from gateway.media.wav import MAX_WAV_BYTES, Audio, load_wav, parse_wav, repair_wav, wav_header
 
 PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
 PROMPT_NAMES = ["connecting", "call-recorded", "all-rooms-unavailable", "warning-1", "warning-2", "confirm-operator"]
@@ -136,3 +137,24 @@ def test_repair_refuses_garbage(tmp_path: Path) -> None:
     path.write_bytes(b"junk")
     with pytest.raises(WavError, match="junk.wav"):
         repair_wav(path)
+
+
+def test_hostile_rate_cannot_blow_up_the_conversion() -> None:
+    """A header claiming 1000 Hz makes each byte 8 output samples: refused by duration before converting."""
+    data = riff(1, 1, 1000, 8, bytes(1_000_000))  # 1000 s once at 8 kHz: 8 M samples, ~0.5 GB as floats
+    with pytest.raises(WavError, match=r"^bad.wav: too long \(1000 s; at most 600 s\)"):
+        parse_wav(data, "bad.wav")
+
+
+def test_oversized_file_refused_reading_at_most_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "huge.wav"
+    path.write_bytes(wav_header(0, channels=1))
+    os.truncate(path, MAX_WAV_BYTES + 1)  # sparse; the header could claim any size
+    with pytest.raises(WavError, match=re.escape(f"{path}: too large")):
+        load_wav(path)
+
+
+def test_prompt_without_samples_is_an_error() -> None:
+    """An empty prompt would 'play' in no time: a talk-down recorded as played, nothing heard."""
+    with pytest.raises(WavError, match="^empty.wav: no audio"):
+        parse_wav(riff(1, 1, 8000, 16, b""), "empty.wav")
