@@ -12,6 +12,7 @@ from gateway import metrics
 from gateway.api import Services
 from gateway.dialplan import check_command, simulate_command
 from gateway.media.errors import MediaError
+from gateway.media.ports import write_durably
 from gateway.media.wav import repair_wav
 from gateway.records import RetentionPolicy
 from gateway.store import ActivationWriter, Records
@@ -49,11 +50,11 @@ def recover_recording(gw: Gateway, activation_id: str) -> None:
     try:
         data_bytes = repair_wav(path)
         digest, size = sha256_file(str(path))
+        write_durably(Path(f"{path}.sha256"), f"{digest}  {path.name}\n".encode())
     except (OSError, MediaError) as exc:
         metrics.RECORDINGS_FAILED.inc()
         log.error("activation %s: partial recording %s could not be repaired: %s", activation_id, path, exc)
         return
-    Path(f"{path}.sha256").write_text(f"{digest}  {path.name}\n")
     duration = data_bytes / (8000 * 2 * 2)
     gw.activations.recording(activation_id, str(path), duration, digest, size)
     gw.summaries.append_recording(activation_id, str(path), duration, digest)

@@ -103,6 +103,26 @@ class WavPlayer:
         return payload, pcm
 
 
+def write_durably(path: Path, data: bytes) -> None:
+    """Write a small file so that a crash leaves either no file or all of it: a temporary file, fsync'd,
+    renamed over ``path``, and the folder fsync'd (the rename and the recording's own entry on disk)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 class DiskWriter:
     """One writer thread serving many recorders (``start=False`` runs it by hand in tests).
 
@@ -123,6 +143,8 @@ class DiskWriter:
         self._open: dict[StereoRecorder, None] = {}
         #: Folders known to exist (one mkdir per folder, not per recording).
         self._folders: set[Path] = set()
+        #: Recordings (and writer steps) that failed with an unexpected exception: logged, never fatal.
+        self.errors = 0
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -143,13 +165,22 @@ class DiskWriter:
         while self._jobs:
             recorder, kind, data = self._jobs.popleft()
             count += 1
-            if kind == "open":
-                recorder._open()
-                self._open[recorder] = None
-            elif kind == "seal":
-                self._open.pop(recorder, None)
-                recorder._write_queued()
-                recorder._seal(data)  # type: ignore[arg-type]
+            try:
+                if kind == "open":
+                    recorder._open()
+                    self._open[recorder] = None
+                elif kind == "seal":
+                    self._open.pop(recorder, None)
+                    if recorder._done.done():  # it failed earlier (_failed): nothing more goes to its file
+                        recorder._queue.clear()
+                        self._stopping = self._stopping or bool(data)
+                        continue
+                    recorder._write_queued()
+                    recorder._seal(data)  # type: ignore[arg-type]
+            except Exception:
+                self._failed(recorder, kind)
+                if kind == "seal" and data:  # the recorder's own writer stops with it, as after a seal
+                    self._stopping = True
         batch = max(1, batch_frames)
         due = [recorder for recorder in self._open if len(recorder._queue) >= batch]
         if limit is not None:
@@ -162,30 +193,66 @@ class DiskWriter:
                     self._open[recorder] = None
         return count
 
-    @staticmethod
-    def _write_due(due: list[StereoRecorder]) -> None:
+    def _write_due(self, due: list[StereoRecorder]) -> None:
+        # A recorder that raises (a bug, not a disk error: those are handled and counted by the recorder)
+        # loses its recording, never the other calls' (see _failed).
         write_batch = _WRITE_BATCH
         if write_batch is None:
             for recorder in due:
-                recorder._write_queued()
+                try:
+                    recorder._write_queued()
+                except Exception:
+                    self._failed(recorder, "write")
             return
         # One call for every recording: the GIL is released once for all the system calls instead of
         # once per write (each re-acquisition can make the event loop's thread wait).
         items: list[tuple[int, list[bytes], bytes | None, bool]] = []
         plans: list[tuple[StereoRecorder, list[bytes], tuple[int, bytes | None, bool]]] = []
         for recorder in due:
-            frames = recorder._take_queued()
-            if not frames:
-                continue
-            if recorder._file is None:
-                recorder.frames_written += len(frames)
-                continue
-            plan = recorder._plan_write(frames)
-            items.append((recorder._file.fileno(), frames, plan[1], plan[2]))
-            plans.append((recorder, frames, plan))
-        if items:
-            for (recorder, frames, plan), (stage, err) in zip(plans, write_batch(items), strict=True):
-                recorder._wrote(frames, plan, stage, err)
+            try:
+                frames = recorder._take_queued()
+                if not frames:
+                    continue
+                if recorder._file is None:
+                    recorder.frames_written += len(frames)
+                    continue
+                plan = recorder._plan_write(frames)
+                items.append((recorder._file.fileno(), frames, plan[1], plan[2]))
+                plans.append((recorder, frames, plan))
+            except Exception:
+                self._failed(recorder, "write")
+        if not items:
+            return
+        try:
+            results: list[tuple[int, int]] | None = write_batch(items)
+        except Exception:
+            log.exception("disk writer: a batched write of %d recordings failed; writing them one by one",
+                          len(items))
+            results = None
+        for index, (recorder, frames, plan) in enumerate(plans):
+            try:
+                if results is None:
+                    recorder._write(frames)
+                else:
+                    recorder._wrote(frames, plan, *results[index])
+            except Exception:
+                self._failed(recorder, "write")
+
+    def _failed(self, recorder: StereoRecorder, what: str) -> None:
+        """``what`` (open, write, seal) raised for ``recorder``: that recording stops and fails (its seal
+        gives the error, counted in gateway_recordings_failed_total), the writer and every other recording
+        go on.  The file stays as far as it was written; start-up recovery repairs and links it."""
+        self.errors += 1
+        log.exception("recording %s: %s failed; this recording stops, the others go on", recorder.path, what)
+        self._open.pop(recorder, None)
+        f, recorder._file = recorder._file, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
+        if not recorder._done.done():
+            recorder._done.set_exception(MediaError(f"{recorder.path}: recording failed in {what}"))
 
     #: Niceness added to the writer thread: the event loop's thread (relaying packets) comes first on a
     #: busy core; the writer still gets every idle moment, and a full backlog is counted, never hidden.
@@ -200,12 +267,19 @@ class DiskWriter:
         while not self._stopping or self._jobs:
             self._wake.wait(self.poll_interval)
             self._wake.clear()
-            self.run_pending(batch_frames=self.batch_frames, limit=self.per_poll)
+            try:
+                self.run_pending(batch_frames=self.batch_frames, limit=self.per_poll)
+            except Exception:  # run_pending isolates each recording; this is the last guard of the thread
+                self.errors += 1
+                log.exception("disk writer: unexpected error; going on")
         self._close_open()
 
     def _close_open(self) -> None:
         for recorder in list(self._open):
-            recorder._close_unsealed()
+            try:
+                recorder._close_unsealed()
+            except Exception:
+                self._failed(recorder, "close")
         self._open.clear()
 
     def close(self) -> None:
@@ -537,11 +611,7 @@ class StereoRecorder:
                         size += len(chunk)
                 self.sha256 = digest.hexdigest()
                 self.size = size
-                fd = os.open(f"{self.path}.sha256", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    os.write(fd, f"{self.sha256}  {self.path.name}\n".encode())
-                finally:
-                    os.close(fd)
+                write_durably(Path(f"{self.path}.sha256"), f"{self.sha256}  {self.path.name}\n".encode())
                 # The loop thread no longer touches the counter: the audio the disk lost is reported with
                 # the audio dropped before it reached the disk.
                 self.frames_dropped += self.frames_failed

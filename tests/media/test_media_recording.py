@@ -333,3 +333,81 @@ def test_writer_closed_mid_call_leaves_a_complete_valid_file(tmp_path: Path, thr
     assert not Path(f"{rec.path}.sha256").exists()
     with pytest.raises(MediaError, match="live.wav"):
         rec.seal_start().result(0)
+
+
+@pytest.mark.parametrize("step", ["open", "write", "seal"])
+def test_a_recorder_that_raises_fails_alone_and_the_writer_goes_on(
+        tmp_path: Path, write_path: str, step: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug that raises for one recording (not a disk error: those the recorder counts itself) must not stop
+    the one disk-writer thread every call's evidence goes through: that recording fails (its seal gives the
+    error, so gateway_recordings_failed_total counts it), every other recording is written and sealed."""
+    writer = DiskWriter(start=False)
+    bad = StereoRecorder(tmp_path / "bad.wav", writer=writer)
+    good = StereoRecorder(tmp_path / "good.wav", writer=writer)
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    if step == "open":
+        bad._open = boom  # type: ignore[method-assign]
+    writer.run_pending()
+    if step == "write":
+        bad._take_queued = boom  # type: ignore[method-assign]
+        bad._write_queued = boom  # type: ignore[method-assign]
+    for _ in range(30):
+        for rec in (bad, good):
+            rec.push(LEFT, b"\x10" * 160, "PCMU")
+            rec.tick()
+        writer.run_pending(batch_frames=5)
+    if step == "seal":
+        bad._seal = boom  # type: ignore[method-assign]
+    futures = [bad.seal_start(), good.seal_start()]
+    writer.run_pending()
+    with pytest.raises(MediaError, match="bad.wav"):
+        futures[0].result(0)
+    assert futures[1].result(0) == hashlib.sha256((tmp_path / "good.wav").read_bytes()).hexdigest()
+    with wave.open(str(tmp_path / "good.wav")) as w:
+        assert w.getnframes() == good.aligner.frames * 160
+    assert writer.errors == 1 and f"bad.wav: {step} failed" in caplog.text
+    assert bad._file is None  # closed, not leaked
+
+
+def test_writer_thread_survives_an_unexpected_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread's last guard: even an error outside any one recording is logged and the thread goes on."""
+    writer = DiskWriter(poll_interval=0.01)
+    calls = []
+    real = writer.run_pending
+
+    def flaky(**kwargs: object) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("bug")
+        return real(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writer, "run_pending", flaky)
+    rec = StereoRecorder(tmp_path / "after.wav", writer=writer)
+    for _ in range(5):
+        rec.tick()
+    assert rec.seal_start().result(timeout=10) == hashlib.sha256((tmp_path / "after.wav").read_bytes()).hexdigest()
+    writer.close()
+    assert writer.errors == 1
+
+
+def test_seal_file_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The .sha256 beside a recording goes through a temporary file, fsync and rename: a crash can leave no
+    .sha256 (start-up recovery then seals the file) but never an empty or partial one, which recovery would
+    take as sealed."""
+    renamed: list[tuple[str, str]] = []
+    synced: list[int] = []
+    real_replace, real_fsync = os.replace, os.fsync
+    monkeypatch.setattr(ports.os, "replace", lambda a, b: (renamed.append((str(a), str(b))), real_replace(a, b)))
+    monkeypatch.setattr(ports.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    rec, writer = make(tmp_path)
+    rec.tick()
+    digest = rec.seal_start()
+    writer.run_pending()
+    sealed = f"{rec.path}.sha256"
+    assert renamed == [(f"{sealed}.tmp", sealed)]
+    assert Path(sealed).read_text() == f"{digest.result(0)}  call.wav\n"
+    assert not Path(f"{sealed}.tmp").exists()
+    assert len(synced) >= 3  # the recording, the .sha256 before its rename, and the folder after it
