@@ -186,23 +186,31 @@ class CallMediaImpl:
         if self.closed:
             return
         self.closed = True
-        self.on_closed()
-        self.on_closed = _nothing  # the plane's callback refers back to this object: no cycle left behind
-        for name, leg in (("hp", self.hp), ("operator", self.op)):
-            stats = leg.stats
-            if stats.expected:
-                metrics.RTP_LOSS_RATIO.labels(name).observe(max(0, stats.lost) / stats.expected)
-                metrics.RTP_JITTER_SECONDS.labels(name).observe(stats.jitter)
-        self.engine.unbridge(self.hp)
-        self.hp.close()
-        self.op.close()
-        if self.recorder is not None:
-            recorder = self.recorder
-            self.on_sealing(1)
-            # An asyncio future drops its callbacks once they ran; a callback put on the recorder's own
-            # (concurrent) future would stay there and keep recorder and call in a reference cycle.
-            sealed = asyncio.wrap_future(recorder.seal_start(), loop=self.engine.loop)
-            sealed.add_done_callback(lambda f: self._sealed(recorder, f))
+        # Whatever raises on the way (it propagates to the runner's tear-down), both legs are closed (their
+        # ports go back to the pool) and the recording is sealed: evidence never stays open.
+        try:
+            try:
+                self.on_closed()
+                self.on_closed = _nothing  # the plane's callback refers back to this object: no cycle left
+                for name, leg in (("hp", self.hp), ("operator", self.op)):
+                    stats = leg.stats
+                    if stats.expected:
+                        metrics.RTP_LOSS_RATIO.labels(name).observe(max(0, stats.lost) / stats.expected)
+                        metrics.RTP_JITTER_SECONDS.labels(name).observe(stats.jitter)
+                self.engine.unbridge(self.hp)
+            finally:
+                try:
+                    self.hp.close()
+                finally:
+                    self.op.close()
+        finally:
+            if self.recorder is not None:
+                recorder = self.recorder
+                # An asyncio future drops its callbacks once they ran; a callback put on the recorder's own
+                # (concurrent) future would stay there and keep recorder and call in a reference cycle.
+                sealed = asyncio.wrap_future(recorder.seal_start(), loop=self.engine.loop)
+                self.on_sealing(1)
+                sealed.add_done_callback(lambda f: self._sealed(recorder, f))
 
     def _sealed(self, recorder: StereoRecorder, future: Any) -> None:
         try:

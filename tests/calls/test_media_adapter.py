@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+import pytest
+
 from gateway.calls.media_adapter import SWITCH_ANNOUNCED_ONLY, CallMediaImpl, MediaPlane
 from gateway.media.sdp import NegotiatedMedia
 from gateway.media.session import MediaEngine
@@ -127,5 +129,33 @@ async def test_an_operator_rfc4733_digit_reaches_the_call_with_the_address_that_
         assert runner.events == [ce.DigitDetected("op", "1", source)]
         media.close()
         assert await plane.wait_sealed(10.0)
+    finally:
+        await engine.close()
+
+
+async def test_a_failure_while_closing_still_closes_both_legs_and_seals_the_recording(tmp_path: Path) -> None:
+    """A bug on the way out of a call (here unbridging raises) reaches the runner's tear-down, but the
+    call's RTP ports are released and its recording is sealed and handed on, never left open."""
+    engine = MediaEngine(HOST, 41740, 41749, start_clock=False)
+    plane = MediaPlane(engine, {}, tmp_path / "recordings")
+    handed_on: list[str] = []
+    plane.on_recording = lambda activation, _rec: handed_on.append(activation)
+    try:
+        media: CallMediaImpl = plane.factory("act-x", _Runner())  # type: ignore[arg-type]
+        media.connect("hp", NegotiatedMedia(HOST, 9, "PCMU", 0))
+        media.connect("op", NegotiatedMedia(HOST, 9, "PCMU", 0))
+        media.bridge()
+        engine.tick(engine.clock())
+
+        def broken(_leg: object) -> None:
+            raise RuntimeError("bug")
+
+        engine.unbridge = broken  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            media.close()
+        assert media.hp.closed and media.op.closed
+        assert await plane.wait_sealed(10.0)
+        assert handed_on == ["act-x"]
+        assert (tmp_path / "recordings" / "act-x.wav.sha256").exists()
     finally:
         await engine.close()
