@@ -8,6 +8,7 @@
 3. run until SIGTERM/SIGINT; SIGHUP reloads what can be reloaded;
 4. drain (uvicorn ``server.py`` style): health turns 503, new requests get
    503, transactions in progress finish (bounded by ``drain_timeout``),
+   calls still up then are ended on the wire and recorded (``CallRunner.stop_all``),
    pending database writes are flushed, sockets close, exit 0.
 """
 
@@ -74,6 +75,9 @@ log = logging.getLogger(__name__)
 
 #: Methods the gateway accepts (OPTIONS answers list them in Allow).
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE"
+#: Seconds the drain still waits, after ending the calls its timeout left up, for their BYEs and CANCELs to
+#: be answered (each is retransmitted meanwhile).
+STOP_GRACE = 4.0
 
 
 def db_url_for(config: Config) -> str:
@@ -691,6 +695,17 @@ class Gateway:
         deadline = self.loop.time() + self.config.drain_timeout
         while (self.endpoint.in_progress(self.loop.time()) or self.calls.active) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
+        if self.calls.active:
+            # Calls still up are ended on the wire and recorded, never abandoned: without this the phones
+            # would hold a dead call until their session timers ran out, and each record would stay
+            # in progress until the next start marked it interrupted.
+            ended = self.calls.stop_all()
+            log.warning("drain time over: ended %d call(s) still in progress (BYE/CANCEL/503 sent)", ended)
+            # Let the BYEs and CANCELs be answered (retransmitted meanwhile), within a bounded extra time.
+            extra = self.loop.time() + STOP_GRACE
+            while self.endpoint.in_progress(self.loop.time()) and self.loop.time() < extra:
+                await asyncio.sleep(0.05)
+            deadline = max(deadline, extra)
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=max(0.1, deadline - self.loop.time()))
         if self.media is not None:

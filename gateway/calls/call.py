@@ -127,6 +127,8 @@ _CANCEL_REASONS = {
     "answered-elsewhere": 'SIP;cause=200;text="Call completed elsewhere"',
     "caller-hung-up": 'SIP;cause=487;text="Caller hung up"',
 }
+#: Reason of the BYEs and CANCELs that end calls still up when the gateway stops.
+_STOPPING_REASON = 'SIP;cause=503;text="Gateway shutting down"'
 
 
 #: Seconds after its INVITE a device that has sent no response at all is taken for a stale binding, once
@@ -418,6 +420,13 @@ class Call(SessionUpkeep):
             self._log(now, "silence" if event.silent else "audio-resumed", side=event.side)
             if event.silent and event.side == "hp":
                 self.silent = True
+        elif isinstance(event, ce.GatewayStopping) and self.ended_at is None:
+            # Never left open on the wire: operators get BYE or CANCEL, the help point a BYE, or a 503 before
+            # it was answered (a front end or the intercom itself then tries another gateway).  A press no
+            # operator took is "interrupted" (as after a crash), not "unanswered": nobody failed to answer.
+            self._log(now, "gateway-stopping")
+            self._hang_up_everything(now, by="gateway", reason=_STOPPING_REASON,
+                                     unanswered=(503, "Service Unavailable"), outcome="interrupted")
         return self._flush()
 
     def _leg_response(self, event: ce.LegResponded, now: float) -> None:
@@ -699,7 +708,9 @@ class Call(SessionUpkeep):
                 self._end_leg(leg, _CANCEL_REASONS["caller-hung-up"], now)
         self._finish(now, "answered" if self.bridged else "abandoned", by="hp")
 
-    def _hang_up_everything(self, now: float, by: str, reason: str | None) -> None:
+    def _hang_up_everything(self, now: float, by: str, reason: str | None,
+                            unanswered: tuple[int, str] = (480, "Temporarily Unavailable"),
+                            outcome: str = "unanswered") -> None:
         if self.ended_at is not None:
             return
         for leg in self.legs.values():
@@ -711,8 +722,8 @@ class Call(SessionUpkeep):
                     "BYE", (("Reason", reason),) if reason else ())
                 self._emit(ce.SendRequest("hp", bye, self.source))
             else:
-                self._respond(480, "Temporarily Unavailable")
-        self._finish(now, "answered" if self.bridged else "unanswered", by=by)
+                self._respond(*unanswered)
+        self._finish(now, "answered" if self.bridged else outcome, by=by)
 
     def _finish(self, now: float, outcome: str, by: str | None) -> None:
         if self.ended_at is not None:

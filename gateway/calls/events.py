@@ -79,9 +79,14 @@ class MediaSilence:
     silent: bool
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayStopping:
+    """The gateway is shutting down and its drain time is over: the call ends now, on the wire too."""
+
+
 CallEvent = (
     LegResponded | LegTimedOut | CallerCancelled | InDialogRequest | DigitDetected | PromptDone | MediaSilence
-    | AckTimedOut
+    | AckTimedOut | GatewayStopping
 )
 
 # -- actions ------------------------------------------------------------------------------------

@@ -188,6 +188,17 @@ class CallRunner:
         self.transmit_soon()
         return True
 
+    def stop_all(self) -> int:
+        """End every call in progress now (the gateway stops and its drain time is over): BYE, CANCEL or 503
+        on the wire, recordings sealed, each record written with outcome ``interrupted`` (or ``answered`` for
+        a call an operator had taken).  Returns how many calls were ended."""
+        now = self.loop.time()
+        live = [self.calls[call_id] for call_id in list(self._live) if call_id in self.calls]
+        for call in live:
+            self._run(call, lambda call=call: call.handle(ce.GatewayStopping(), now))
+        self.transmit_soon()
+        return len(live)
+
     def deliver(self, call_id: str, event: ce.CallEvent) -> None:
         """Media-plane events (digits, prompt ends, silence) come back here."""
         call = self.calls.get(call_id)

@@ -120,6 +120,13 @@ class Talkdown:
             if event.request.method == "BYE":
                 self._log(now, "hp-bye")
                 self._end(now, "interrupted" if self.plays < self.times else "played", "hp")
+        elif isinstance(event, ce.GatewayStopping) and self.ended_at is None:
+            self._log(now, "gateway-stopping")
+            if self.answered_at is None:
+                self._actions.append(ce.SendCancel("hp", 'SIP;cause=503;text="Gateway shutting down"'))
+                self._end(now, "interrupted", "gateway")
+            else:
+                self._bye(now, "Gateway shutting down", outcome="interrupted")
         elif isinstance(event, ce.PromptDone) and self.ended_at is None:
             self.plays += 1
             self._log(now, "warning-played", number=self.warning, play=self.plays)

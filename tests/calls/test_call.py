@@ -434,3 +434,28 @@ def test_ring_timeout_and_unconfirmed_rooms_are_named_to_the_next_room():
     history = police.request.headers.get("History-Info")
     assert "council-cctv-1" in history and "council-cctv-2" in history and "cause%3D480" in history
     assert police.request.headers.get("Reason") == 'SIP;cause=480;text="council-cctv: Ring timeout"'
+
+
+def test_gateway_stopping_ends_a_ringing_press_with_503_and_cancels_the_operators():
+    """Drain time over while the rooms still ring: nothing is left open on the wire and the record says the
+    press was interrupted by the gateway (not "unanswered": no room failed to answer)."""
+    call = make_call()
+    call.start(0.0)
+    actions = call.handle(ce.GatewayStopping(), 5.0)
+    assert [a.response.status for a in of(actions, ce.SendResponse)] == [503]
+    cancels = of(actions, ce.SendCancel)
+    assert cancels and all("Gateway shutting down" in a.reason for a in cancels)
+    (ended,) = of(actions, ce.CallEnded)
+    assert (ended.summary.outcome, ended.summary.ended_by) == ("interrupted", "gateway")
+    assert "gateway-stopping" in [e["event"] for e in call.timeline]
+    assert call.handle(ce.GatewayStopping(), 6.0) == []  # once
+
+
+def test_gateway_stopping_hangs_up_both_sides_of_a_bridged_call():
+    call = _bridged_call()
+    actions = call.handle(ce.GatewayStopping(), 30.0)
+    byes = [a for a in of(actions, ce.SendRequest) if a.request.method == "BYE"]
+    assert {a.leg for a in byes} == {"hp", "council-cctv-1#1"}
+    assert all("Gateway shutting down" in (a.request.headers.get("Reason") or "") for a in byes)
+    (ended,) = of(actions, ce.CallEnded)
+    assert (ended.summary.outcome, ended.summary.ended_by) == ("answered", "gateway")

@@ -115,3 +115,22 @@ def test_2xx_retransmissions_after_giving_up_get_one_bye():
     for t in (0.6, 1.1, 2.1):
         again = answer(td, ANSWER_TIMEOUT + t)
         assert of(again, ce.SendAck) and not of(again, ce.SendRequest)
+
+
+def test_gateway_stopping_cancels_a_ringing_talkdown_and_hangs_up_a_playing_one():
+    ringing = make()
+    ringing.start(0.0)
+    actions = ringing.handle(ce.GatewayStopping(), 2.0)
+    (cancel,) = of(actions, ce.SendCancel)
+    assert "Gateway shutting down" in cancel.reason
+    assert of(actions, ce.CallEnded)[0].summary.outcome == "talkdown-interrupted"
+
+    playing = make(times=3)
+    playing.start(0.0)
+    answer(playing, 1.0)
+    actions = playing.handle(ce.GatewayStopping(), 3.0)
+    (bye,) = of(actions, ce.SendRequest)
+    assert bye.request.method == "BYE" and "Gateway shutting down" in bye.request.headers.get("Reason")
+    summary = of(actions, ce.CallEnded)[0].summary
+    assert (summary.outcome, summary.ended_by) == ("talkdown-interrupted", "gateway")
+    assert playing.handle(ce.GatewayStopping(), 4.0) == []
