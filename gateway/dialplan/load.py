@@ -10,7 +10,9 @@ Rules:
    that falls off the end without a message, a loop that never rings anyone, an unreachable step, or a
    dialplan that never rings anyone is rejected.
 4. :func:`reload` builds a complete new set or raises: a bad file never replaces a good one. An
-   unchanged digest keeps the old set (and its version).
+   unchanged digest keeps the old set (and its version). No files at all is an error, and so is a new set
+   that serves no longer a help point the old set served (a deleted file, a rename half done): a help
+   point without a dialplan turns every press away.
 """
 
 from __future__ import annotations
@@ -191,7 +193,11 @@ class DialplanSet(msgspec.Struct, frozen=True, kw_only=True):
 
 def load_dialplan_set(paths: Iterable[str | Path], inventory: Inventory, *, version: int = 1) -> DialplanSet:
     """Load, validate and cross-check files into a :class:`DialplanSet`; raises on any problem."""
+    paths = list(paths)
     files = dialplan_paths(paths)
+    if not files:
+        where = ", ".join(map(str, paths)) or "<no path>"
+        raise InvalidDialplanError([Problem(where, "$", "no dialplan files (*.yaml, *.yml) found")])
     digest = hashlib.sha256(msgspec.json.encode(inventory, order="sorted"))
     problems: list[Problem] = []
     kinds: set[type[InvalidDialplanError]] = set()
@@ -226,6 +232,13 @@ def reload(old: DialplanSet | None, paths: Iterable[str | Path], inventory: Inve
     new = load_dialplan_set(paths, inventory, version=1 if old is None else old.version + 1)
     if old is not None and old.digest == new.digest:
         return old
+    if old is not None:
+        source = {dp.name: file for dp, file in zip(old.dialplans, old.sources, strict=True)}
+        dropped = [Problem(source[name], "$.serves", f"help point `{hp}` would be served by no dialplan after "
+                           "this reload (file deleted or renamed?); every press from it would be turned away")
+                   for hp, name in old.served.items() if hp in inventory.help_points and hp not in new.served]
+        if dropped:
+            raise DialplanConflictError(dropped)
     return new
 
 

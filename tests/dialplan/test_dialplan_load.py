@@ -271,3 +271,33 @@ def test_inventory_change_changes_digest(write) -> None:  # type: ignore[no-unty
     dialplan = second.for_help_point("hp-outram-street")
     assert dialplan is not None and dialplan.rooms["police-control"].positions == (
         "police-control-1", "police-control-2")
+
+
+def test_reload_never_leaves_a_served_help_point_without_a_dialplan(write) -> None:  # type: ignore[no-untyped-def]
+    """A deleted file (or one half-way through a non-atomic rename) must not turn presses away."""
+    darlington = write("darlington.yaml", SIMPLE.format(name="darlington", serves="{help_points: [hp-blackwellgate]}"))
+    sutton = write("sutton.yaml", SUTTON.read_text())
+    first = reload(None, [sutton.parent], INVENTORY)
+    darlington.unlink()
+    with pytest.raises(InvalidDialplanError) as info:
+        reload(first, [sutton.parent], INVENTORY)
+    assert [str(p) for p in info.value.problems] == [
+        f"{darlington}: $.serves: help point `hp-blackwellgate` would be served by no dialplan after this reload "
+        "(file deleted or renamed?); every press from it would be turned away",
+    ]
+    sutton.unlink()
+    with pytest.raises(InvalidDialplanError) as info:
+        reload(first, [sutton.parent], INVENTORY)
+    assert [str(p) for p in info.value.problems] == [
+        f"{sutton.parent}: $: no dialplan files (*.yaml, *.yml) found",
+    ]
+    write("kirkby.yaml", SIMPLE.format(name="kirkby", serves="{help_points: [hp-blackwellgate]}"))
+    write("sutton.yaml", SUTTON.read_text())
+    second = reload(first, [sutton.parent], INVENTORY)  # renamed: every help point still served
+    assert second.version == 2 and second.served["hp-blackwellgate"] == "kirkby"
+
+
+def test_first_load_of_an_empty_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidDialplanError) as info:
+        reload(None, [tmp_path], INVENTORY)
+    assert str(info.value) == f"{tmp_path}: $: no dialplan files (*.yaml, *.yml) found"
