@@ -79,7 +79,19 @@ _AT = re.compile(r"^(?P<why>.*?) - at `(?P<path>[^`]*)`(?: in `(?P<within>[^`]*)
 def parse_dialplan(text: str | bytes, file: str = "<dialplan>") -> Dialplan:
     """Decode one document into a :class:`Dialplan` (schema only); raises :class:`DialplanSyntaxError`."""
     try:
-        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            duplicates = _duplicate_keys(node, file)
+            if duplicates:
+                raise DialplanSyntaxError(duplicates)
+            document = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as exc:  # undecodable bytes, or a control character
+        why = (f"character U+{exc.character:04X} at offset {exc.position}: {exc.reason}" if exc.encoding == "unicode"
+               else f"not {exc.encoding.upper()} text: byte {exc.character:#04x} at offset {exc.position} ({exc.reason})")
+        raise DialplanSyntaxError([Problem(file, "$", why)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -93,6 +105,37 @@ def parse_dialplan(text: str | bytes, file: str = "<dialplan>") -> Dialplan:
             raise DialplanSyntaxError([Problem(file, "$", str(exc))]) from None
         path = match["path"] if match["within"] is None else f"{match['within']} (a {match['path']})"
         raise DialplanSyntaxError([Problem(file, _name_key(document, path), match["why"])]) from None
+
+
+def _duplicate_keys(root: yaml.Node | None, file: str) -> list[Problem]:
+    """Rule 2 for keys given twice in one mapping, which YAML loaders resolve silently to the last one
+    (a second ``steps:`` would drop the first plan). Iterative, and each node once: aliases share nodes."""
+    problems: list[tuple[int, int, Problem]] = []
+    stack: list[tuple[yaml.Node, str]] = [] if root is None else [(root, "$")]
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        children: list[tuple[yaml.Node, str]] = []
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, yaml.Node] = {}
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                if key.value in first:
+                    was, at = first[key.value].start_mark, key.start_mark
+                    problems.append((at.line, at.column, Problem(
+                        file, f"{path}.{key.value}", f"duplicate key `{key.value}` at line {at.line + 1}, column "
+                        f"{at.column + 1} (first at line {was.line + 1}, column {was.column + 1}); YAML would "
+                        "silently keep only the last")))
+                first.setdefault(key.value, key)
+                children.append((value, f"{path}.{key.value}"))
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        stack.extend(reversed(children))
+    return [problem for _, _, problem in sorted(problems, key=lambda found: found[:2])]
 
 
 _ON_PATH = re.compile(r"^\$\.steps\[(\d+)\]\.(ring|dial)\.on\[\.\.\.\]")

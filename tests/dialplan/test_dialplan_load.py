@@ -301,3 +301,44 @@ def test_first_load_of_an_empty_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidDialplanError) as info:
         reload(None, [tmp_path], INVENTORY)
     assert str(info.value) == f"{tmp_path}: $: no dialplan files (*.yaml, *.yml) found"
+
+
+def test_duplicate_keys_are_errors_not_silently_the_last_one() -> None:
+    """YAML loaders keep the last of two equal keys: a second ``steps:`` would silently drop the first plan."""
+    body = """\
+    steps:
+      - ring: {room: police-control, repeat: forever}
+    rooms:
+      police-control: {confirm: {digit: 1}}
+      police-control: {}
+    steps:
+      - message: all-rooms-unavailable
+      - ring: {room: police-control, repeat: forever, repeat: 0}
+    """
+    assert problems(body) == [
+        "dialplans/sutton.yaml: $.rooms.police-control: duplicate key `police-control` at line 7, column 3 "
+        "(first at line 6, column 3); YAML would silently keep only the last",
+        "dialplans/sutton.yaml: $.steps: duplicate key `steps` at line 8, column 1 (first at line 3, column 1); "
+        "YAML would silently keep only the last",
+        "dialplans/sutton.yaml: $.steps[1].ring.repeat: duplicate key `repeat` at line 10, column 51 "
+        "(first at line 10, column 34); YAML would silently keep only the last",
+    ]
+
+
+def test_merge_keys_and_aliases_are_not_duplicates() -> None:
+    body = """\
+    steps:
+      - ring: &police {room: police-control, repeat: forever}
+      - ring: {<<: *police, repeat: 2}
+    """
+    assert problems(body) == ["dialplans/sutton.yaml: $.steps[1]: unreachable: no outcome of an earlier step leads here"]
+
+
+def test_non_utf8_file_is_a_syntax_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(HEAD.encode() + b"description: caf\xe9\nsteps:\n  - ring: {room: police-control, repeat: forever}\n")
+    with pytest.raises(DialplanSyntaxError) as info:
+        load_dialplan(path, INVENTORY)
+    assert str(info.value) == f"{path}: $: not UTF-8 text: byte 0xe9 at offset 71 (invalid continuation byte)"
+    assert problems("description: bell\x07\nsteps: []\n") == [
+        "dialplans/sutton.yaml: $: character U+0007 at offset 72: special characters are not allowed"]
