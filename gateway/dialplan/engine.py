@@ -23,6 +23,8 @@ Rules:
 5. A step is not attempted again sooner than ``retry_interval`` after its previous attempt began.
 6. Events that no longer apply (a late 486 for a cancelled leg, a digit after the bridge) are ignored.
 7. :class:`CancelTargets` means CANCEL for a leg still ringing and BYE for one already answered.
+8. The plan waits only for prompts it asked to hear the end of: a message, or a ``play`` with
+   ``wait: true``, both sent as :class:`PlayMessage`; a :class:`PlayPrompt` is never reported.
 """
 
 from __future__ import annotations
@@ -112,13 +114,14 @@ Event = LegProgressed | LegFailed | LegAnswered | DigitReceived | PromptFinished
 
 
 class PlayPrompt(msgspec.Struct, frozen=True):
-    """Start playing ``prompt`` to the caller as early media; the plan does not wait for it."""
+    """Start playing ``prompt`` to the caller as early media; the plan does not wait for it (no report)."""
 
     prompt: str
 
 
 class PlayMessage(msgspec.Struct, frozen=True):
-    """Play ``prompt`` to the caller and report :class:`PromptFinished`; ``final``: the plan ends after it."""
+    """Play ``prompt`` to the caller and report :class:`PromptFinished`; ``final``: the plan ends after it.
+    Also sent for a ``play`` step with ``wait: true`` (rule 8)."""
 
     prompt: str
     final: bool
@@ -339,7 +342,8 @@ class Plan:
         self._index, self._retries = route.index, route.retries
         if step.play is not None:
             prompt = step.play.prompt  # type: ignore[union-attr]
-            out.append(PlayPrompt(prompt))
+            # A waited-for prompt must have its end reported (PlayPrompt is fire-and-forget): rule 8.
+            out.append(PlayMessage(prompt, final=False) if step.play.wait else PlayPrompt(prompt))  # type: ignore[union-attr]
             self._log(PromptPlayed(at=now, prompt=prompt, message=False))
             if step.play.wait:  # type: ignore[union-attr]
                 self._phase, self._awaited_prompt = _Phase.PROMPT, prompt

@@ -200,7 +200,8 @@ def _format(entry: TimelineEntry, actions: Sequence[Action], plan: Plan, at: dat
                 f"at {at.isoformat(timespec='minutes')} ({at:%A})")
     if isinstance(entry, PromptPlayed):
         if not entry.message:
-            return f"play {entry.prompt} (early media)"
+            waits = any(isinstance(a, PlayMessage) and a.prompt == entry.prompt for a in actions)
+            return f"play {entry.prompt} (early media{', the next step waits for its end' if waits else ''})"
         final = any(isinstance(a, PlayMessage) and a.prompt == entry.prompt and a.final for a in actions)
         return f"message {entry.prompt}" + (" (final)" if final else "")
     if isinstance(entry, RoomClosed):

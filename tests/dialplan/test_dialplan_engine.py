@@ -286,3 +286,19 @@ def test_timeline_encodes_for_the_records_layer() -> None:
 )
 def test_cause_for_status(status: int, cause: str) -> None:
     assert cause_for_status(status) == cause
+
+
+def test_play_with_wait_asks_for_its_end_to_be_reported() -> None:
+    """``PlayPrompt`` is fire-and-forget (nobody reports its end), so a ``wait: true`` play that emitted it
+    left the plan waiting for a PromptFinished that never came: no timer, nobody rung, the caller in silence."""
+    plan = custom("""\
+    steps:
+      - play: {prompt: call-recorded, wait: true}
+      - ring: {room: police-control, repeat: forever}
+    """)
+    assert plan.start(T0, NOON) == [PlayMessage("call-recorded", final=False)]
+    assert plan.timeline[-1] == PromptPlayed(at=T0, prompt="call-recorded", message=False)
+    assert plan.get_timer() is None
+    assert plan.handle(PromptFinished("call-recorded"), T0 + 2) == [
+        RingTargets(("police-control-1",), "police-control", "parallel", 20.0, 4.0, 1),
+    ]

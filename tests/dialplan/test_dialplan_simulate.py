@@ -163,3 +163,15 @@ def test_check_command_problems(write) -> None:  # type: ignore[no-untyped-def]
     empty = bad.parent / "empty"
     empty.mkdir()
     assert check_command([empty], INVENTORY) == (1, ["error: no dialplan files given or found"])
+
+
+def test_play_with_wait_is_simulated_to_its_end(write) -> None:  # type: ignore[no-untyped-def]
+    path = write("wait.yaml", SUTTON.read_text().replace("  - play: connecting ",
+                                                         "  - play: {prompt: call-recorded, wait: true}"))
+    dialplans = load_dialplan_set([path], INVENTORY)
+    at = datetime.datetime(2026, 11, 23, 9, 30, tzinfo=datetime.UTC)
+    assert simulate(dialplans, "hp-outram-street", at, {"council-cctv": "answer"})[1:4] == [
+        "+0.000s play call-recorded (early media, the next step waits for its end)",
+        f"+3.000s {COUNCIL}",
+        "+6.000s council-cctv-1 answered: waiting for digit 1 within 10s",
+    ]
