@@ -13,6 +13,10 @@ Rules:
    unchanged digest keeps the old set (and its version). No files at all is an error, and so is a new set
    that serves no longer a help point the old set served (a deleted file, a rename half done): a help
    point without a dialplan turns every press away.
+5. Input is bounded before it is parsed: at most :data:`MAX_FILE_BYTES` per file, :data:`MAX_DEPTH`
+   levels of nesting and 100 steps (the outcome search grows with steps times retries), so no file can
+   exhaust memory or the stack or stall the event loop that runs a reload. Aliases are never expanded
+   (the schema has no nested lists for an alias bomb to grow in).
 """
 
 from __future__ import annotations
@@ -56,8 +60,27 @@ __all__ = [
 ]
 
 
+MAX_FILE_BYTES = 256 * 1024
+"""Largest dialplan file read (rule 5); pure-Python YAML parses about 250 KB a second."""
+MAX_DEPTH = 32
+"""Deepest nesting of YAML collections accepted (rule 5); a dialplan needs about 7."""
+
+
 class _Loader(yaml.SafeLoader):  # type: ignore[misc]
-    """SafeLoader with YAML 1.2 core bool/int/float resolution (rule 1)."""
+    """SafeLoader with YAML 1.2 core bool/int/float resolution (rule 1) and a nesting limit (rule 5)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        """The composer recurses once per level: refuse a deep document before Python's stack runs out."""
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                              self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
 
 
 _DROPPED = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
@@ -291,9 +314,13 @@ def reload(old: DialplanSet | None, paths: Iterable[str | Path], inventory: Inve
 def _read(file: str) -> bytes:
     try:
         with open(file, "rb") as handle:
-            return handle.read()
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise DialplanSyntaxError([Problem(file, "$", f"cannot read: {exc.strerror or exc}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise DialplanSyntaxError([Problem(file, "$", f"file too large: more than {MAX_FILE_BYTES} bytes "
+                                           "(a dialplan is a few kilobytes)")])
+    return data
 
 
 def _fmt(value: float) -> str:

@@ -289,8 +289,8 @@ class Dialplan(_Base, frozen=True, kw_only=True):
     """Room definitions and overrides; after loading, every room a step rings is here with positions."""
     retry_interval: Annotated[float, msgspec.Meta(ge=1, le=60)] = 5.0
     """Minimum seconds between two attempts of the same step (no tight loops on instant failures)."""
-    steps: tuple[Step, ...]
-    """Ordered steps."""
+    steps: Annotated[tuple[Step, ...], msgspec.Meta(max_length=100)]
+    """Ordered steps (at most 100: the validator's search grows with steps times retries)."""
 
     def label_index(self, label: str) -> int:
         """Index of the step with ``label`` (KeyError when absent)."""

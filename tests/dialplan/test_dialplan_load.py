@@ -342,3 +342,32 @@ def test_non_utf8_file_is_a_syntax_error(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}: $: not UTF-8 text: byte 0xe9 at offset 71 (invalid continuation byte)"
     assert problems("description: bell\x07\nsteps: []\n") == [
         "dialplans/sutton.yaml: $: character U+0007 at offset 72: special characters are not allowed"]
+
+
+def test_deep_nesting_is_a_syntax_error_not_a_recursion_error() -> None:
+    """PyYAML composes nodes recursively: 5000 nested ``[`` raised RecursionError (a traceback in the CLI,
+    a dead file watcher in the gateway)."""
+    assert problems("steps: " + "[" * 5000 + "]" * 5000 + "\n") == [
+        "dialplans/sutton.yaml: $: invalid YAML at line 3, column 39: nested more than 32 levels deep",
+    ]
+
+
+def test_alias_bombs_are_rejected_without_expanding() -> None:
+    laughs = "".join(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
+    assert problems("bomb:\n  l0: &l0 [lol, lol]\n" + laughs + "steps: []\n") == [
+        "dialplans/sutton.yaml: $: Object contains unknown field `bomb`"]
+    assert problems("description: &d [a, b]\nsteps: [*d, *d]\n") == [
+        "dialplans/sutton.yaml: $.description: Expected `str`, got `array`"]
+
+
+def test_huge_files_and_plans_are_refused_before_they_stall_the_gateway(tmp_path: Path) -> None:
+    """Pure-Python YAML parses about 250 KB a second and the outcome search grows with steps x retries;
+    a reload runs on the event loop, so an oversized file would stall every call for seconds."""
+    path = tmp_path / "huge.yaml"
+    path.write_text(SUTTON.read_text() + "# padding\n" * 30000)
+    with pytest.raises(DialplanSyntaxError) as info:
+        load_dialplan(path, INVENTORY)
+    assert str(info.value) == f"{path}: $: file too large: more than 262144 bytes (a dialplan is a few kilobytes)"
+    steps = "".join(f"  - ring: {{room: police-control, on: {{busy: {{goto: s{i}}}}}}}\n    label: s{i}\n"
+                    for i in range(101))
+    assert problems("steps:\n" + steps) == ["dialplans/sutton.yaml: $.steps: Expected `array` of length <= 100"]
