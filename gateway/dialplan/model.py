@@ -101,6 +101,8 @@ class Window(_Base, frozen=True, kw_only=True):
             raise ValueError(f"hours {self.hours!r} is an empty window")
         if end > 24 * 60:
             raise ValueError(f"hours {self.hours!r} ends after 24:00")
+        if not self.days:
+            raise ValueError("days must list at least one day (a window with no days never opens)")
 
     @property
     def span(self) -> tuple[int, int]:
@@ -128,6 +130,8 @@ class Schedule(_Base, frozen=True, kw_only=True):
             raise ValueError(f"unknown timezone {self.timezone!r}") from None
         if not self.open:
             raise ValueError("open must list at least one window (a room never open would never ring)")
+        if not self.bank_holidays and all(set(window.days) == {"bank-holiday"} for window in self.open):
+            raise ValueError("never open: its windows are for bank holidays only and bank_holidays lists none")
 
 
 class Confirm(_Base, frozen=True, kw_only=True):

@@ -371,3 +371,24 @@ def test_huge_files_and_plans_are_refused_before_they_stall_the_gateway(tmp_path
     steps = "".join(f"  - ring: {{room: police-control, on: {{busy: {{goto: s{i}}}}}}}\n    label: s{i}\n"
                     for i in range(101))
     assert problems("steps:\n" + steps) == ["dialplans/sutton.yaml: $.steps: Expected `array` of length <= 100"]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "why"),
+    [
+        ("{open: [{days: [], hours: 07:00-23:00}]}",
+         "$.rooms.council-cctv.schedule.open[0]: days must list at least one day (a window with no days never opens)"),
+        ("{open: [{days: [bank-holiday], hours: 07:00-23:00}]}",
+         "$.rooms.council-cctv.schedule: never open: its windows are for bank holidays only and bank_holidays "
+         "lists none"),
+    ],
+)
+def test_a_schedule_that_can_never_open_is_an_error(schedule: str, why: str) -> None:
+    """The room would be skipped as closed on every press, silently, instead of ringing."""
+    assert problems(f"""\
+    rooms:
+      council-cctv: {{schedule: {schedule}}}
+    steps:
+      - ring: {{room: council-cctv}}
+      - ring: {{room: police-control, repeat: forever}}
+    """) == [f"dialplans/sutton.yaml: {why}"]
