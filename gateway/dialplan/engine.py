@@ -248,7 +248,8 @@ class Plan:
             raise ValueError("wall must be a timezone-aware datetime")
         if self._phase is not _Phase.IDLE or self._timeline:
             raise RuntimeError("Plan.start called twice")
-        self._t0, self._wall0 = now, wall
+        # In UTC: adding elapsed seconds to a wall time in a zone with DST would be wall-clock arithmetic.
+        self._t0, self._wall0 = now, wall.astimezone(datetime.UTC)
         self._log(Offered(at=now, help_point=self.help_point, dialplan=self.dialplan.name, version=self._version))
         out: list[Action] = []
         self._advance(Route(0, 0), now, out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import textwrap
+import zoneinfo
 
 import pytest
 from dialplan_fixtures import INVENTORY, SUTTON
@@ -302,3 +303,24 @@ def test_play_with_wait_asks_for_its_end_to_be_reported() -> None:
     assert plan.handle(PromptFinished("call-recorded"), T0 + 2) == [
         RingTargets(("police-control-1",), "police-control", "parallel", 20.0, 4.0, 1),
     ]
+
+
+def test_schedules_follow_elapsed_time_across_a_dst_change_whatever_the_zone_of_wall() -> None:
+    """``gateway dialplan simulate`` passes a Europe/London wall time; aware datetime + timedelta is wall-clock
+    arithmetic in that zone, so 60 s after 01:59:30 BST on 2026-10-25 came out as 02:00:30 GMT, an hour late."""
+    plan = custom("""\
+    rooms:
+      council-cctv: {schedule: {open: [{hours: "02:00-23:00"}]}}
+    steps:
+      - ring: {room: police-control, ring_timeout: 60}
+      - ring: {room: council-cctv}
+      - ring: {room: police-control, repeat: forever}
+    """)
+    london = datetime.datetime(2026, 10, 25, 1, 59, 30, tzinfo=zoneinfo.ZoneInfo("Europe/London"))  # 00:59:30 UTC
+    plan.start(T0, london)
+    plan.handle(LegProgressed("police-control-1"), T0 + 1)
+    assert plan.handle_timer(T0 + 60) == [
+        CancelTargets(("police-control-1",), "timeout"),
+        RingTargets(("police-control-1",), "police-control", "parallel", 20.0, 4.0, 1),
+    ]  # 01:00:30 GMT, the second 01:00: council not open yet
+    assert RoomClosed(at=T0 + 60, room="council-cctv") in plan.timeline
