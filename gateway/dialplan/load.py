@@ -374,6 +374,8 @@ def _check_references(dp: Dialplan, inv: Inventory, file: str) -> list[Problem]:
                 defined = dp.rooms.get(leg.room)
                 room_positions = (defined.positions if defined is not None and defined.positions else None) or (
                     inv.rooms.get(leg.room))
+            if room_positions is not None and not room_positions and not leg.positions:
+                bad(f"{at}.room", f"room `{leg.room}` has no positions in the inventory: ringing it would reach nobody")
             _check_positions(leg.positions, room_positions, leg.room, known, at, bad)
         if leg.ring_timeout <= leg.connect_timeout:
             bad(f"{at}.ring_timeout", f"must be > connect_timeout "

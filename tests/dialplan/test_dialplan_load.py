@@ -392,3 +392,15 @@ def test_a_schedule_that_can_never_open_is_an_error(schedule: str, why: str) -> 
       - ring: {{room: council-cctv}}
       - ring: {{room: police-control, repeat: forever}}
     """) == [f"dialplans/sutton.yaml: {why}"]
+
+
+def test_ringing_a_room_without_positions_is_an_error() -> None:
+    """Its ring fails at once as unreachable: `repeat: forever` passed the search yet never rang anybody."""
+    import msgspec
+
+    inventory = msgspec.structs.replace(INVENTORY, rooms=dict(INVENTORY.rooms, **{"night-desk": ()}))
+    text = HEAD + "steps:\n  - ring: {room: council-cctv}\n  - ring: {room: night-desk, repeat: forever}\n"
+    with pytest.raises(DialplanValidationError) as info:
+        validate_dialplan(parse_dialplan(text, FILE), inventory, FILE)
+    assert str(info.value) == ("dialplans/sutton.yaml: $.steps[1].ring.room: room `night-desk` has no positions "
+                               "in the inventory: ringing it would reach nobody")
