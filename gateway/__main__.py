@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
-from gateway.config import Config, ConfigError, Inventory, load_config, load_inventory, prompt_names
+from gateway.config import Config, ConfigError, Inventory, load_config, load_inventory
 
 __all__ = ["main"]
 
@@ -121,14 +121,11 @@ def _dialplan_tools() -> Any:
 
 
 def _routing_inventory(config: Config, inventory: Inventory) -> Any:
-    """The plain-data view of the inventory that the dialplan package validates against."""
-    from gateway.dialplan.model import Inventory as RoutingInventory
+    """The plain-data view of the inventory that the dialplan package validates against: the very one the
+    running gateway uses (built-in prompts, the trunk), so `check` and a reload never disagree."""
+    from gateway.service import dialplan_inventory
 
-    return RoutingInventory(
-        help_points=inventory.help_point_tags(),
-        rooms=inventory.room_positions(),
-        prompts=prompt_names(config),
-    )
+    return dialplan_inventory(config, inventory)
 
 
 def _outcome(text: str) -> str:

@@ -234,6 +234,11 @@ class SipConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     are dropped unanswered.  Never a ban: the budget refills by itself."""
     rate_burst: float = 60.0
     """Requests an unknown source may send at once before ``rate_limit`` applies."""
+    trunk: str | None = None
+    """Where a dialplan ``dial`` step with a number of digits goes: a sip: URI template in which
+    ``{number}`` is replaced by the number, e.g. ``sip:{number}@192.0.2.50:5060`` (a SIP trunk or PBX
+    that accepts calls from this gateway's address).  Without it, such steps are a validation error; a
+    ``dial`` of a sip: URI needs no trunk."""
 
 
 class HttpConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -601,6 +606,10 @@ def _check_config(file: Path, cfg: Config) -> None:
     c.range("$.sip.timer_t2", cfg.sip.timer_t2, cfg.sip.timer_t1, 600, " seconds")
     c.range("$.sip.timer_t4", cfg.sip.timer_t4, 0.01, 600, " seconds")
     c.networks("$.sip.trusted_networks", cfg.sip.trusted_networks)
+    if cfg.sip.trunk is not None:
+        if "{number}" not in cfg.sip.trunk or not _SIP_URI_RE.fullmatch(trunk_uri(cfg.sip.trunk, "999")):
+            raise c.fail("$.sip.trunk", f"`{cfg.sip.trunk}` is not a sip: URI template with {{number}}, like "
+                         "`sip:{number}@192.0.2.50:5060`")
 
     reg = cfg.registrar
     c.range("$.registrar.min_expires", reg.min_expires, 1, 86400, " seconds")
@@ -766,6 +775,11 @@ def load_operators(path: str | os.PathLike[str]) -> tuple[Room, ...]:
 
 PROMPT_SUFFIXES = (".wav",)
 """Audio files in ``prompts_dir`` that count as prompts; a prompt's name is the file name without suffix."""
+
+
+def trunk_uri(template: str, number: str) -> str:
+    """The URI a ``dial`` of ``number`` (digits, maybe with a leading +) goes to through the trunk."""
+    return template.replace("{number}", number)
 
 
 def prompt_names(config: Config) -> frozenset[str]:

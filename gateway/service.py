@@ -31,7 +31,7 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.api import create_app
-from gateway.calls.call import Call, CallConfig
+from gateway.calls.call import DIAL_PREFIX, Call, CallConfig
 from gateway.calls.events import CallSummary
 from gateway.calls.heap import HeapAction, HeapPolicy
 from gateway.calls.journal import SummaryLog
@@ -41,7 +41,7 @@ from gateway.calls.media_adapter import MediaPlane, create_media_plane
 from gateway.calls.metadata import HelpPointInfo
 from gateway.calls.runner import CallMedia, CallRunner, new_activation_id
 from gateway.calls.talkdown import Talkdown
-from gateway.config import Config, HelpPoint, Inventory, load_inventory
+from gateway.config import Config, HelpPoint, Inventory, load_inventory, trunk_uri
 from gateway.dialplan.engine import Plan
 from gateway.dialplan.load import DialplanSet
 from gateway.dialplan.load import reload as reload_dialplans
@@ -65,6 +65,7 @@ from gateway.registrar.service import (
 from gateway.service_records import api_services, start_records
 from gateway.sip import events as ev
 from gateway.sip.endpoint import EndpointConfig, RandomTokens, SipEndpoint
+from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
 from gateway.sip.message import Headers, Request, Response, build_response, parse_uri
 from gateway.sip.ratelimit import SourceLimiter
@@ -105,6 +106,7 @@ def dialplan_inventory(config: Config, inventory: Inventory) -> DialplanInventor
         help_points={hp.id: tuple(hp.tags) for hp in inventory.help_points},
         rooms={room.id: tuple(p.id for p in room.positions) for room in inventory.rooms},
         prompts=frozenset(prompts),
+        trunk=config.sip.trunk is not None,
     )
 
 
@@ -131,6 +133,30 @@ async def loop_lag_probe(observe: Callable[[float], None], interval: float = 0.2
         due = loop.time() + interval
         await asyncio.sleep(interval)
         observe(max(0.0, loop.time() - due))
+
+
+class SettledChanges:
+    """Decides when polled file state (name, mtime, size of each file) has changed *and settled*.
+
+    A file still being written (an editor saving, ``scp``, a config tool) would otherwise be loaded
+    half-written, and a truncated dialplan that still validates (its last steps cut off) would replace a
+    good one.  So a change counts only once two polls in a row see the same new state.
+    """
+
+    def __init__(self, state: object) -> None:
+        self.seen = state
+        self.pending: object = None
+
+    def poll(self, state: object) -> bool:
+        """Feed the state seen now; True when a settled change should be acted on (once per change)."""
+        if state == self.seen:
+            self.pending = None
+            return False
+        if state != self.pending:
+            self.pending = state  # changed since the last poll: maybe still being written
+            return False
+        self.seen, self.pending = state, None
+        return True
 
 
 class Gateway:
@@ -460,7 +486,22 @@ class Gateway:
         )
 
     def locate(self, position_id: str) -> list[tuple[str, Peer]]:
-        """Registered contacts (or the static URI) of an operator position."""
+        """Registered contacts (or the static URI) of an operator position; for ``dial:<number>`` (a dialplan
+        ``dial`` step) the number's sip: URI, or its URI through the trunk."""
+        if position_id.startswith(DIAL_PREFIX):
+            number = position_id[len(DIAL_PREFIX):]
+            if number.startswith("sip"):
+                target = number
+            elif self.config.sip.trunk is not None:
+                target = trunk_uri(self.config.sip.trunk, number)
+            else:
+                return []  # the validator refuses such a step; kept safe if one got through
+            try:
+                uri = parse_uri(target)
+            except RemoteProtocolError:
+                return []
+            transport = (uri.param("transport") or "udp").upper()
+            return [(target, (transport, uri.host.strip("[]"), uri.port or 5060))]
         found = self.positions.get(position_id)
         if found is None:
             return []
@@ -569,15 +610,14 @@ class Gateway:
             files = sorted(Path(self.config.dialplans_dir).glob("*.y*ml"))
             return tuple((str(f), f.stat().st_mtime, f.stat().st_size) for f in files if f.is_file())
 
-        seen = snapshot()
+        changes = SettledChanges(snapshot())
         while True:
             await asyncio.sleep(interval)
             try:
                 now = snapshot()
             except OSError:
                 continue
-            if now != seen:
-                seen = now
+            if changes.poll(now):
                 self.reload_dialplans()
 
     # -- liveness ------------------------------------------------------------------------

@@ -232,11 +232,20 @@ def test_dialplan_check(dialplan_root: Path) -> None:
 
 
 def test_dialplan_check_reports_missing_prompt(dialplan_root: Path) -> None:
-    (dialplan_root / "prompts" / "connecting.wav").unlink()
+    """An ops prompt that is in no prompts folder is an error; a built-in one (shipped in the repository's
+    prompts/, which the media plane loads before the configured folder) is not, exactly as when the running
+    gateway validates a reload: `check` and the gateway use the same inventory."""
+    plan = dialplan_root / "dialplans" / "sutton.yaml"
+    plan.write_text(plan.read_text().replace("- play: connecting", "- play: welcome"))
     result = gateway(dialplan_root, "dialplan", "check", "dialplans/sutton.yaml")
     assert result.returncode == 1
-    assert "unknown prompt `connecting`" in result.stderr
+    assert "unknown prompt `welcome`" in result.stderr
     assert "Traceback" not in result.stderr
+    (dialplan_root / "prompts" / "welcome.wav").write_bytes(b"")
+    (dialplan_root / "prompts" / "connecting.wav").unlink()  # still shipped: fine
+    plan.write_text(plan.read_text().replace("- play: welcome", "- play: connecting"))
+    result = gateway(dialplan_root, "dialplan", "check", "dialplans/sutton.yaml")
+    assert result.returncode == 0, result.stderr
 
 
 def test_dialplan_simulate(dialplan_root: Path) -> None:

@@ -140,3 +140,19 @@ def test_media_clock_errors_are_exported_as_a_counter_read_at_scrape_time():
         assert metrics.REGISTRY.get_sample_value("gateway_media_tick_errors_total") == 3
     finally:
         metrics.MEDIA_TICK_ERRORS.source = before
+
+
+def test_dialplan_file_changes_count_once_settled():
+    """A dialplan file caught half-written must not be loaded: a change is acted on only when two polls in a
+    row see the same new state, and only once."""
+    from gateway.service import SettledChanges
+
+    changes = SettledChanges(("a.yaml", 1.0, 100))
+    assert not changes.poll(("a.yaml", 1.0, 100))  # nothing changed
+    assert not changes.poll(("a.yaml", 2.0, 40))  # being written
+    assert not changes.poll(("a.yaml", 3.0, 80))  # still being written
+    assert changes.poll(("a.yaml", 3.0, 80))  # settled: reload
+    assert not changes.poll(("a.yaml", 3.0, 80))  # once
+    assert not changes.poll(("a.yaml", 4.0, 90))
+    assert not changes.poll(("a.yaml", 3.0, 80))  # back as it was: nothing to reload
+    assert not changes.poll(("a.yaml", 3.0, 80))

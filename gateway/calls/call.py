@@ -127,6 +127,8 @@ _CANCEL_REASONS = {
     "answered-elsewhere": 'SIP;cause=200;text="Call completed elsewhere"',
     "caller-hung-up": 'SIP;cause=487;text="Caller hung up"',
 }
+#: ``locate`` key of a dialplan ``dial`` step's number (position ids never contain ``:``).
+DIAL_PREFIX = "dial:"
 #: Reason of the BYEs and CANCELs that end calls still up when the gateway stops.
 _STOPPING_REASON = 'SIP;cause=503;text="Gateway shutting down"'
 
@@ -189,6 +191,8 @@ class Call(SessionUpkeep):
         self._digit_leg: Leg | None = None
         #: Positions whose answer must be confirmed (the plan asked once per position).
         self._confirm_targets: set[str] = set()
+        #: Targets that are dialled numbers (``dial`` steps), not operator positions.
+        self._dialled: set[str] = set()
         #: A device's failure held back while a sibling device is young and silent, by position.
         self._held_failures: dict[str, tuple[Leg, Cause, str, str]] = {}
         self._stale_check_at: float | None = None
@@ -302,8 +306,11 @@ class Call(SessionUpkeep):
         elif isinstance(action, plan_ev.RingTargets):
             return self._ring(action, now)
         elif isinstance(action, plan_ev.DialNumber):
-            self._log(now, "dial-unavailable", number=action.number)
-            return self.plan.handle(plan_ev.LegFailed(action.number, "unreachable", "no trunk configured"), now)
+            # A last-resort number: one leg, to its sip: URI or through the trunk, driven by the plan like a
+            # ring (connect and ring timers, retries, the caller bridged when it answers).
+            self._dialled.add(action.number)
+            return self._ring(plan_ev.RingTargets((action.number,), action.number, "parallel", action.ring_timeout,
+                                                  action.connect_timeout, action.attempt), now)
         elif isinstance(action, plan_ev.CancelTargets):
             failure = _PLAN_FAILURES.get(action.reason)
             for target in action.targets if failure else ():
@@ -330,11 +337,13 @@ class Call(SessionUpkeep):
         follow: list[plan_ev.Action] = []
         for target in action.targets:
             self._held_failures.pop(target, None)  # a failure held from an earlier ring is not this one's
-            contacts = self.locate(target)
+            dialled = target in self._dialled
+            contacts = self.locate(DIAL_PREFIX + target if dialled else target)
             if not contacts:
-                self._log(now, "leg-unreachable", target=target, why="no registered contact")
-                self.failures.append((target, "480 No registered contact"))
-                follow.extend(self.plan.handle(plan_ev.LegFailed(target, "unreachable", "no registered contact"), now))
+                why = "no trunk for this number" if dialled else "no registered contact"
+                self._log(now, "leg-unreachable", target=target, why=why)
+                self.failures.append((target, f"480 {why.capitalize()}"))
+                follow.extend(self.plan.handle(plan_ev.LegFailed(target, "unreachable", why), now))
                 continue
             for uri, dest in contacts:
                 self._leg_seq += 1
@@ -350,7 +359,7 @@ class Call(SessionUpkeep):
         headers: list[tuple[str, str]] = [
             ("Max-Forwards", "70"),
             ("From", f'"{self.help_point.name}" <sip:{self.help_point.id}@{self.config.host}>;tag={self.token()}'),
-            ("To", f"<sip:{target}@{self.config.host}>"),
+            ("To", f"<{uri}>" if target in self._dialled else f"<sip:{target}@{self.config.host}>"),
             ("Call-ID", f"{self.id}-{self._leg_seq}@{self.config.host}"),
             ("CSeq", "1 INVITE"),
             ("Contact", f"<{self.config.contact}>"),

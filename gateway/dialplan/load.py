@@ -377,6 +377,9 @@ def _check_references(dp: Dialplan, inv: Inventory, file: str) -> list[Problem]:
             if room_positions is not None and not room_positions and not leg.positions:
                 bad(f"{at}.room", f"room `{leg.room}` has no positions in the inventory: ringing it would reach nobody")
             _check_positions(leg.positions, room_positions, leg.room, known, at, bad)
+        elif not leg.number.startswith("sip") and not inv.trunk:
+            bad(f"{at}.number", f"`{leg.number}` can only be dialled through a trunk, and none is configured "
+                "(sip.trunk in the gateway config); or dial a sip: URI")
         if leg.ring_timeout <= leg.connect_timeout:
             bad(f"{at}.ring_timeout", f"must be > connect_timeout "
                 f"({_fmt(leg.ring_timeout)} <= {_fmt(leg.connect_timeout)})")

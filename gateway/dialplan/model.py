@@ -315,6 +315,10 @@ class Inventory(msgspec.Struct, frozen=True, kw_only=True):
     """Prompt names the media layer can play."""
     positions: frozenset[str] = frozenset()
     """Positions outside any room (static URIs), ringable by explicit ``positions`` lists."""
+    trunk: bool = False
+    """A trunk is configured (``sip.trunk``): ``dial`` steps with a number of digits can be placed.  Without
+    one they are an error (they would fail every time: a path that looks safe and ends in silence); a
+    ``dial`` of a sip: URI needs no trunk."""
 
     @property
     def known_positions(self) -> frozenset[str]:

@@ -459,3 +459,50 @@ def test_gateway_stopping_hangs_up_both_sides_of_a_bridged_call():
     assert all("Gateway shutting down" in (a.request.headers.get("Reason") or "") for a in byes)
     (ended,) = of(actions, ce.CallEnded)
     assert (ended.summary.outcome, ended.summary.ended_by) == ("answered", "gateway")
+
+
+def _dial_call(number: str, locate):
+    from gateway.dialplan.load import parse_dialplan, validate_dialplan
+
+    text = ("name: dial-test\nserves: {help_points: [hp-portland-square]}\nsteps:\n"
+            "  - ring: {room: police-control, ring_timeout: 20, connect_timeout: 4}\n"
+            f'  - dial: {{number: "{number}", ring_timeout: 30, connect_timeout: 4}}\n')
+    dp = validate_dialplan(parse_dialplan(text, "dial.yaml"), INVENTORY.__class__(
+        help_points=INVENTORY.help_points, rooms=INVENTORY.rooms, prompts=INVENTORY.prompts, trunk=True),
+        "dial.yaml")
+    counter = itertools.count()
+    return Call("act-d", HP, parse_message(INVITE), "stx-1", ("UDP", "127.0.0.1", 5099), Plan(dp, HP.id, version=1),
+                FakeNegotiator(), locate, ROOMS.get, CallConfig(host="127.0.0.1:5060", contact="sip:gateway@127.0.0.1:5060"),
+                lambda: f"tag{next(counter)}", DAY)
+
+
+def test_dial_step_rings_the_last_resort_number_and_bridges_it():
+    """The police room is unreachable: the plan's last resort, a dial, places a real leg (to the number's URI,
+    from ``locate('dial:<number>')``), and its answer is bridged (a number has no confirm step)."""
+    asked = []
+
+    def locate(target):
+        asked.append(target)
+        if target == "dial:+441623000000":
+            return [("sip:+441623000000@192.0.2.50:5060", ("UDP", "192.0.2.50", 5060))]
+        return []
+
+    call = _dial_call("+441623000000", locate)
+    actions = call.start(0.0)
+    assert asked == ["police-control-1", "dial:+441623000000"]
+    (invite,) = [a for a in of(actions, ce.SendRequest) if a.request.method == "INVITE"]
+    assert invite.request.uri == "sip:+441623000000@192.0.2.50:5060"
+    assert invite.request.headers.get("To") == "<sip:+441623000000@192.0.2.50:5060>"
+    assert invite.dest == ("UDP", "192.0.2.50", 5060)
+    (leg_id,) = call.legs
+    actions = respond(call, leg_id, 200, 3.0, body=b"ANS")
+    assert call.bridged is not None and call.bridged.id == leg_id
+    assert [a.response.status for a in of(actions, ce.SendResponse)] == [200]  # the help point is answered
+    assert "bridged" in [e["event"] for e in call.timeline]
+
+
+def test_dial_without_a_route_fails_as_unreachable_and_says_why():
+    call = _dial_call("+441623000000", lambda target: [])
+    call.start(0.0)
+    failed = [e for e in call.timeline if e["event"] == "leg-unreachable"]
+    assert failed[-1]["target"] == "+441623000000" and failed[-1]["why"] == "no trunk for this number"

@@ -22,4 +22,5 @@ INVENTORY = Inventory(
     },
     prompts=frozenset({"connecting", "call-recorded", "all-rooms-unavailable", "warning-1", "warning-2"}),
     positions=frozenset({"duty-manager"}),
+    trunk=True,  # `dial` of digits is allowed (test_dialplan_validate checks a gateway without a trunk)
 )

@@ -212,3 +212,28 @@ def test_the_demo_is_safe_for_every_first_failure(cause: str) -> None:
     dialplan = load_dialplan(SUTTON, INVENTORY)
     route = route_after(dialplan, 1, cause, 0)  # type: ignore[arg-type]
     assert (route.index, route.retry) == (2, False)
+
+
+def test_dial_of_digits_needs_a_trunk_a_sip_uri_does_not() -> None:
+    """Without ``sip.trunk`` a dial of digits can never be placed: it would fail every time, so a plan that
+    relies on it as its last resort ends in silence.  A sip: URI is dialled directly."""
+    import msgspec
+    from dialplan_fixtures import INVENTORY
+
+    from gateway.dialplan.load import parse_dialplan, validate_dialplan
+    from gateway.dialplan.model import InvalidDialplanError
+
+    no_trunk = msgspec.structs.replace(INVENTORY, trunk=False)
+    head = "name: sutton\nserves: {help_points: [hp-portland-square]}\nsteps:\n"
+
+    def check(step: str) -> list[str]:
+        try:
+            validate_dialplan(parse_dialplan(head + step, "dialplans/sutton.yaml"), no_trunk, "dialplans/sutton.yaml")
+        except InvalidDialplanError as exc:
+            return [str(p) for p in exc.problems]
+        return []
+
+    assert check('  - dial: {number: "+441623000000"}\n') == [
+        F + "$.steps[0].dial.number: `+441623000000` can only be dialled through a trunk, and none is configured "
+        "(sip.trunk in the gateway config); or dial a sip: URI"]
+    assert check('  - dial: {number: "sip:duty@192.0.2.60:5060"}\n') == []
