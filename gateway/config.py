@@ -385,6 +385,9 @@ class HelpPoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     """If not empty, the unit is admitted by source network (CIDR) *instead of* digest authentication."""
     options_interval: float = 60.0
     """Seconds between OPTIONS probes of the unit (reachability); 0 disables probing."""
+    static_uri: str | None = None
+    """Where to call a unit that does not register (fixed address, e.g. ``sip:hp-7@192.0.2.7:5060``): a
+    talk-down uses its registered contact when it has one, else this."""
 
     def admits_source(self, host: str) -> bool:
         """True when ``host`` (an IP literal) lies in one of :attr:`allowed_networks`."""
@@ -714,6 +717,8 @@ def _check_help_point(c: _Checker, at: str, hp: HelpPoint) -> HelpPoint:
     for i, tag in enumerate(hp.tags):
         c.text(f"{at}.tags[{i}]", tag)
     networks = c.networks(f"{at}.allowed_networks", hp.allowed_networks)
+    if hp.static_uri is not None and not _SIP_URI_RE.fullmatch(hp.static_uri):
+        raise c.fail(f"{at}.static_uri", f"`{hp.static_uri}` is not a valid sip: or sips: URI")
     if hp.options_interval != 0:
         try:
             c.range(f"{at}.options_interval", hp.options_interval, 5, 3600, " seconds")

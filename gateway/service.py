@@ -459,17 +459,25 @@ class Gateway:
         if not 1 <= times <= 10:
             raise ValueError("times must be between 1 and 10")
         bindings = self.registrar.lookup(hp.sip_user, time.time())
-        if not bindings:
-            raise LookupError(f"help point {help_point_id!r} is not registered")
-        binding = bindings[0]
-        dest = contact_destination(binding.contact, binding.source)
+        if bindings:
+            contact, dest = bindings[0].contact, contact_destination(bindings[0].contact, bindings[0].source)
+        elif hp.static_uri is not None:
+            uri = parse_uri(hp.static_uri)
+            contact = hp.static_uri
+            dest = ((uri.param("transport") or "udp").upper(), uri.host.strip("[]"), uri.port or 5060)
+        else:
+            raise LookupError(f"help point {help_point_id!r} is not registered and has no static_uri")
         activation_id = new_activation_id()
         media = self.media_factory(activation_id, self.calls)
-        info = HelpPointInfo(hp.id, hp.name, hp.sip_user, hp.location.lat, hp.location.lon,
-                             hp.location.address, hp.camera_url)
-        talkdown = Talkdown(activation_id, info, binding.contact, dest, warning, times, media.negotiator,
-                            self.call_config(dest[0]), lambda: secrets.token_hex(6), datetime.now(UTC),
-                            requested_by=requested_by)
+        try:
+            info = HelpPointInfo(hp.id, hp.name, hp.sip_user, hp.location.lat, hp.location.lon,
+                                 hp.location.address, hp.camera_url)
+            talkdown = Talkdown(activation_id, info, contact, dest, warning, times, media.negotiator,
+                                self.call_config(dest[0]), lambda: secrets.token_hex(6), datetime.now(UTC),
+                                requested_by=requested_by)
+        except Exception:
+            media.close()  # its two RTP ports go back to the pool
+            raise
         log.info("talk-down %s to %s: warning %d x%d (by %s)", activation_id, hp.id, warning, times, requested_by)
         self.calls.add(talkdown, media)
         return activation_id
