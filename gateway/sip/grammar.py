@@ -48,8 +48,11 @@ SENT_PROTOCOL_RE = re.compile(
     r"(" + TOKEN + r")\s*/\s*(" + TOKEN + r")\s*/\s*(" + TOKEN + r")\s+(.*)\Z", re.DOTALL
 )
 
-# Digits only, for Content-Length, CSeq numbers, Expires, Max-Forwards.
-DIGITS_RE = re.compile(r"\d+\Z")
+# Digits only, for Content-Length, CSeq numbers, Expires, Max-Forwards, ports.  ASCII DIGIT (§25.1):
+# ``\d`` would also take other scripts' digits, which int() then accepts.  At most 32 of them, far more
+# than any SIP number needs (2**32 - 1 has 10): int() raises ValueError, not RemoteProtocolError, on a
+# string of more than 4300 digits, and a peer's number must never reach it unbounded.
+DIGITS_RE = re.compile(r"[0-9]{1,32}\Z")
 
 # Linear white space inside a header value (after unfolding).
 LWS_RE = re.compile(r"[ \t]*\r?\n[ \t]+")

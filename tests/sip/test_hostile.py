@@ -1,0 +1,87 @@
+"""Hostile input from unknown sources: never raise, never reflect, never grow without bound.
+
+Every vector here is a whole datagram or stream as a scanner or a broken peer sends it; time is advanced
+by hand.  The few wall-clock bounds are generous (the defects they guard against took seconds to minutes).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from gateway.sip import events as ev
+from gateway.sip.endpoint import EndpointConfig, SipEndpoint
+from gateway.sip.errors import RemoteProtocolError
+from gateway.sip.message import StreamFramer, parse_message
+
+GW = ("UDP", "192.0.2.10", 5060)
+SCANNER = ("UDP", "198.51.100.7", 5080)
+VICTIM = "203.0.113.99"
+
+
+def make() -> SipEndpoint:
+    counter = itertools.count()
+    return SipEndpoint(EndpointConfig(local={"UDP": (GW[1], GW[2])}, token=lambda: f"t{next(counter)}"))
+
+
+def drain(ep: SipEndpoint) -> list[ev.Event]:
+    out = []
+    while (e := ep.next_event()) is not None:
+        out.append(e)
+    return out
+
+
+def datagram(method: str = "OPTIONS", via: str = "SIP/2.0/UDP 198.51.100.7:5080;branch=z9hG4bKs1;rport",
+             extra: str = "", cseq: str = "1", max_forwards: str = "70", length: str = "0",
+             uri: str = "sip:gw@192.0.2.10") -> bytes:
+    return (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: {via}\r\n"
+        f"Max-Forwards: {max_forwards}\r\n"
+        f"From: <sip:100@198.51.100.7>;tag=s1\r\n"
+        f"To: <sip:gw@192.0.2.10>\r\n"
+        f"Call-ID: scan-1\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        f"{extra}"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+# ----------------------------------------------------------------- numbers Python refuses to convert
+
+HUGE = "9" * 5000  # above int()'s 4300-digit limit: int(HUGE) raises ValueError, not RemoteProtocolError
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        datagram(length=HUGE),
+        datagram(length="0" * 4999 + "0"),
+        datagram(cseq=HUGE),
+        datagram(max_forwards=HUGE),
+        datagram(extra=f"Expires: {HUGE}\r\n"),
+        datagram(via=f"SIP/2.0/UDP 198.51.100.7:{HUGE};branch=z9hG4bKs1"),
+        datagram(uri=f"sip:gw@192.0.2.10:{HUGE}"),
+    ],
+    ids=["content-length", "content-length-zeros", "cseq", "max-forwards", "expires", "via-port",
+         "uri-port"],
+)
+def test_oversized_or_bad_numbers_are_rejected_not_raised(data: bytes) -> None:
+    ep = make()
+    ep.receive(data, SCANNER, 0.0)  # must not raise (the sans-IO contract)
+    events = drain(ep)
+    assert events and isinstance(events[0], ev.MessageRejected), events
+    for _, peer in ep.datagrams_to_send(0.0):
+        assert peer[1] == SCANNER[1] and 0 < peer[2] < 65536
+
+
+def test_stream_framer_refuses_a_content_length_int_cannot_convert() -> None:
+    with pytest.raises(RemoteProtocolError):
+        StreamFramer().feed(datagram(length=HUGE))
+
+
+def test_unicode_digits_are_not_digits() -> None:
+    # RFC 3261 §25.1 DIGIT is ASCII; int() would accept U+0665 ARABIC-INDIC DIGIT FIVE.
+    with pytest.raises(RemoteProtocolError):
+        parse_message(datagram(length="\u0665") + b"hello")
