@@ -153,14 +153,18 @@ def _stamp_via(request: Request, peer: Peer) -> Request:
 
 
 def response_destination(request: Request, source: Peer) -> Peer:
-    """Where responses to *request* go (§18.2.2, RFC 3581 §4)."""
+    """Where responses to *request* go (§18.2.2, RFC 3581 §4).
+
+    Always the source address: it is what ``received`` holds whenever it differs from the sent-by host
+    (§18.2.1).  The Via's own host, ``received`` and ``rport`` values are never trusted, nor is the
+    request assumed stamped (a rejected one is not): they would let anyone aim our answers at a third party.
+    """
     if source[0] != "UDP":
         return source
     via = request.top_via
-    host = via.received or via.host
-    if via.rport:
-        return (source[0], host, int(via.rport))
-    return (source[0], host, via.port or 5060)
+    if via.rport is not None:
+        return source
+    return (source[0], source[1], via.port or 5060)
 
 
 _ECHOED = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To",

@@ -13,7 +13,7 @@ import pytest
 from gateway.sip import events as ev
 from gateway.sip.endpoint import EndpointConfig, SipEndpoint
 from gateway.sip.errors import RemoteProtocolError
-from gateway.sip.message import StreamFramer, parse_message
+from gateway.sip.message import StreamFramer, build_response, parse_message
 
 GW = ("UDP", "192.0.2.10", 5060)
 SCANNER = ("UDP", "198.51.100.7", 5080)
@@ -63,9 +63,11 @@ HUGE = "9" * 5000  # above int()'s 4300-digit limit: int(HUGE) raises ValueError
         datagram(extra=f"Expires: {HUGE}\r\n"),
         datagram(via=f"SIP/2.0/UDP 198.51.100.7:{HUGE};branch=z9hG4bKs1"),
         datagram(uri=f"sip:gw@192.0.2.10:{HUGE}"),
+        datagram(method="FOO", via="SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKs1;rport=abc"),
+        datagram(method="FOO", via="SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKs1;rport=99999999"),
     ],
     ids=["content-length", "content-length-zeros", "cseq", "max-forwards", "expires", "via-port",
-         "uri-port"],
+         "uri-port", "rport-letters", "rport-out-of-range"],
 )
 def test_oversized_or_bad_numbers_are_rejected_not_raised(data: bytes) -> None:
     ep = make()
@@ -85,3 +87,45 @@ def test_unicode_digits_are_not_digits() -> None:
     # RFC 3261 §25.1 DIGIT is ASCII; int() would accept U+0665 ARABIC-INDIC DIGIT FIVE.
     with pytest.raises(RemoteProtocolError):
         parse_message(datagram(length="\u0665") + b"hello")
+
+
+# ----------------------------------------------------------------- no reflection to a third party
+
+def only_destination(ep: SipEndpoint) -> tuple[str, str, int]:
+    (_, peer), = ep.datagrams_to_send(0.0)
+    return peer
+
+
+def test_rejected_request_is_answered_to_its_source_not_to_the_via_host() -> None:
+    # A spoofable Via host would turn the gateway into a reflector (501 sent to the victim).
+    ep = make()
+    ep.receive(datagram(method="FOO", via=f"SIP/2.0/UDP {VICTIM}:5060;branch=z9hG4bKr1"), SCANNER, 0.0)
+    (rejected,) = drain(ep)
+    assert rejected.status == 501
+    assert only_destination(ep) == ("UDP", SCANNER[1], 5060)
+
+
+def test_rejected_request_with_a_filled_rport_goes_back_to_the_source_port() -> None:
+    ep = make()
+    ep.receive(datagram(method="FOO", via=f"SIP/2.0/UDP {VICTIM};branch=z9hG4bKr2;rport=7"), SCANNER, 0.0)
+    drain(ep)
+    assert only_destination(ep) == SCANNER
+
+
+def test_unparseable_request_is_answered_to_its_source_not_to_the_via_host() -> None:
+    data = datagram(via=f"SIP/2.0/UDP {VICTIM}:5060;branch=z9hG4bKr3").replace(b"\r\n\r\n", b"\r\nBroken\r\n\r\n")
+    ep = make()
+    ep.receive(data, SCANNER, 0.0)
+    (rejected,) = drain(ep)
+    assert rejected.status == 400
+    assert only_destination(ep) == ("UDP", SCANNER[1], 5060)
+
+
+def test_a_received_parameter_from_the_peer_does_not_redirect_the_response() -> None:
+    # The Via host is the real source, so nothing is stamped; the peer's own received= must not count.
+    ep = make()
+    via = f"SIP/2.0/UDP {SCANNER[1]}:{SCANNER[2]};received={VICTIM};rport=7;branch=z9hG4bKr4"
+    ep.receive(datagram(via=via), SCANNER, 0.0)
+    (got,) = drain(ep)
+    ep.send_response(got.transaction, build_response(got.request, 200), 0.0)
+    assert only_destination(ep) == SCANNER
