@@ -48,7 +48,7 @@ from .transaction import (
     TimedOut,
     Transaction,
 )
-from .uri import Params
+from .uri import Params, split_unquoted
 
 #: States in which a transaction still waits for (or owes) a final response.
 _IN_PROGRESS = frozenset((State.CALLING, State.TRYING, State.PROCEEDING))
@@ -146,10 +146,14 @@ def _stamp_via(request: Request, peer: Peer) -> Request:
         changed = True
     if not changed:
         return request
-    first_name, first_value = next((k, v) for k, v in request.headers if k.lower() in ("via", "v"))
-    rest = first_value.split(",", 1)
-    new_value = str(via.with_params(params)) + ("," + rest[1] if len(rest) > 1 else "")
-    return request.with_headers(request.headers.replace(first_name, new_value))
+    # Only the first value of the first Via line changes: the values after it on that line (split outside
+    # quotes, as top_via was) and every later Via line stay (Headers.replace would drop those lines).
+    items = list(request.headers)
+    index = next(i for i, (k, _) in enumerate(items) if k.lower() in ("via", "v"))
+    first_name, first_value = items[index]
+    rest = split_unquoted(first_value, ",")[1:]
+    items[index] = (first_name, ",".join([str(via.with_params(params)), *rest]))
+    return request.with_headers(Headers(items))
 
 
 def response_destination(request: Request, source: Peer) -> Peer:

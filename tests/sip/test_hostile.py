@@ -129,3 +129,36 @@ def test_a_received_parameter_from_the_peer_does_not_redirect_the_response() -> 
     (got,) = drain(ep)
     ep.send_response(got.transaction, build_response(got.request, 200), 0.0)
     assert only_destination(ep) == SCANNER
+
+
+# ----------------------------------------------------------------- Via lines below the top one
+
+def test_stamping_the_top_via_keeps_the_other_via_header_lines() -> None:
+    # A request through a proxy: the proxy's Via, then the phone's, on separate lines (§7.3.1).
+    proxy = ("UDP", "198.51.100.20", 5060)
+    data = datagram(via="SIP/2.0/UDP proxy.example.net;branch=z9hG4bKp1\r\n"
+                        "Via: SIP/2.0/UDP 10.0.0.5:5060;received=198.51.100.30;branch=z9hG4bKu1")
+    ep = make()
+    ep.receive(data, proxy, 0.0)
+    (got,) = drain(ep)
+    assert got.request.headers.values("Via") == [
+        "SIP/2.0/UDP proxy.example.net;branch=z9hG4bKp1;received=198.51.100.20",
+        "SIP/2.0/UDP 10.0.0.5:5060;received=198.51.100.30;branch=z9hG4bKu1",
+    ]
+    ep.send_response(got.transaction, build_response(got.request, 200), 0.0)
+    (out, peer), = ep.datagrams_to_send(0.0)
+    assert peer == proxy
+    assert len(parse_message(out).vias) == 2  # the proxy can forward the response to the phone
+
+
+def test_stamping_keeps_the_other_values_of_a_combined_via_line() -> None:
+    proxy = ("UDP", "198.51.100.20", 5060)
+    data = datagram(via='SIP/2.0/UDP proxy.example.net;branch=z9hG4bKp2;x="a,b", '
+                        "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKu2")
+    ep = make()
+    ep.receive(data, proxy, 0.0)
+    (got,) = drain(ep)
+    assert [str(v) for v in got.request.vias] == [
+        'SIP/2.0/UDP proxy.example.net;branch=z9hG4bKp2;x="a,b";received=198.51.100.20',
+        "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKu2",
+    ]
