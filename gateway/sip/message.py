@@ -613,47 +613,71 @@ class StreamFramer:
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self.max_size = max_size
         self._buffer = bytearray()
+        #: Where the search for the end of the head resumes (bytes before it hold no CRLF CRLF).
+        self._searched = 0
+        #: Size of the message whose head is in the buffer, once its Content-Length has been read.
+        self._total: int | None = None
         #: Number of double-CRLF keep-alive pings seen (each wants a CRLF pong).
         self.pings = 0
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return the complete messages now available."""
+        """Add received bytes; return the complete messages now available.
+
+        Each byte is searched once and each head read once, however finely the peer cuts its stream.
+        """
         self._buffer += data
         out: list[bytes] = []
         while True:
             buf = self._buffer
-            skip = 0
-            while buf[skip : skip + 2] == b"\r\n":
-                skip += 2
-                if skip % 4 == 0:
-                    self.pings += 1
-            if skip:
-                del buf[:skip]
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > self.max_size:
-                    raise RemoteProtocolError("header block too large", 513, "Message Too Large")
-                return out
-            head = bytes(buf[:end]).decode("utf-8", "surrogateescape")
-            length = None
-            for line in _header_lines(head)[1:]:
-                m = grammar.HEADER_RE.match(line)
-                if m and canonical_name(m.group(1)) == "content-length":
-                    if not grammar.DIGITS_RE.match(m.group(2)):
-                        raise RemoteProtocolError("bad Content-Length on a stream")
-                    length = int(m.group(2))
-                    break
-            if length is None:
-                raise RemoteProtocolError("message without Content-Length on a stream")
-            total = end + 4 + length
-            if total > self.max_size:
-                raise RemoteProtocolError(
-                    f"message of {total} bytes exceeds {self.max_size}", 513, "Message Too Large"
-                )
+            total = self._total
+            if total is None:
+                total = self._frame_size(buf)
+                if total is None:
+                    return out
+                self._total = total
             if len(buf) < total:
                 return out
             out.append(bytes(buf[:total]))
             del buf[:total]
+            self._total = None
+            self._searched = 0
+
+    def _frame_size(self, buf: bytearray) -> int | None:
+        """Size of the message starting the buffer, None until its head is complete."""
+        skip = 0
+        while buf[skip : skip + 2] == b"\r\n":
+            skip += 2
+            if skip % 4 == 0:
+                self.pings += 1
+        if skip:
+            del buf[:skip]
+            self._searched = 0
+        end = buf.find(b"\r\n\r\n", max(0, self._searched - 3))
+        if end < 0:
+            if len(buf) > self.max_size:
+                raise RemoteProtocolError("header block too large", 513, "Message Too Large")
+            self._searched = len(buf)
+            return None
+        length = _stream_content_length(bytes(buf[:end]).decode("utf-8", "surrogateescape"))
+        total = end + 4 + length
+        if total > self.max_size:
+            raise RemoteProtocolError(
+                f"message of {total} bytes exceeds {self.max_size}", 513, "Message Too Large"
+            )
+        return total
+
+
+def _stream_content_length(head: str) -> int:
+    """The Content-Length of a stream message's head (§18.3: mandatory on streams)."""
+    for line in _header_lines(head)[1:]:
+        # As parse_message reads a header line (no regex: a backtracking one was quadratic in blanks).
+        name, colon, value = line.partition(":")
+        if colon and name.rstrip(" \t").lower() in ("content-length", "l"):
+            text = value.lstrip(" \t\r\n").rstrip(" \t")
+            if not grammar.DIGITS_RE.match(text):
+                raise RemoteProtocolError("bad Content-Length on a stream")
+            return int(text)
+    raise RemoteProtocolError("message without Content-Length on a stream")
 
 
 def ensure_sip_uri(uri: Uri | str) -> Uri:

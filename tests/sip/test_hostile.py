@@ -7,6 +7,7 @@ by hand.  The few wall-clock bounds are generous (the defects they guard against
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 
@@ -162,3 +163,26 @@ def test_stamping_keeps_the_other_values_of_a_combined_via_line() -> None:
         'SIP/2.0/UDP proxy.example.net;branch=z9hG4bKp2;x="a,b";received=198.51.100.20',
         "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKu2",
     ]
+
+
+# ----------------------------------------------------------------- TCP framing cost
+
+def test_stream_framer_long_blank_run_in_a_header_is_linear() -> None:
+    data = b"OPTIONS sip:a@b SIP/2.0\r\nX: a" + b" " * 60000 + b"b\r\nContent-Length: 0\r\n\r\n"
+    start = time.perf_counter()
+    (frame,) = StreamFramer().feed(data)
+    assert frame == data
+    assert time.perf_counter() - start < 1.0  # was about 16 s: a backtracking regex per line
+
+
+def test_stream_framer_body_dripped_byte_by_byte_reads_the_head_once() -> None:
+    head = (b"OPTIONS sip:a@b SIP/2.0\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(3000))
+            + b"Content-Length: 20000\r\n\r\n")
+    framer = StreamFramer()
+    start = time.perf_counter()
+    assert framer.feed(head) == []
+    for _ in range(19999):
+        assert framer.feed(b"x") == []
+    (frame,) = framer.feed(b"x")
+    assert frame == head + b"x" * 20000
+    assert time.perf_counter() - start < 2.0  # was about 50 s: the head was re-read on every byte
