@@ -211,6 +211,8 @@ class SipEndpoint:
         self._peers: dict[str, Peer] = {}
         self._sources: dict[str, Peer] = {}
         self._heap: list[tuple[float, int, str]] = []
+        # The deadline each transaction last has a heap entry for.
+        self._scheduled: dict[str, float | None] = {}
         self._seq = 0
         # ACKs for 2xx carry a new branch: match them to the INVITE by Call-ID and CSeq.
         self._accepted: dict[tuple[str, int], str] = {}
@@ -507,14 +509,19 @@ class SipEndpoint:
             self._forget(tx)
         else:
             at = tx.deadline()
-            if at is not None:
-                self._seq += 1
-                heapq.heappush(self._heap, (at, self._seq, tx.key))
+            # One heap entry per deadline, not per input: a flood of retransmissions absorbed by a
+            # Completed transaction must not grow the heap until Timer J fires.
+            if at != self._scheduled.get(tx.key):
+                self._scheduled[tx.key] = at
+                if at is not None:
+                    self._seq += 1
+                    heapq.heappush(self._heap, (at, self._seq, tx.key))
 
     def _forget(self, tx: Transaction) -> None:
         self._txs.pop(tx.key, None)
         self._peers.pop(tx.key, None)
         self._sources.pop(tx.key, None)
+        self._scheduled.pop(tx.key, None)
         self._pending_cancel.pop(tx.key, None)
         if isinstance(tx, InviteServerTransaction):
             self._accepted.pop((tx.request.call_id, tx.request.cseq[0]), None)

@@ -186,3 +186,20 @@ def test_stream_framer_body_dripped_byte_by_byte_reads_the_head_once() -> None:
     (frame,) = framer.feed(b"x")
     assert frame == head + b"x" * 20000
     assert time.perf_counter() - start < 2.0  # was about 50 s: the head was re-read on every byte
+
+
+# ----------------------------------------------------------------- bounded timer heap
+
+def test_retransmission_flood_does_not_grow_the_timer_heap() -> None:
+    ep = make()
+    data = datagram()
+    ep.receive(data, SCANNER, 0.0)
+    (got,) = drain(ep)
+    ep.send_response(got.transaction, build_response(got.request, 200), 0.0)  # Completed, Timer J 32 s
+    ep.datagrams_to_send(0.0)
+    for i in range(10000):
+        ep.receive(data, SCANNER, i / 1000)  # absorbed: the last response is sent again (§17.2.2)
+    assert len(ep.datagrams_to_send(10.0)) == 10000
+    assert len(ep._heap) <= 2
+    ep.handle_timer(32.0)
+    assert ep.transaction_count == 0
