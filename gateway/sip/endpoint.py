@@ -478,6 +478,9 @@ class SipEndpoint:
         self._txs[key] = tx
         self._peers[key] = dest
         self._apply(tx, tx.start(now))
+        invite_tx = self._txs.get(invite_key)
+        if isinstance(invite_tx, InviteClientTransaction):
+            self._apply(invite_tx, invite_tx.cancel_sent(now))
 
     def drop(self, transaction: str) -> None:
         """Forget a server transaction without answering (a rate-limited request)."""

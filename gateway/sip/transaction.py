@@ -227,6 +227,7 @@ class InviteClientTransaction(ClientTransaction):
         (S.PROCEEDING, In.SUCCESS): ("_accepted", S.ACCEPTED),
         (S.PROCEEDING, In.FAILURE): ("_completed", S.COMPLETED),
         (S.PROCEEDING, In.TRANSPORT_ERROR): ("_transport_failed", S.TERMINATED),
+        (S.PROCEEDING, In.TIMER_TIMEOUT): ("_timeout", S.TERMINATED),  # armed only by cancel_sent()
         (S.COMPLETED, In.FAILURE): ("_resend_ack", S.COMPLETED),
         (S.COMPLETED, In.TIMER_LINGER): (None, S.TERMINATED),
         (S.ACCEPTED, In.SUCCESS): ("_deliver", S.ACCEPTED),
@@ -243,10 +244,18 @@ class InviteClientTransaction(ClientTransaction):
         self._arm(Input.TIMER_RETRANSMIT, now + self._interval)
 
     def _provisional(self, message: Request | Response | None, now: float) -> None:
-        # Timer A stops; Timer B keeps running so a dead UAS still ends the transaction
-        # (the TU's own ring timer normally fires first, §17.1.1.2).
-        self._disarm(Input.TIMER_RETRANSMIT)
+        # Timers A and B stop (§17.1.1.2: B runs in Calling only): a phone may ring for as long as the
+        # TU's ring timer allows, and the TU ends the ringing with a CANCEL (see cancel_sent).
+        self._disarm(Input.TIMER_RETRANSMIT, Input.TIMER_TIMEOUT)
         self._deliver(message, now)
+
+    def cancel_sent(self, now: float) -> list[Output]:
+        """A CANCEL for this INVITE went out (§9.1): without a final response within 64*T1 the
+        transaction ends with a timeout, rather than waiting forever for a 487 from a peer that died."""
+        self._outputs = []
+        if self.state is State.PROCEEDING:
+            self._arm(Input.TIMER_TIMEOUT, now + 64 * self.t1)
+        return self._outputs
 
     def _completed(self, message: Request | Response | None, now: float) -> None:
         assert isinstance(message, Response)

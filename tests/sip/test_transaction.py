@@ -338,3 +338,42 @@ def test_drain_waits_for_a_cancelled_invite_until_its_487():
     transfer(b, B, a, 10.0)
     assert [e.response.status for e in drain(a)] == [487]
     assert a.in_progress(10.0) == 0
+
+
+def ringing_invite(a: SipEndpoint, b: SipEndpoint, now: float) -> tuple[str, ev.RequestReceived]:
+    """An INVITE from *a* that *b* has answered with 100 Trying (and 180 Ringing): a is Proceeding."""
+    ikey = a.send_request(request("INVITE"), B, now)
+    transfer(a, A, b, now)
+    (inv,) = drain(b)
+    b.send_response(inv.transaction, build_response(inv.request, 180, to_tag="b1"), now)
+    transfer(b, B, a, now)
+    assert [e.response.status for e in drain(a)] == [100, 180]
+    return ikey, inv
+
+
+def test_a_ringing_invite_is_not_ended_by_timer_b():
+    """§17.1.1.2: Timer B runs in Calling only; a control-room phone may ring for minutes."""
+    a, b = make(A), make(B)
+    ikey, _ = ringing_invite(a, b, 0.0)
+    a.handle_timer(600.0)
+    assert drain(a) == [] and ikey in a._txs
+
+
+def test_a_cancelled_invite_whose_487_never_comes_ends_64_t1_after_the_cancel():
+    """§9.1: no final response 64*T1 after the CANCEL: the INVITE transaction is destroyed (it held a drain)."""
+    a, b = make(A), make(B)
+    ikey, _ = ringing_invite(a, b, 0.0)
+    a.send_cancel(ikey, 100.0)
+    transfer(a, A, b, 100.0)
+    drain(b)
+    transfer(b, B, a, 100.0)  # the CANCEL's 200; the peer then dies before its 487
+    assert [e.response.status for e in drain(a)] == [200]
+    while (t := a.get_timer()) is not None and t < 100.0 + 64 * T1:
+        a.handle_timer(t)
+    assert drain(a) == [] and a.in_progress(131.0) == 1
+    assert a.get_timer() == pytest.approx(100.0 + 64 * T1)
+    a.handle_timer(100.0 + 64 * T1)
+    (timed_out,) = drain(a)
+    assert isinstance(timed_out, ev.TransactionTimedOut) and timed_out.transaction == ikey
+    assert a.in_progress(132.0) == 0 and ikey not in a._txs
+
