@@ -376,7 +376,8 @@ class SipEndpoint:
         self._peers[key] = response_destination(cancel, peer)
         tx.start(now)
         pending = invite_tx is not None and invite_tx.state.value == "Proceeding"
-        status = 200 if pending else 481
+        # §9.2: a CANCEL matching a transaction gets 200 even when a final response has gone already.
+        status = 481 if invite_tx is None else 200
         self._apply(tx, tx.send_response(self._decorate(build_response(cancel, status, to_tag=self.config.token())), now))
         if pending:
             self._events.append(ev.CancelReceived(cancel, peer, invite_key))

@@ -377,3 +377,15 @@ def test_a_cancelled_invite_whose_487_never_comes_ends_64_t1_after_the_cancel():
     assert isinstance(timed_out, ev.TransactionTimedOut) and timed_out.transaction == ikey
     assert a.in_progress(132.0) == 0 and ikey not in a._txs
 
+
+def test_cancel_after_the_final_response_gets_200_not_481():
+    """§9.2: a CANCEL that matches a transaction is answered 200 even when it can no longer act."""
+    a, b = make(A), make(B)
+    ikey, inv = ringing_invite(a, b, 0.0)
+    b.send_response(inv.transaction, build_response(inv.request, 486, to_tag="b1"), 1.0)
+    b.datagrams_to_send(1.0)  # the 486 crosses the CANCEL on the wire
+    a.send_cancel(ikey, 1.0)
+    transfer(a, A, b, 1.0)
+    assert drain(b) == []  # nothing for the TU: the INVITE is already answered
+    (data, _), = b.datagrams_to_send(1.0)
+    assert parse_message(data).status == 200
