@@ -129,6 +129,13 @@ def _server_key(request: Request) -> str:
     return f"s2543|{request.uri}|{from_tag}|{request.call_id}|{request.cseq[0]}|{via}|{method}"
 
 
+def _merge_key(request: Request) -> tuple[str, str | None, int, str] | None:
+    """§8.2.2.2: From tag, Call-ID and CSeq of a request outside a dialog (None inside one)."""
+    if request.to.tag is not None:
+        return None
+    return (request.call_id, request.from_.tag, request.cseq[0], request.method)
+
+
 def _client_key(branch: str, method: str) -> str:
     return f"c|{branch}|{'INVITE' if method == 'ACK' else method}"
 
@@ -218,6 +225,8 @@ class SipEndpoint:
         self._accepted: dict[tuple[str, int], str] = {}
         # CANCELs we must hold until a provisional arrives (§9.1).
         self._pending_cancel: dict[str, Request] = {}
+        # Server transactions of requests without To tag, by what §8.2.2.2 compares to find merged ones.
+        self._merge: dict[tuple[str, str | None, int, str], str] = {}
 
     # -- outputs -------------------------------------------------------------
     def next_event(self) -> ev.Event | None:
@@ -357,6 +366,14 @@ class SipEndpoint:
         if request.method == "CANCEL":
             self._receive_cancel(request, peer, key, reliable, now)
             return
+        merge = _merge_key(request)
+        if merge is not None:
+            other = self._txs.get(self._merge.get(merge, ""))
+            if other is not None and other.state in _IN_PROGRESS:
+                # §8.2.2.2: the same request by another path (a fork that came back): answered once.
+                self._reject(request, peer, 482, "Loop Detected")
+                return
+            self._merge[merge] = key
         cls = InviteServerTransaction if request.method == "INVITE" else NonInviteServerTransaction
         tx = cls(key, request, reliable, now, self.config.timers)
         self._txs[key] = tx
@@ -527,5 +544,8 @@ class SipEndpoint:
         self._sources.pop(tx.key, None)
         self._scheduled.pop(tx.key, None)
         self._pending_cancel.pop(tx.key, None)
+        merge = _merge_key(tx.request) if isinstance(tx, InviteServerTransaction | NonInviteServerTransaction) else None
+        if merge is not None and self._merge.get(merge) == tx.key:
+            del self._merge[merge]
         if isinstance(tx, InviteServerTransaction):
             self._accepted.pop((tx.request.call_id, tx.request.cseq[0]), None)

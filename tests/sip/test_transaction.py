@@ -389,3 +389,36 @@ def test_cancel_after_the_final_response_gets_200_not_481():
     assert drain(b) == []  # nothing for the TU: the INVITE is already answered
     (data, _), = b.datagrams_to_send(1.0)
     assert parse_message(data).status == 200
+
+
+def forked(branch: str) -> bytes:
+    """The same INVITE (Call-ID, From tag, CSeq) as a forking proxy delivers it twice, one branch per path."""
+    return bytes(request("INVITE").with_headers(
+        request("INVITE").headers.add("Via", f"SIP/2.0/UDP 127.0.0.1:5060;branch={branch}", first=True)))
+
+
+def test_a_merged_request_gets_482_and_makes_no_second_call():
+    """§8.2.2.2: a request without To tag matching a pending transaction by Call-ID, From tag and CSeq
+    but not by branch arrived by two paths; one press must not ring the control room twice."""
+    b = make(B)
+    b.receive(forked("z9hG4bKpath1"), A, 0.0)
+    (first,) = drain(b)
+    b.datagrams_to_send(0.0)
+    b.receive(forked("z9hG4bKpath2"), A, 0.1)
+    (rejected,) = drain(b)
+    assert isinstance(rejected, ev.MessageRejected) and rejected.status == 482
+    (data, _), = b.datagrams_to_send(0.1)
+    assert parse_message(data).status == 482
+    b.receive(forked("z9hG4bKpath1"), A, 0.2)  # a retransmission of the first is still absorbed
+    assert drain(b) == []
+
+
+def test_the_same_cseq_after_a_final_response_is_a_new_request_not_a_merge():
+    """Units that resend a challenged INVITE without raising CSeq (against §22.2) must still get through."""
+    b = make(B)
+    b.receive(forked("z9hG4bKfirst"), A, 0.0)
+    (first,) = drain(b)
+    b.send_response(first.transaction, build_response(first.request, 401, to_tag="b1"), 0.0)
+    b.receive(forked("z9hG4bKsecond"), A, 0.1)
+    (second,) = drain(b)
+    assert isinstance(second, ev.RequestReceived) and second.transaction != first.transaction
