@@ -501,9 +501,15 @@ class SipEndpoint:
             self._apply(invite_tx, invite_tx.cancel_sent(now))
 
     def drop(self, transaction: str) -> None:
-        """Forget a server transaction without answering (a rate-limited request)."""
+        """Forget a server transaction without answering (a rate-limited request).
+
+        An INVITE's automatic 100 Trying not yet taken by ``datagrams_to_send`` is withdrawn too.
+        """
         tx = self._txs.get(transaction)
         if tx is not None:
+            if isinstance(tx, InviteServerTransaction) and tx.last_response is not None:
+                trying = bytes(tx.last_response)
+                self._out = [out for out in self._out if out[0] != trying]
             self._forget(tx)
 
     def transport_failed(self, dest: Peer, now: float) -> None:

@@ -203,3 +203,16 @@ def test_retransmission_flood_does_not_grow_the_timer_heap() -> None:
     assert len(ep._heap) <= 2
     ep.handle_timer(32.0)
     assert ep.transaction_count == 0
+
+
+# ----------------------------------------------------------------- dropped means unanswered
+
+def test_a_dropped_invite_gets_no_100_trying() -> None:
+    # The TU drops an over-budget request while handling its event, before the shell transmits.
+    ep = make()
+    ep.receive(datagram(method="INVITE"), SCANNER, 0.0)
+    (got,) = drain(ep)
+    ep.drop(got.transaction)
+    assert ep.datagrams_to_send(0.0) == []
+    assert ep.transaction_count == 0
+
