@@ -190,6 +190,8 @@ def lenient_error_response(data: bytes, status: int, reason: str, to_tag: str) -
     start = lines[0].split(" ")
     if len(start) != 3 or not start[2].upper().startswith("SIP/") or start[0].upper().startswith("SIP/"):
         return None
+    if start[0] == "ACK":
+        return None  # an ACK is never answered (§17.2.1)
     found: list[tuple[str, str]] = []
     for line in lines[1:]:
         name, colon, value = line.partition(":")

@@ -216,3 +216,11 @@ def test_a_dropped_invite_gets_no_100_trying() -> None:
     assert ep.datagrams_to_send(0.0) == []
     assert ep.transaction_count == 0
 
+
+def test_an_unparseable_ack_gets_no_response() -> None:
+    # §17: an ACK is never answered, not even when it cannot be parsed.
+    ep = make()
+    ep.receive(datagram(method="ACK").replace(b"\r\n\r\n", b"\r\nBroken\r\n\r\n"), SCANNER, 0.0)
+    (rejected,) = drain(ep)
+    assert isinstance(rejected, ev.MessageRejected) and rejected.status == 0
+    assert ep.datagrams_to_send(0.0) == []
