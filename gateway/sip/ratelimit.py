@@ -10,11 +10,27 @@ Rules:
   fail2ban-style bans on 401s lock out real help points; this does not.
 * The User-Agent is never consulted (scanners lie about it).
 * Memory is bounded: the least recently seen sources are forgotten first.
+* An IPv6 source is its /64: a host is handed at least that much (RFC 4291 §2.5.1), so per-address
+  buckets would give a scanner a fresh burst for every address it hops to.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
+
+
+def _bucket(source: str) -> str:
+    """The key a source's requests are counted under: the address, or for IPv6 its /64."""
+    if ":" not in source:
+        return source
+    try:
+        address = ipaddress.IPv6Address(source)
+    except ValueError:
+        return source
+    if address.ipv4_mapped is not None:  # an IPv4 peer on a dual-stack socket: its own bucket
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 class SourceLimiter:
@@ -31,6 +47,7 @@ class SourceLimiter:
 
     def allow(self, source: str, now: float) -> bool:
         """Take one token for ``source``; False when its budget is spent."""
+        source = _bucket(source)
         tokens, last = self._buckets.pop(source, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
         allowed = tokens >= 1.0

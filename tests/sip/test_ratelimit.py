@@ -22,3 +22,18 @@ def test_memory_is_bounded():
     for i in range(10):
         lim.allow(f"10.0.0.{i}", 0.0)
     assert len(lim) == 3
+
+
+def test_an_ipv6_scanner_cannot_refill_its_budget_by_hopping_addresses_in_its_64():
+    # A host is given a /64 (RFC 4291 §2.5.1): one address per request would mean a fresh burst each time.
+    lim = SourceLimiter(rate=1.0, burst=2.0)
+    answered = [lim.allow(f"2001:db8:1:2::{i:x}", 0.0) for i in range(1, 11)]
+    assert answered == [True, True] + [False] * 8
+    assert lim.allow("2001:db8:1:3::1", 0.0)  # the next /64 is someone else
+    assert lim.allow("2001:db8:1:2::1", 2.0)  # and the scanner's own budget still refills
+
+
+def test_ipv4_peers_on_a_dual_stack_socket_keep_their_own_buckets():
+    lim = SourceLimiter(rate=1.0, burst=1.0)
+    assert lim.allow("::ffff:198.51.100.7", 0.0) and not lim.allow("198.51.100.7", 0.0)
+    assert lim.allow("::ffff:198.51.100.8", 0.0)  # not one ::/64 bucket for every IPv4 peer
