@@ -290,6 +290,8 @@ class SipEndpoint:
     # -- input ---------------------------------------------------------------
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """Feed one datagram or one framed stream message."""
+        if data[:1] in (b"\r", b"\n") and not data.strip(b"\r\n"):
+            return  # a CRLF keep-alive (RFC 5626 §3.5.1; sent over UDP by many phones behind NAT)
         try:
             message = parse_message(
                 data, max_size=self.config.max_message_size, max_headers=self.config.max_headers

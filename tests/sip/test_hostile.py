@@ -224,3 +224,11 @@ def test_an_unparseable_ack_gets_no_response() -> None:
     (rejected,) = drain(ep)
     assert isinstance(rejected, ev.MessageRejected) and rejected.status == 0
     assert ep.datagrams_to_send(0.0) == []
+
+
+@pytest.mark.parametrize("data", [b"\r\n\r\n", b"\r\n", b"\n"])
+def test_a_crlf_keep_alive_datagram_is_ignored_not_rejected(data: bytes) -> None:
+    # Softphones and intercoms behind NAT send these over UDP every few seconds: not garbage to count.
+    ep = make()
+    ep.receive(data, SCANNER, 0.0)
+    assert drain(ep) == [] and ep.datagrams_to_send(0.0) == []
