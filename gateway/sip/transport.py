@@ -28,6 +28,16 @@ UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 #: Called with each endpoint event, synchronously, on the event loop thread.
 EventHandler = Callable[[Event], None]
 
+#: Inbound TCP connections accepted at once, in all and from one address.  Each holds a file descriptor
+#: and up to ``max_message_size`` of framing buffer: unbounded, a connection flood exhausts descriptors
+#: (no RTP sockets, no outbound TCP to a control room) or memory.  A site's intercoms behind one NAT
+#: address each keep one connection.
+MAX_INBOUND_STREAMS = 2048
+MAX_INBOUND_STREAMS_PER_HOST = 32
+#: An inbound connection that has not delivered one whole message after this long is closed
+#: (64*T1: what any transaction would have waited).  Once it has, it may stay idle (RFC 5626 flows).
+FIRST_MESSAGE_TIMEOUT = 32.0
+
 
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, owner: SipTransport) -> None:
@@ -43,25 +53,35 @@ class _Udp(asyncio.DatagramProtocol):
 class _Stream(asyncio.Protocol):
     """One TCP connection: framing by Content-Length, CRLF keep-alive pongs."""
 
-    def __init__(self, owner: SipTransport, transport_name: str = "TCP") -> None:
+    def __init__(self, owner: SipTransport, transport_name: str = "TCP", inbound: bool = False) -> None:
         self.owner = owner
         self.name = transport_name
+        self.inbound = inbound
         self.framer = StreamFramer(owner.endpoint.config.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer: Peer | None = None
         self.connected = asyncio.get_running_loop().create_future()
+        #: Closes an inbound connection that sends no whole message in time (cancelled by the first one).
+        self._first_message: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: duck-typed on purpose.
         self.transport = transport  # type: ignore[assignment]
         host, port = transport.get_extra_info("peername")[:2]
-        self.peer = (self.name, host, port)
-        self.owner.connections[self.peer] = self
         if not self.connected.done():
             self.connected.set_result(None)
+        if self.inbound:
+            if not self.owner.admit_stream(host):
+                self.owner.endpoint_rejected((self.name, host, port), "too many TCP connections")
+                transport.close()
+                return
+            self._first_message = self.owner.loop.call_later(self.owner.first_message_timeout, transport.close)
+        self.peer = (self.name, host, port)
+        self.owner.connections[self.peer] = self
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None and self.transport is not None
+        if self.peer is None or self.transport is None:
+            return  # refused in connection_made
         pings = self.framer.pings
         try:
             frames = self.framer.feed(data)
@@ -71,12 +91,20 @@ class _Stream(asyncio.Protocol):
             return
         if self.framer.pings != pings:
             self.transport.write(b"\r\n")  # RFC 5626 §4.4.1 pong
+        if frames and self._first_message is not None:
+            self._first_message.cancel()
+            self._first_message = None
         for frame in frames:
             self.owner.received(frame, self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.peer is not None and self.owner.connections.get(self.peer) is self:
-            del self.owner.connections[self.peer]
+        if self._first_message is not None:
+            self._first_message.cancel()
+        if self.peer is not None:
+            if self.owner.connections.get(self.peer) is self:
+                del self.owner.connections[self.peer]
+            if self.inbound:
+                self.owner.release_stream(self.peer[1])
         if not self.connected.done():
             self.connected.set_result(None)
 
@@ -84,11 +112,25 @@ class _Stream(asyncio.Protocol):
 class SipTransport:
     """Owns the sockets and the timer of one shared endpoint."""
 
-    def __init__(self, endpoint: SipEndpoint, on_event: EventHandler) -> None:
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        on_event: EventHandler,
+        *,
+        max_inbound_streams: int = MAX_INBOUND_STREAMS,
+        max_inbound_streams_per_host: int = MAX_INBOUND_STREAMS_PER_HOST,
+        first_message_timeout: float = FIRST_MESSAGE_TIMEOUT,
+    ) -> None:
         self.endpoint = endpoint
         self.on_event = on_event
         self.loop = asyncio.get_running_loop()
         self.connections: dict[Peer, _Stream] = {}
+        self.max_inbound_streams = max_inbound_streams
+        self.max_inbound_streams_per_host = max_inbound_streams_per_host
+        self.first_message_timeout = first_message_timeout
+        #: Open inbound connections per remote host.
+        self._inbound: dict[str, int] = {}
+        self._inbound_total = 0
         self._udp: dict[tuple[str, int], asyncio.DatagramTransport] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -109,7 +151,7 @@ class SipTransport:
             self._udp[(bound[0], bound[1])] = udp
             return bound[0], bound[1]
         if transport == "TCP":
-            server = await self.loop.create_server(lambda: _Stream(self), host, port)
+            server = await self.loop.create_server(lambda: _Stream(self, inbound=True), host, port)
             self._servers.append(server)
             bound = server.sockets[0].getsockname()[:2]
             return bound[0], bound[1]
@@ -132,6 +174,22 @@ class SipTransport:
             task.cancel()
         if self._timer is not None:
             self._timer.cancel()
+
+    def admit_stream(self, host: str) -> bool:
+        """Count a new inbound connection from *host*; False (refuse it) when over a limit."""
+        count = self._inbound.get(host, 0)
+        if self._inbound_total >= self.max_inbound_streams or count >= self.max_inbound_streams_per_host:
+            return False
+        self._inbound[host] = count + 1
+        self._inbound_total += 1
+        return True
+
+    def release_stream(self, host: str) -> None:
+        """An inbound connection admitted by :meth:`admit_stream` has closed."""
+        count = self._inbound.pop(host, 0) - 1
+        if count > 0:
+            self._inbound[host] = count
+        self._inbound_total -= 1
 
     # -- input -------------------------------------------------------------------
     def received(self, data: bytes, peer: Peer) -> None:
