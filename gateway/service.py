@@ -369,9 +369,15 @@ class Gateway:
         user = getattr(request.from_.uri, "user", None) or ""
         hp = self.help_points.get(user)
         if hp is None:
-            # Unknown callers are hostile until proven otherwise: no hint which users exist.
+            # Unknown callers are hostile until proven otherwise: no hint which users exist, and one 403 sent
+            # once, outside a transaction.  A transaction's 403 is retransmitted (Timer G) until ACKed, up
+            # to 10 times over UDP: a scanner's spoofed source would get 11 packets for one.  A caller that
+            # missed it retransmits its INVITE and is answered again, one for one.
             metrics.CALLS_REFUSED_BY_REASON("unknown_caller").inc()
-            self.respond(event, 403, "Forbidden")
+            assert event.transaction is not None
+            response = build_response(request, 403, "Forbidden", to_tag=self.new_tag())
+            self.endpoint.drop(event.transaction)
+            self.endpoint.send_stateless(response, event.source)
             return
         presented = presented_credentials(self.registrar, request)  # parsed once, handed to admit
         needed = presented.username
