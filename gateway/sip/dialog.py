@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .message import Headers, Request, Response
+from .uri import Uri, parse_name_addr
 
 DialogId = tuple[str, str, str]
 
@@ -141,9 +142,10 @@ class Dialog:
             dialog = replace(self, local_cseq=number)
         uri = self.remote_target
         routes = list(self.route_set)
-        if routes and ";lr" not in routes[0]:
+        strict = _strict_route_uri(routes[0]) if routes else None
+        if strict is not None:
             # §12.2.1.1 strict router: its URI becomes the Request-URI.
-            uri = routes[0].strip("<>").split(">", 1)[0]
+            uri = strict
             routes = routes[1:] + [f"<{self.remote_target}>"]
         headers: list[tuple[str, str]] = [("Route", r) for r in routes]
         headers += [
@@ -157,3 +159,15 @@ class Dialog:
             headers.append(("Contact", f"<{self.local_contact}>"))
         headers.extend(extra_headers)
         return dialog, Request(method, uri, Headers(headers), body)
+
+
+def _strict_route_uri(route: str) -> str | None:
+    """The URI of a Route value when it names a strict router (no ``lr`` parameter, any case, §19.1.1),
+    else None.  A value that does not parse is taken as loose: the Request-URI stays the remote target."""
+    try:
+        uri = parse_name_addr(route).uri
+    except RemoteProtocolError:
+        return None
+    if not isinstance(uri, Uri) or uri.param("lr") is not None:
+        return None
+    return str(uri)

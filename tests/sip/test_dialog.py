@@ -78,3 +78,18 @@ def test_dialog_matching_uses_both_tags():
 def test_response_without_tag_cannot_create_a_dialog():
     with pytest.raises(RemoteProtocolError):
         Dialog.from_uac(parse_message(INVITE), parse_message(OK.replace(b";tag=8321234356", b"")))
+
+
+def test_loose_routing_flag_is_case_insensitive_and_strict_routes_may_have_display_names():
+    """§19.1.1: ``;LR`` is a loose router like ``;lr``; a strict router written with a display name still
+    gives a plain URI as the Request-URI."""
+    loose = Dialog.from_uac(parse_message(INVITE), parse_message(OK.replace(b";lr>, <sip:p2.example.com;lr>",
+                                                                              b";LR>, <sip:p2.example.com;lr>")))
+    _, bye = loose.create_request("BYE")
+    assert bye.uri == "sip:bob@192.0.2.4"
+    strict = Dialog.from_uac(parse_message(INVITE), parse_message(OK.replace(
+        b"Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>",
+        b'Record-Route: "Edge" <sip:p1.example.com>')))
+    _, bye = strict.create_request("BYE")
+    assert bye.uri == "sip:p1.example.com"
+    assert bye.headers.values("Route") == ["<sip:bob@192.0.2.4>"]
