@@ -282,6 +282,19 @@ class Gateway:
         response = build_response(event.request, status, reason, to_tag=self.new_tag(), headers=headers)
         self.endpoint.send_response(event.transaction, response, self.loop.time())
 
+    def respond_once(self, event: ev.RequestReceived, status: int, reason: str | None = None,
+                     headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Refuse an INVITE with one response sent once, outside any transaction (its transaction is dropped).
+
+        An INVITE transaction's non-2xx answer is retransmitted (Timer G) until ACKed, up to 10 times over
+        UDP: to a spoofed source, 11 packets out for 1 in.  A caller that missed this one retransmits its
+        INVITE and is answered again, one for one; its ACK matches nothing and is dropped.
+        """
+        assert event.transaction is not None
+        response = build_response(event.request, status, reason, to_tag=self.new_tag(), headers=headers)
+        self.endpoint.drop(event.transaction)
+        self.endpoint.send_stateless(response, event.source)
+
     def trusted(self, host: str) -> bool:
         """Sources exempt from the per-source budget: configured infrastructure, registered devices."""
         if host in self.known_sources:
@@ -374,10 +387,7 @@ class Gateway:
             # to 10 times over UDP: a scanner's spoofed source would get 11 packets for one.  A caller that
             # missed it retransmits its INVITE and is answered again, one for one.
             metrics.CALLS_REFUSED_BY_REASON("unknown_caller").inc()
-            assert event.transaction is not None
-            response = build_response(request, 403, "Forbidden", to_tag=self.new_tag())
-            self.endpoint.drop(event.transaction)
-            self.endpoint.send_stateless(response, event.source)
+            self.respond_once(event, 403, "Forbidden")
             return
         presented = presented_credentials(self.registrar, request)  # parsed once, handed to admit
         needed = presented.username
@@ -407,7 +417,9 @@ class Gateway:
         verdict, detail = admit(self.registrar, event.request, event.source, record, time.time(), presented)
         if verdict in (Admission.CHALLENGE, Admission.STALE):
             challenge = self.registrar.auth.challenge(time.time(), stale=verdict is Admission.STALE)
-            self.respond(event, 401, "Unauthorized", tuple(("WWW-Authenticate", c) for c in challenge))
+            # Sent once, like the 403 above: the INVITE may come from a spoofed source that names a real
+            # help point, and a transaction would retransmit the challenge to it for 32 s.
+            self.respond_once(event, 401, "Unauthorized", tuple(("WWW-Authenticate", c) for c in challenge))
             return
         if verdict is not Admission.OK:
             # A known help point that fails authentication is an ops emergency: log loudly.
