@@ -9,9 +9,13 @@ Rules of this module:
   host case-insensitively, user part exactly, URI parameters as a set with case-insensitive names.
 - Malformed ``expires`` values are treated as the default (RFC 3261 §20.19); a malformed ``q``
   is ignored.  Values above ``max_expires`` are shortened to it (§10.3 step 6 "MAY shorten").
-- Too many contacts for one AOR: the bindings expiring soonest that the request does not mention
-  are evicted, so a help point that rebooted behind NAT (new port, new Contact) is never locked out;
-  with ``evict_oldest=False`` the request is refused with 403.
+- Bindings are kept in registration order: a binding added or refreshed moves to the end, so
+  the last one of an AOR is the contact registered most recently (and the store, saving them in
+  order, gives them back in that order after a restart).
+- Too many contacts for one AOR: the least recently registered bindings that the request does not
+  mention are evicted, so a help point that rebooted behind NAT (new port, new Contact) is never
+  locked out, and a live contact refreshed often with a short expiry is never evicted in favour
+  of a dead one that asked for an hour; with ``evict_oldest=False`` the request is refused with 403.
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ class BindingPolicy:
     max_contacts: int = 10
     """Bindings kept per address-of-record."""
     evict_oldest: bool = True
-    """Over ``max_contacts``: evict the soonest-expiring other bindings (True) or refuse (False)."""
+    """Over ``max_contacts``: evict the least recently registered other bindings (True) or refuse (False)."""
 
 
 @dataclass(frozen=True)
@@ -243,8 +247,8 @@ def update_bindings(
         if old is not None and old.call_id == request.call_id and request.cseq <= old.cseq:
             return _fail(400, "Invalid CSeq Number", live)
         touched.add(key)
+        current.pop(key, None)  # re-inserted at the end: the most recently registered
         if seconds == 0:
-            current.pop(key, None)
             continue
         current[key] = Binding(
             aor=request.aor,
@@ -258,10 +262,10 @@ def update_bindings(
         )
 
     if len(current) > policy.max_contacts:
-        others = sorted((b.expires_at, k) for k, b in current.items() if k not in touched)
+        others = [k for k in current if k not in touched]  # least recently registered first
         if not policy.evict_oldest or len(current) - len(others) > policy.max_contacts:
             return _fail(403, "Too Many Contacts", live)
-        for _expires_at, key in others[: len(current) - policy.max_contacts]:
+        for key in others[: len(current) - policy.max_contacts]:
             del current[key]
 
     granted = wanted[0][1] if len(wanted) == 1 else None

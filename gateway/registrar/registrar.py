@@ -193,11 +193,13 @@ class Registrar:
         self._bindings = {aor: tuple(group) for aor, group in table.items()}
 
     def lookup(self, aor: str, now: float) -> tuple[Binding, ...]:
-        """Live bindings of ``aor`` (or of a bare user name), highest ``q`` first."""
+        """Live bindings of ``aor`` (or of a bare user name): highest ``q`` first, then the most
+        recently registered first (a unit that came back with a new Contact is reached there, not
+        at the dead one still waiting to expire)."""
         if ":" not in aor:
             aor = self.aor_for(aor)
-        live = active(self._bindings.get(aor, ()), now)
-        return tuple(sorted(live, key=lambda b: -(b.q if b.q is not None else 1.0)))
+        newest_first = reversed(active(self._bindings.get(aor, ()), now))  # kept in registration order
+        return tuple(sorted(newest_first, key=lambda b: -(b.q if b.q is not None else 1.0)))
 
     def all_bindings(self, now: float) -> tuple[Binding, ...]:
         """Every live binding, for the API and health views."""
