@@ -5,11 +5,16 @@ Rules:
 * Evidence comes from two places: a REGISTER (refresh) from the unit, and the
   answer (any response, even 4xx: the unit is alive) or silence after an OPTIONS
   probe the gateway sends every ``interval`` seconds.
-* A unit is **down** when it has neither registered nor answered a probe for
-  ``interval + grace`` seconds (grace 60 s, issue 5 §6), or after
-  ``fail_threshold`` consecutive probes failed.  It comes back **up** after
-  ``ok_threshold`` consecutive good probes or any REGISTER.  Thresholds stop a
-  flaky 4G link from flapping the alert.
+* A unit is **down** after ``fail_threshold`` consecutive probes failed, or
+  when for ``interval + grace`` seconds (grace 60 s, issue 5 §6) it has not
+  registered and no probe of it came to an outcome (answered or failed): the
+  silence rule catches units never seen and probes that never conclude, while
+  a failed probe is judged by the threshold alone, so one lost OPTIONS does
+  not page anybody.  It comes back **up** after ``ok_threshold`` consecutive
+  good probes or any REGISTER.  Thresholds stop a flaky 4G link from flapping
+  the alert.
+* ``interval`` 0 means the unit is never probed; its silence limit is then the
+  expiry of its last registration plus ``grace`` when the shell tells it.
 * Every change returns a :class:`StateChanged` with the reason in words, which
   the shell logs and counts.  Nothing here reads a clock: ``now`` is passed in.
 """
@@ -48,6 +53,24 @@ class _Unit:
     reason: str = "no evidence yet"
     next_probe: float = 0.0
     probing: bool = False
+    last_outcome: float | None = None
+    """When a probe last came to an outcome, answered or failed."""
+    registered_for: float = 0.0
+    """Expiry granted to the last REGISTER (seconds), when the shell gave it."""
+
+    @property
+    def probed(self) -> bool:
+        """False for ``options_interval: 0``: no OPTIONS at all."""
+        return self.interval > 0
+
+    def silence_limit(self, grace: float) -> float:
+        """Seconds without evidence before the silence rule says down."""
+        return (self.interval if self.probed else max(self.interval, self.registered_for)) + grace
+
+    def silent_since(self, started: float) -> float:
+        """Start of the current silence: last REGISTER, answer or probe outcome (else start-up)."""
+        times = [t for t in (self.last_seen, self.last_outcome) if t is not None]
+        return max(times) if times else started
 
 
 @dataclass
@@ -78,12 +101,14 @@ class Liveness:
         old, unit.state = unit.state, new
         return StateChanged(hp, old, new, reason)
 
-    def registered(self, help_point: str, now: float) -> StateChanged | None:
-        """The unit sent a REGISTER that we accepted."""
+    def registered(self, help_point: str, now: float, expires: float | None = None) -> StateChanged | None:
+        """The unit sent a REGISTER that we accepted (``expires``: the seconds granted, if known)."""
         unit = self.units.get(help_point)
         if unit is None:
             return None
         unit.last_seen = now
+        if expires is not None:
+            unit.registered_for = expires
         unit.failures = 0
         unit.successes = self.ok_threshold
         return self._set(help_point, unit, State.UP, "registered")
@@ -92,7 +117,7 @@ class Liveness:
         """Help points whose probe is due now (each returned once until its outcome is reported)."""
         out = []
         for hp, unit in self.units.items():
-            if not unit.probing and now >= unit.next_probe:
+            if unit.probed and not unit.probing and now >= unit.next_probe:
                 unit.probing = True
                 out.append(hp)
         return out
@@ -102,7 +127,7 @@ class Liveness:
         unit = self.units[help_point]
         unit.probing = False
         unit.next_probe = now + unit.interval
-        unit.last_seen = now
+        unit.last_seen = unit.last_outcome = now
         unit.failures = 0
         unit.successes += 1
         if unit.state is not State.UP and unit.successes >= self.ok_threshold:
@@ -116,6 +141,7 @@ class Liveness:
         unit = self.units[help_point]
         unit.probing = False
         unit.next_probe = now + unit.interval
+        unit.last_outcome = now
         unit.failures += 1
         unit.successes = 0
         if unit.failures >= self.fail_threshold:
@@ -123,10 +149,10 @@ class Liveness:
         return self.check(help_point, now)
 
     def check(self, help_point: str, now: float) -> StateChanged | None:
-        """Apply the silence rule: no REGISTER and no answer within interval + grace -> down."""
+        """Apply the silence rule: no REGISTER and no probe outcome within interval + grace -> down."""
         unit = self.units[help_point]
-        since = unit.last_seen if unit.last_seen is not None else self.started
-        limit = unit.interval + self.grace
+        since = unit.silent_since(self.started)
+        limit = unit.silence_limit(self.grace)
         if now - since >= limit:
             what = "never seen" if unit.last_seen is None else f"silent for {now - since:.0f} s"
             return self._set(help_point, unit, State.DOWN, f"{what} (limit {limit:.0f} s)")
@@ -138,7 +164,7 @@ class Liveness:
 
     def next_deadline(self) -> float | None:
         """When the shell must call :meth:`due`/:meth:`check_all` next."""
-        times = [u.next_probe for u in self.units.values() if not u.probing]
-        times += [(u.last_seen if u.last_seen is not None else self.started) + u.interval + self.grace
+        times = [u.next_probe for u in self.units.values() if u.probed and not u.probing]
+        times += [u.silent_since(self.started) + u.silence_limit(self.grace)
                   for u in self.units.values() if u.state is not State.DOWN]
         return min(times) if times else None

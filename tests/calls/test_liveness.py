@@ -55,3 +55,68 @@ def test_next_deadline_is_the_earliest_probe_or_silence_limit():
     assert live.next_deadline() == 0.0
     live.due(0.0)
     assert live.next_deadline() == 90.0
+
+
+def test_one_lost_probe_at_real_timing_does_not_trip_the_silence_rule():
+    # interval 60 s, Timer F 32 s: answered at 0, the probe at 60 is lost (fails at 92), the one at
+    # 152 is answered.  The unit was silent 152 s > interval + grace, but one lost UDP packet must
+    # not page anybody: only fail_threshold failures in a row, or no probe outcome at all, mean down.
+    live = Liveness(grace=60.0, fail_threshold=3, ok_threshold=2)
+    live.add("hp-a", 60.0, 0.0)
+    live.registered("hp-a", 0.0)
+    assert live.due(0.0) == ["hp-a"]
+    live.probe_answered("hp-a", 0.1, 200)
+    assert live.due(60.1) == ["hp-a"]
+    assert live.probe_failed("hp-a", 92.1, "no answer to OPTIONS") is None
+    for t in (120.1, 150.0):
+        assert live.check_all(t) == []
+    assert live.state("hp-a")[0] is State.UP
+    assert live.due(152.1) == ["hp-a"]
+    assert live.probe_answered("hp-a", 152.2, 200) is None
+    assert live.state("hp-a")[0] is State.UP
+
+
+def test_lost_probes_at_real_timing_still_go_down_at_the_threshold():
+    live = Liveness(grace=60.0, fail_threshold=3, ok_threshold=2)
+    live.add("hp-a", 60.0, 0.0)
+    live.registered("hp-a", 0.0)
+    live.due(0.0)
+    live.probe_answered("hp-a", 0.1, 200)
+    changes = []
+    t = 60.1
+    for _ in range(3):
+        assert live.due(t) == ["hp-a"]
+        change = live.probe_failed("hp-a", t + 32.0, "no answer to OPTIONS")
+        changes += [c for c in (change, *live.check_all(t + 32.0)) if c is not None]
+        t += 32.0 + 60.0
+    assert [(c.new, c.reason.split(":")[0]) for c in changes] == [(State.DOWN, "3 probes failed")]
+
+
+def test_a_prober_that_reports_nothing_still_trips_the_silence_rule():
+    live = Liveness(grace=60.0, fail_threshold=3, ok_threshold=2)
+    live.add("hp-a", 60.0, 0.0)
+    live.registered("hp-a", 0.0)
+    assert live.due(0.0) == ["hp-a"]  # sent, but no answer and no timeout ever reported
+    assert live.check("hp-a", 119.9) is None
+    assert live.check("hp-a", 120.0).new is State.DOWN
+
+
+def test_options_interval_zero_means_never_probed():
+    live = Liveness(grace=60.0)
+    live.add("hp-off", 0.0, 0.0)
+    live.registered("hp-off", 0.0)
+    assert live.due(0.0) == []
+    assert live.due(1000.0) == []
+    assert live.next_deadline() == 60.0  # only the silence rule is left to wake the shell for
+
+
+def test_unprobed_unit_stays_up_while_its_registration_lasts():
+    live = Liveness(grace=60.0)
+    live.add("hp-off", 0.0, 0.0)
+    assert live.registered("hp-off", 0.0, expires=600.0).new is State.UP
+    assert live.check_all(659.9) == []
+    assert live.next_deadline() == 660.0
+    assert live.registered("hp-off", 590.0, expires=600.0) is None  # refreshed in time: no flap
+    assert live.check_all(1000.0) == []
+    change = live.check("hp-off", 1250.0)
+    assert change is not None and change.new is State.DOWN
