@@ -13,7 +13,8 @@ Rules of this module:
   A nonce older than the lifetime, or one we cannot authenticate (another secret, a restart with a
   new secret), is *stale*: correct credentials over it get a fresh challenge with ``stale=true``.
 - Replay protection keeps the last nonce-count per nonce in a bounded LRU (:class:`NonceCounter`).
-  A nonce-count is only recorded after the response verified, so garbage cannot burn a nonce.
+  A nonce-count is only recorded after the response verified, so garbage cannot burn a nonce, and
+  only with ``qop``: without it the response does not cover ``nc``, so an ``nc`` sent is ignored.
 """
 
 from __future__ import annotations
@@ -469,10 +470,11 @@ class DigestAuthenticator:
             return AuthResult.STALE
         issued = self.nonces.issued_at(credentials.nonce)
         assert issued is not None  # VALID implies a verified signature
-        fresh = self.counter.accept(credentials.nonce, issued, credentials.nc)
+        nc = credentials.nc if credentials.qop is not None else None  # unauthenticated without qop
+        fresh = self.counter.accept(credentials.nonce, issued, nc)
         if fresh is None:
             return AuthResult.STALE
         if not fresh:
             return AuthResult.REPLAY
-        self.counter.record(credentials.nonce, issued, credentials.nc, now)
+        self.counter.record(credentials.nonce, issued, nc, now)
         return AuthResult.OK

@@ -441,3 +441,14 @@ def test_fast_param_parser_agrees_with_the_exact_one(pieces: list[str]) -> None:
             return ("error", str(exc))
 
     assert outcome(_parse_params) == outcome(_parse_params_exact)
+
+
+def test_nonce_count_without_qop_is_not_authenticated_so_it_cannot_reopen_the_nonce() -> None:
+    # Without qop the response covers neither nc nor cnonce (RFC 2069): an nc sent alongside is the
+    # attacker's to change, so it must not decide whether a captured request may be replayed.
+    auth = DigestAuthenticator(REALM, b"secret")
+    challenge = auth.challenge(now=0.0)[1]
+    value = Client().answer(challenge, qop=False) + ", nc=00000001"
+    assert verify(auth, value, now=1.0) is AuthResult.OK
+    replayed = value.replace("nc=00000001", "nc=00000002")
+    assert verify(auth, replayed, now=2.0) is AuthResult.REPLAY
