@@ -15,6 +15,9 @@ Rules of this module:
 - Replay protection keeps the last nonce-count per nonce in a bounded LRU (:class:`NonceCounter`).
   A nonce-count is only recorded after the response verified, so garbage cannot burn a nonce, and
   only with ``qop``: without it the response does not cover ``nc``, so an ``nc`` sent is ignored.
+- Credentials with an empty ``nonce`` or ``response`` (the IMS-style initial REGISTER that names
+  the user before any challenge) answer nothing: :meth:`DigestAuthenticator.select` skips them,
+  so they get a challenge, not a 403.
 """
 
 from __future__ import annotations
@@ -427,7 +430,8 @@ class DigestAuthenticator:
     def select(self, authorization_values: Iterable[str]) -> DigestCredentials | None:
         """The credentials for our realm among ``Authorization`` values (RFC 3261 §22.4).
 
-        Values for other realms or schemes are skipped; a malformed Digest value for our realm
+        Values for other realms or schemes, and empty ones (no nonce or no response yet), are
+        skipped; a malformed Digest value for our realm
         (or one that cannot be attributed to a realm) raises :class:`DigestParseError`.
         """
         for value in authorization_values:
@@ -435,7 +439,7 @@ class DigestAuthenticator:
             if scheme and scheme[0].lower() != "digest":
                 continue
             credentials = parse_authorization(value)
-            if credentials.realm == self.realm:
+            if credentials.realm == self.realm and credentials.nonce and credentials.response:
                 return credentials
         return None
 

@@ -452,3 +452,11 @@ def test_nonce_count_without_qop_is_not_authenticated_so_it_cannot_reopen_the_no
     assert verify(auth, value, now=1.0) is AuthResult.OK
     replayed = value.replace("nc=00000001", "nc=00000002")
     assert verify(auth, replayed, now=2.0) is AuthResult.REPLAY
+
+
+def test_select_skips_an_empty_initial_authorization() -> None:
+    auth = DigestAuthenticator(REALM, b"secret")
+    empty = f'Digest username="u", realm="{REALM}", nonce="", uri="sip:x", response=""'
+    assert auth.select([empty]) is None
+    ours = f'Digest username="u", realm="{REALM}", nonce="n", uri="sip:x", response="00"'
+    assert auth.select([empty, ours]) == parse_authorization(ours)

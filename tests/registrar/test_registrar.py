@@ -329,3 +329,19 @@ def test_credentials_without_the_hash_of_the_chosen_algorithm_fail_closed() -> N
     only_md5 = Creds(DB["council-cctv-1"].ha1_md5, None)
     decision = registrar.handle_register(request, only_md5, T0)
     assert (decision.status, decision.counter) == (403, RegisterOutcome.BAD_PASSWORD)
+
+
+@pytest.mark.parametrize("user", ["council-cctv-1", "nobody"])
+def test_empty_initial_authorization_is_challenged_not_forbidden(user: str) -> None:
+    # IMS-style initial REGISTER (3GPP TS 24.229 §5.1.1.2; PJSIP's initial_auth): credentials with an
+    # empty nonce and response, to name the user before any challenge.  It is no answer to anything:
+    # a 403 would lock a right password out; a known and an unknown user must get the same answer.
+    registrar = make_registrar()
+    empty = f'Digest username="{user}", realm="{REALM}", nonce="", uri="sip:{REALM}", response=""'
+    request = register(user, contacts=(ContactSpec(f"sip:{user}@10.1.2.3"),), authorization=(empty,))
+    assert registrar.username_to_look_up(request) is None  # nothing to look up in the store
+    decision = handle(registrar, request, T0)
+    assert (decision.status, decision.counter) == (401, RegisterOutcome.CHALLENGED)
+    if user == "council-cctv-1":
+        auth = answer(challenge_values(decision)[0])
+        assert handle(registrar, register(cseq=2, authorization=(auth,)), T0 + 1).status == 200
