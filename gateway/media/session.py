@@ -344,8 +344,13 @@ class MediaLeg:
         # latch and send to) holds the pair, so the 4-tuple would never compare equal to it.  (An IPv4
         # 2-tuple is returned as it is by the slice.)
         addr = addr[:2]
-        # Source port 0 means "no reply expected" (RFC 768): never latch onto it.
-        if addr[1] != 0 and (addr != self.remote or not self.latched):
+        # Source port 0 means "no reply expected" (RFC 768): never latch onto it, and take it only from the
+        # host we send to (anyone with a raw socket can write port 0: it must not get past the latch).
+        if addr[1] == 0:
+            if self.remote is None or addr[0] != self.remote[0]:
+                counters.wrong_source_in += 1
+                return
+        elif addr != self.remote or not self.latched:
             if not self._may_latch(addr, now):
                 counters.wrong_source_in += 1
                 return

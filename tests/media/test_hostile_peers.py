@@ -1,0 +1,65 @@
+"""Third parties on a call's media ports: what they send must not reach the call, its recording or its
+RTCP, and the relay sends only where the SDP or the symmetric-RTP latch says.
+
+Plain UDP sockets on loopback play the help point, the operator and the intruder (another loopback
+address, 127.0.0.2); the engine's clock is advanced by hand.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from test_media_session import HOST, FakeClock, make_peer, media, voice
+
+from gateway.media.rtp import RtpPacket
+from gateway.media.session import MediaEngine, bridge
+
+INTRUDER = "127.0.0.2"
+
+
+@pytest.fixture
+async def engine():
+    clock = FakeClock()
+    eng = MediaEngine(HOST, 41600, 41699, clock=clock, start_clock=False, silence_timeout=1.0)
+    eng.fake = clock  # type: ignore[attr-defined]
+    yield eng
+    await eng.close()
+
+
+def _intruder_socket(port: int = 0) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((INTRUDER, port))
+    s.setblocking(False)
+    return s
+
+
+def _received(s: socket.socket) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(s.recv(4096))
+        except BlockingIOError:
+            return out
+
+
+async def test_source_port_zero_from_another_host_is_not_relayed_recorded_or_counted(engine: MediaEngine) -> None:
+    """A raw-socket sender can put port 0 in the UDP header: that must not get past the latch."""
+    hp, op = await make_peer(), await make_peer()
+    leg_a, leg_b = engine.allocate_leg(), engine.allocate_leg()
+    leg_a.set_remote(media(hp, "PCMU"))
+    leg_b.set_remote(media(op, "PCMU"))
+    digits: list[str] = []
+    leg_a.on_dtmf = digits.append
+    bridge(leg_a, leg_b)
+    hp.send(leg_a.local_port, voice(1, "PCMU"), 0)
+    assert (await op.get()).payload == voice(1, "PCMU")
+    ssrc = leg_a.rx_ssrc
+    now = engine.clock()
+    injected = bytes(RtpPacket(0, 7, 800, 0x0BADF00D, voice(9, "PCMU")))
+    leg_a._receive_rtp(injected, (INTRUDER, 0), now)
+    leg_a._receive_rtp(bytes(RtpPacket(101, 8, 960, 0x0BADF00D, b"\x01\x8a\x03\x20")), (INTRUDER, 0), now)
+    hp.send(leg_a.local_port, voice(2, "PCMU"), 0)
+    assert (await op.get()).payload == voice(2, "PCMU")  # the next relayed packet is the help point's
+    assert op.queue.empty() and digits == []
+    assert leg_a.rx_ssrc == ssrc and leg_a.stats.packets_in == 2 and leg_a.stats.wrong_source_in == 2
