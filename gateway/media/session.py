@@ -449,9 +449,18 @@ class MediaLeg:
         counters.octets_out += len(data)
 
     def _receive_rtcp(self, data: bytes, addr: tuple, now: float) -> None:
+        # RTCP is taken only from the host RTP goes to (the SDP's or the latched address; behind NAT its
+        # port may differ): anyone else would redirect our reports and feed our statistics.
+        remote = self.remote
+        if remote is None or addr[0] != remote[0] or addr[1] == 0:
+            self.stats_counters.wrong_source_in += 1
+            return
         try:
             packets = unpack_rtcp(data)
         except RtpError:
+            self.stats_counters.invalid_in += 1
+            return
+        if not packets:  # an empty datagram is no RTCP packet (RFC 3550 §6.1)
             self.stats_counters.invalid_in += 1
             return
         self.remote_rtcp = (addr[0], addr[1])

@@ -7,11 +7,13 @@ address, 127.0.0.2); the engine's clock is advanced by hand.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
-from test_media_session import HOST, FakeClock, make_peer, media, voice
+from test_media_session import HOST, FakeClock, make_peer, media, until, voice
 
+from gateway.media.rtcp import ReceiverReport, ReportBlock, pack_rtcp
 from gateway.media.rtp import RtpPacket
 from gateway.media.session import MediaEngine, bridge
 
@@ -63,3 +65,27 @@ async def test_source_port_zero_from_another_host_is_not_relayed_recorded_or_cou
     assert (await op.get()).payload == voice(2, "PCMU")  # the next relayed packet is the help point's
     assert op.queue.empty() and digits == []
     assert leg_a.rx_ssrc == ssrc and leg_a.stats.packets_in == 2 and leg_a.stats.wrong_source_in == 2
+
+
+async def test_rtcp_from_a_third_party_does_not_redirect_our_reports(engine: MediaEngine) -> None:
+    hp = await make_peer()
+    intruder = _intruder_socket()
+    try:
+        leg = engine.allocate_leg(keepalive=True)
+        leg.set_remote(media(hp, "PCMU"))
+        rtcp_before = leg.remote_rtcp
+        assert rtcp_before == (HOST, hp.port + 1)
+        # an empty datagram and a well-formed RR about our own stream, from an address nobody gave us
+        intruder.sendto(b"", (HOST, leg.local_port + 1))
+        block = ReportBlock(leg.sender.ssrc, 255, 1000, 10, 8000)
+        intruder.sendto(pack_rtcp([ReceiverReport(0x1234, (block,))]), (HOST, leg.local_port + 1))
+        for _ in range(2):
+            await until(lambda: leg.stats.invalid_in + leg.stats.wrong_source_in >= 2)
+        assert leg.remote_rtcp == rtcp_before
+        assert leg.stats.remote_fraction_lost is None  # its claims about our stream are not taken either
+        engine.fake.now += 10.0  # type: ignore[attr-defined]
+        engine.tick(engine.clock())
+        await asyncio.sleep(0.05)
+        assert _received(intruder) == []
+    finally:
+        intruder.close()
