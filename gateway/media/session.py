@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 TICK = 0.02
 _FAST_HEADER = 0x80  # V=2, no padding, no extension, no CSRC
 _HEADER_UNPACK = struct.Struct("!BBHII").unpack_from
+#: Connection addresses that mean "send nothing" (RFC 3264 §8.4).
+_UNSPECIFIED = ("0.0.0.0", "::")
 #: G.711 transcoding table by source codec (there are only two codecs).
 _TRANSCODE = {"PCMU": g711.ULAW_TO_ALAW, "PCMA": g711.ALAW_TO_ULAW}
 
@@ -275,8 +277,10 @@ class MediaLeg:
         self._sends = media.sends
         self.remote = (media.remote_address, media.remote_port)
         # No port to send RTCP to (RTP on 65535 without a=rtcp): no RTCP, not an OverflowError per report.
+        # No RTCP to an unspecified address either (RFC 3264 §8.4 hold): the kernel delivers it to this host.
         port = media.rtcp_port
-        self.remote_rtcp = (media.remote_address, port) if port is not None else None
+        self.remote_rtcp = (media.remote_address, port) \
+            if port is not None and media.remote_address not in _UNSPECIFIED else None
         self.latched = False
         if self._last_audio_at is None:
             self._silence_ref = now

@@ -15,6 +15,7 @@ from test_media_session import HOST, FakeClock, make_peer, media, until, voice
 
 from gateway.media.rtcp import ReceiverReport, ReportBlock, pack_rtcp
 from gateway.media.rtp import RtpPacket
+from gateway.media.sdp import NegotiatedMedia
 from gateway.media.session import MediaEngine, bridge
 
 INTRUDER = "127.0.0.2"
@@ -89,3 +90,24 @@ async def test_rtcp_from_a_third_party_does_not_redirect_our_reports(engine: Med
         assert _received(intruder) == []
     finally:
         intruder.close()
+
+
+async def test_no_rtcp_to_an_unspecified_address() -> None:
+    """c=0.0.0.0 (RFC 3264 §8.4 hold) means send nothing: RTCP sent there reaches this host's own port."""
+    local = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    local.bind(("0.0.0.0", 0))
+    local.setblocking(False)
+    rtcp_port = local.getsockname()[1]
+    clock = FakeClock()
+    eng = MediaEngine(HOST, 41700, 41709, clock=clock, start_clock=False)
+    try:
+        leg = eng.allocate_leg(keepalive=True)
+        leg.set_remote(NegotiatedMedia("0.0.0.0", rtcp_port - 1, "PCMU", 0))
+        clock.now += 10.0
+        eng.tick(clock.now)
+        await asyncio.sleep(0.05)
+        assert _received(local) == []
+        assert leg.remote_rtcp is None
+    finally:
+        local.close()
+        await eng.close()
