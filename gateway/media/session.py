@@ -263,25 +263,37 @@ class MediaLeg:
     def set_remote(self, media: NegotiatedMedia, *, announced_only: float = 0.0) -> None:
         """Apply the negotiated media (after offer/answer, and again on every re-INVITE/UPDATE).
 
+        A new announced address unlatches (symmetric RTP starts over); the same address again keeps the
+        latched source.
+
         ``announced_only``: for that many seconds, latch only onto the announced address, not onto the
         first source that sends (the operator side moving to another phone while the previous one still
         sends to this port); afterwards symmetric RTP latches as usual (a phone behind NAT).
         """
         now = self.engine.clock()
         self._announced_until = now + announced_only if announced_only > 0 else 0.0
+        announced = (media.remote_address, media.remote_port)
+        previous = self.media
+        # An offer or answer that announces the same address again (a session refresh, RFC 4028; a codec
+        # or direction change) keeps the latched source: unlatching would hand the call to whoever sprays
+        # the port at that moment.
+        keep = self.latched and announced_only <= 0 and previous is not None \
+            and (previous.remote_address, previous.remote_port) == announced
         self.media = media
         self._codec = media.codec
         self._pt = media.payload_type
         self._te_pt = media.telephone_event
         self.sender.payload_type = media.payload_type
         self._sends = media.sends
-        self.remote = (media.remote_address, media.remote_port)
-        # No port to send RTCP to (RTP on 65535 without a=rtcp): no RTCP, not an OverflowError per report.
-        # No RTCP to an unspecified address either (RFC 3264 §8.4 hold): the kernel delivers it to this host.
-        port = media.rtcp_port
-        self.remote_rtcp = (media.remote_address, port) \
-            if port is not None and media.remote_address not in _UNSPECIFIED else None
-        self.latched = False
+        if not keep:
+            self.remote = announced
+            # No port to send RTCP to (RTP on 65535 without a=rtcp): no RTCP, not an OverflowError per
+            # report.  No RTCP to an unspecified address either (RFC 3264 §8.4 hold): the kernel delivers
+            # it to this host.
+            port = media.rtcp_port
+            self.remote_rtcp = (media.remote_address, port) \
+                if port is not None and media.remote_address not in _UNSPECIFIED else None
+            self.latched = False
         if self._last_audio_at is None:
             self._silence_ref = now
         self._next_rtcp = now + self.engine.rtcp_interval * random.uniform(0.5, 1.0)

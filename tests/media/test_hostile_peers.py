@@ -111,3 +111,32 @@ async def test_no_rtcp_to_an_unspecified_address() -> None:
     finally:
         local.close()
         await eng.close()
+
+
+async def test_a_session_refresh_with_the_same_sdp_keeps_the_latch(engine: MediaEngine) -> None:
+    """A help point behind NAT (its SDP names a port it does not use) is latched; a re-INVITE or UPDATE
+    that changes nothing (session timer refresh, RFC 4028) must not hand the call to whoever sprays the
+    port at that moment."""
+    hp, op = await make_peer(), await make_peer()
+    intruder = _intruder_socket()
+    try:
+        leg_a, leg_b = engine.allocate_leg(), engine.allocate_leg()
+        hp_media = media(hp, "PCMU", port=9)
+        leg_a.set_remote(hp_media)
+        leg_b.set_remote(media(op, "PCMU"))
+        bridge(leg_a, leg_b)
+        hp.send(leg_a.local_port, voice(1, "PCMU"), 0)
+        assert (await op.get()).payload == voice(1, "PCMU")
+        assert leg_a.latched and leg_a.remote == (HOST, hp.port)
+        leg_a.set_remote(hp_media)  # the refresh
+        intruder.sendto(bytes(RtpPacket(0, 5, 5, 0x666, voice(66, "PCMU"))), (HOST, leg_a.local_port))
+        await until(lambda: leg_a.stats.wrong_source_in == 1)
+        hp.send(leg_a.local_port, voice(2, "PCMU"), 0)
+        assert (await op.get()).payload == voice(2, "PCMU")
+        assert leg_a.remote == (HOST, hp.port)
+        # what the operator says still goes to the help point, not to the intruder
+        op.send(leg_b.local_port, voice(3, "PCMU"), 0)
+        assert (await hp.get()).payload == voice(3, "PCMU")
+        assert _received(intruder) == []
+    finally:
+        intruder.close()
