@@ -348,6 +348,11 @@ class MediaLeg:
         if not self.latched:
             # Unlatched, ``remote`` is still the announced (SDP) address.
             return now >= self._announced_until or addr == self.remote
+        media = self.media
+        if media is not None and addr[0] == media.remote_address and addr[1] == media.remote_port:
+            # The address the signalling announced takes over from whatever latched first (a third party
+            # that sprayed the port before the peer sent).
+            return True
         last = self._last_rx_at
         return last is None or now - last > self.engine.relatch_after
 

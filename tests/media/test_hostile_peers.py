@@ -140,3 +140,29 @@ async def test_a_session_refresh_with_the_same_sdp_keeps_the_latch(engine: Media
         assert _received(intruder) == []
     finally:
         intruder.close()
+
+
+async def test_the_announced_address_takes_over_from_a_source_that_latched_first(engine: MediaEngine) -> None:
+    """An intruder that sends to the port before the peer (its SDP is public with the INVITE's path) is
+    latched first; the peer sending from the very address its SDP announced takes the call back."""
+    hp, op = await make_peer(), await make_peer()
+    intruder = _intruder_socket()
+    try:
+        leg_a, leg_b = engine.allocate_leg(), engine.allocate_leg()
+        leg_a.set_remote(media(hp, "PCMU"))
+        leg_b.set_remote(media(op, "PCMU"))
+        bridge(leg_a, leg_b)
+        intruder.sendto(bytes(RtpPacket(0, 5, 5, 0x666, voice(66, "PCMU"))), (HOST, leg_a.local_port))
+        await op.get()
+        assert leg_a.remote == (INTRUDER, intruder.getsockname()[1])
+        hp.send(leg_a.local_port, voice(1, "PCMU"), 0)
+        assert (await op.get()).payload == voice(1, "PCMU")
+        assert leg_a.remote == (HOST, hp.port)
+        intruder.sendto(bytes(RtpPacket(0, 6, 165, 0x666, voice(67, "PCMU"))), (HOST, leg_a.local_port))
+        await until(lambda: leg_a.stats.wrong_source_in == 1)
+        hp.send(leg_a.local_port, voice(2, "PCMU"), 0)
+        assert (await op.get()).payload == voice(2, "PCMU")
+        op.send(leg_b.local_port, voice(3, "PCMU"), 0)
+        assert (await hp.get()).payload == voice(3, "PCMU")
+    finally:
+        intruder.close()
