@@ -9,6 +9,7 @@ and the final packet (End bit set) is usually sent three times (§2.5.1.4).
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass
 
 from .errors import RtpError
@@ -58,15 +59,20 @@ class DtmfDetector:
     """Reports each digit exactly once.
 
     A digit is reported on its first End packet; further End packets with the
-    same RTP timestamp (the retransmissions) are ignored.  If an event's End
-    packets were all lost, the digit is reported when the next event (a new
-    timestamp) starts, or by :meth:`flush`.
+    same RTP timestamp (the retransmissions) are ignored, also when they arrive
+    after the next event started (reordered): the timestamps of the last few
+    reported events are kept.  If an event's End packets were all lost, the
+    digit is reported when the next event (a new timestamp) starts, or by
+    :meth:`flush`.
     """
+
+    #: Reported events remembered, so a late packet of one is not taken for a new event.
+    REMEMBERED = 8
 
     def __init__(self) -> None:
         self._current_ts: int | None = None
         self._current: TelephoneEvent | None = None
-        self._reported_ts: int | None = None
+        self._reported: deque[int] = deque(maxlen=self.REMEMBERED)
 
     def receive(self, timestamp: int, payload: bytes) -> list[str]:
         """Feed one telephone-event packet; returns the digits completed by it (usually 0 or 1)."""
@@ -74,13 +80,15 @@ class DtmfDetector:
             event = TelephoneEvent.unpack(payload)
         except RtpError:
             return []
+        if timestamp in self._reported:
+            return []  # a retransmitted End or a late packet of an event already reported
         digits: list[str] = []
         if timestamp != self._current_ts:
             digits.extend(self.flush())
             self._current_ts = timestamp
         self._current = event
-        if event.end and self._reported_ts != timestamp:
-            self._reported_ts = timestamp
+        if event.end:
+            self._reported.append(timestamp)
             if event.digit is not None:
                 digits.append(event.digit)
         return digits
@@ -89,7 +97,7 @@ class DtmfDetector:
         """Report the current event if it never saw an End packet (e.g. they were lost)."""
         event, ts = self._current, self._current_ts
         self._current = None
-        if event is None or ts == self._reported_ts or event.digit is None:
+        if event is None or ts is None or ts in self._reported or event.digit is None:
             return []
-        self._reported_ts = ts
+        self._reported.append(ts)
         return [event.digit]

@@ -102,3 +102,40 @@ def test_sipp_dtmf_pcaps(path: Path) -> None:
         digits += det.receive(packet.timestamp, packet.payload)
     digits += det.flush()
     assert digits == [expected]
+
+
+def test_late_end_of_a_reported_digit_after_the_next_one_started_is_not_reported_again() -> None:
+    """A retransmitted End (RFC 4733 §2.5.1.4) overtaken by the next event's first packets (4G
+    reordering): the digit was reported once already, and the next digit is not cut short."""
+    det = DtmfDetector()
+    one, two = packets_for("1", 1000), packets_for("2", 5000)
+    got = []
+    for ts, payload in one[:4] + two[:2] + one[4:] + two[2:]:
+        got += det.receive(ts, payload)
+    assert got == ["1", "2"]
+
+
+def test_late_packet_of_a_flushed_digit_is_not_reported_again() -> None:
+    det = DtmfDetector()
+    one, two = packets_for("1", 1000, ends=0), packets_for("2", 5000)
+    got = []
+    for ts, payload in one + two[:1] + one[1:2] + two[1:]:
+        got += det.receive(ts, payload)
+    assert got == ["1", "2"]
+
+
+def test_events_across_the_timestamp_wrap() -> None:
+    det = DtmfDetector()
+    got = []
+    for ts, payload in packets_for("3", 0xFFFFFF60) + packets_for("4", 0x00000040) + packets_for("4", 0x1000):
+        got += det.receive(ts, payload)
+    assert got == ["3", "4", "4"]
+
+
+def test_hostile_event_codes_report_nothing() -> None:
+    det = DtmfDetector()
+    got = []
+    for event in (17, 100, 255):
+        got += det.receive(event * 1000, bytes(TelephoneEvent(event, True, 63, 0xFFFF)))
+    got += det.receive(1, b"\xff\xff\xff")  # truncated
+    assert got == [] and det.flush() == []
