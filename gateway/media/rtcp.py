@@ -184,6 +184,8 @@ def unpack_rtcp(data: bytes) -> list[RtcpPacket]:
             raise RtpError("RTCP length runs past the end of the datagram")
         body = bytes(data[pos + 4:end])
         if b0 & 0x20 and body:
+            if body[-1] > len(body):
+                raise RtpError(f"RTCP padding count {body[-1]} larger than the packet")
             body = body[:len(body) - body[-1]]
         count = b0 & 0x1F
         if packet_type == RTCP_SR:
