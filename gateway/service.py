@@ -70,6 +70,7 @@ from gateway.sip.events import Peer
 from gateway.sip.message import Headers, Request, Response, build_response, parse_uri
 from gateway.sip.ratelimit import SourceLimiter
 from gateway.sip.transport import SipTransport
+from gateway.sip.uri import Uri
 from gateway.store import ActivationWriter, Records, Store, TokenInfo, retention_forever
 
 log = logging.getLogger(__name__)
@@ -361,9 +362,14 @@ class Gateway:
             metrics.REGISTER_BY_RESULT(decision.counter.value if decision else "malformed").inc()
             if decision is not None and decision.counter.value == "ok":
                 self.known_sources.add(event.source[1])
-            if decision is not None and decision.counter.value == "ok" and decision.username in self.help_points:
+            if (decision is not None and decision.counter.value == "ok" and decision.username in self.help_points
+                    and decision.bindings):
+                # A registration that leaves the unit bound says it is up, for as long as it was granted (a
+                # unit not probed by OPTIONS stays up that long); a de-registration says nothing of the kind.
                 hp_id = self.help_points[decision.username].id
-                self._liveness_changed(self.liveness.registered(hp_id, self.loop.time()))
+                wall = time.time()
+                granted = max(b.remaining(wall) for b in decision.bindings)
+                self._liveness_changed(self.liveness.registered(hp_id, self.loop.time(), granted))
             metrics.REGISTER_SECONDS.observe(self.loop.time() - started)
             self.endpoint.send_response(transaction, response, self.loop.time())
             self.transport.transmit_soon()
@@ -478,7 +484,7 @@ class Gateway:
             raise ValueError("times must be between 1 and 10")
         bindings = self.registrar.lookup(hp.sip_user, time.time())
         if bindings:
-            contact, dest = bindings[0].contact, contact_destination(bindings[0].contact, bindings[0].source)
+            contact, dest = bindings[0].contact, self.reach(bindings[0].contact, bindings[0].source)
         elif hp.static_uri is not None:
             uri = parse_uri(hp.static_uri)
             contact = hp.static_uri
@@ -536,8 +542,24 @@ class Gateway:
             uri = parse_uri(position.static_uri)
             transport = (uri.param("transport") or "udp").upper()
             return [(position.static_uri, (transport, uri.host.strip("[]"), uri.port or 5060))]
-        return [(b.contact, contact_destination(b.contact, b.source)) for b in
+        return [(b.contact, self.reach(b.contact, b.source)) for b in
                 self.registrar.lookup(position.sip_user, time.time())]
+
+    def reach(self, contact: str, source: Any) -> Peer:
+        """Where to send requests for a registered contact: :func:`contact_destination`, except that a TCP
+        flow that no longer exists (the bindings were reloaded after a restart, or the device's connection
+        dropped) is replaced by the Contact's own address over that transport: the old flow's ephemeral
+        source port reaches nothing."""
+        dest = contact_destination(contact, source)
+        if dest[0] == "UDP" or dest in self.transport.connections:
+            return dest
+        try:
+            uri = parse_uri(contact)
+        except RemoteProtocolError:
+            return dest
+        if not isinstance(uri, Uri) or not uri.host:
+            return dest
+        return (dest[0], uri.host.strip("[]"), uri.port or 5060)
 
     def room_of(self, position_id: str) -> str | None:
         """The room of a position."""
@@ -663,7 +685,7 @@ class Gateway:
             self._liveness_changed(self.liveness.probe_failed(hp.id, now, "not registered"))
             return
         binding = bindings[0]
-        dest = contact_destination(binding.contact, binding.source)
+        dest = self.reach(binding.contact, binding.source)
         cfg = self.call_config(dest[0])
         request = Request("OPTIONS", binding.contact, Headers([
             ("Max-Forwards", "70"),

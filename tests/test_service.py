@@ -156,3 +156,26 @@ def test_dialplan_file_changes_count_once_settled():
     assert not changes.poll(("a.yaml", 4.0, 90))
     assert not changes.poll(("a.yaml", 3.0, 80))  # back as it was: nothing to reload
     assert not changes.poll(("a.yaml", 3.0, 80))
+
+
+async def test_a_tcp_contact_whose_connection_is_gone_is_reached_at_its_contact_address(tmp_path):
+    """After a restart the bindings come back from the database, but their TCP flows do not: the old flow's
+    ephemeral source port reaches nothing, so the Contact's own address is used (over TCP) until the device
+    connects again; a live flow is still preferred."""
+    from pathlib import Path
+
+    from gateway.config import load_config, load_inventory
+    from gateway.service import Gateway
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "sip-config" / "gateway.yaml", env={"GATEWAY_DATA_DIR": str(tmp_path)})
+    class NoStore:
+        async def get_credentials(self, username, realm):
+            return None
+
+    gateway = Gateway(config, load_inventory(config), NoStore())  # type: ignore[arg-type]
+    contact, flow = "sip:desk@192.0.2.9:5070;transport=tcp", Source("192.0.2.9", 49152, "TCP")
+    assert gateway.reach(contact, flow) == ("TCP", "192.0.2.9", 5070)
+    gateway.transport.connections[("TCP", "192.0.2.9", 49152)] = object()  # type: ignore[assignment]
+    assert gateway.reach(contact, flow) == ("TCP", "192.0.2.9", 49152)
+    assert gateway.reach("sip:desk@192.0.2.9:5070", Source("192.0.2.9", 5070)) == ("UDP", "192.0.2.9", 5070)

@@ -242,3 +242,25 @@ def test_unmodified_sipp_against_md5_first(
             assert LOOPBACK in our_contact(result)
     finally:
         runner.close()
+
+
+def test_help_point_is_up_while_registered_and_a_deregistration_does_not_say_up(tmp_path: Path) -> None:
+    """Liveness from REGISTER, real process (a gateway of its own: no earlier registration): a unit that
+    de-registers (Expires: 0) with nothing bound is not marked up; once it registers, it is."""
+    from calls_harness import register
+    from sip_harness import free_port
+
+    gw = GatewayProcess(tmp_path)
+    unit, port = "hp-old-market-place", free_port()
+
+    def up() -> float:
+        return gw.metric("gateway_help_point_up", help_point=unit)
+
+    try:
+        gw.start()
+        assert register(gw, unit, port, expires=0).status == 200
+        assert up() == 0
+        assert register(gw, unit, port, expires=300).status == 200
+        assert up() == 1
+    finally:
+        gw.stop()
