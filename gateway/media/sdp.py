@@ -23,8 +23,9 @@ Values from the peer are range-checked before they reach the media plane (one
 bad leg must not stop the clock every call shares): numbers are ASCII digits
 only (``"²".isdigit()`` is true); offered formats that are not RTP payload
 types (0-127, RFC 3550 §5.1) are never chosen; the stream we use must have an
-m= port in 0-65535 and a c= address that is an IP literal of its address type
-(a hostname would make every send a blocking DNS lookup), else 488; an
+m= port in 0-65535 and a c= address that is a unicast IP literal of its address type
+(a hostname would make every send a blocking DNS lookup; a group or broadcast address would aim our RTP
+at a whole network), else 488; an
 ``a=rtcp`` port that is not 1-65535 is ignored (RTCP then goes to RTP port + 1,
 or nowhere when that is past 65535) and an unusable ``a=ptime`` counts as absent.
 """
@@ -421,6 +422,7 @@ def _negotiated(sd: SessionDescription, m: MediaDescription, codec: str, pt: str
     if address.is_unspecified and remote_direction == "sendrecv":
         remote_direction = "sendonly"  # RFC 3264 §8.4: legacy hold (c=0.0.0.0)
     _check_family(local, address)
+    _check_unicast(address)
     # Canonical text (2001:db8::1, not 2001:DB8:0::1): what recvfrom gives for the same source.
     return NegotiatedMedia(str(address), m.port, codec, number, 8000, m.ptime or 20, te,
                            _REVERSE[remote_direction], _rtcp_port(m))
@@ -436,6 +438,12 @@ def _check_family(local: str | None, theirs: ipaddress.IPv4Address | ipaddress.I
     if not theirs.is_unspecified and theirs.version != ours.version:
         raise SdpNegotiationError(f"c= address {theirs} is IPv{theirs.version}, and this gateway's media is on "
                                   f"IPv{ours.version} ({ours})")
+
+def _check_unicast(theirs: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    """Our RTP and RTCP never go to a group or a broadcast address: a call has one peer, and a hostile SDP
+    must not make the gateway spray keep-alives and relayed audio at a whole network."""
+    if theirs.is_multicast or theirs == ipaddress.IPv4Address("255.255.255.255"):
+        raise SdpNegotiationError(f"c= address {theirs} is not a unicast address")
 
 
 def answer(offer: SessionDescription | bytes | str, address: str, port: int,

@@ -153,7 +153,6 @@ def test_unusable_ptime_falls_back_to_20(value: str, ptime: int, side: str) -> N
     (b"c=IN IP6 ::", "::", True),
     (b"c=IN IP6 0:0:0:0:0:0:0:0", "::", True),
     (b"c=IN IP6 2001:DB8:0:0::1", "2001:db8::1", False),  # as recvfrom will give the source
-    (b"c=IN IP4 224.2.1.1/127", "224.2.1.1", False),
 ])
 def test_address_literals_are_kept_canonical(c_line: bytes, address: str, on_hold: bool, side: str) -> None:
     local = "2001:db8::100" if b"IP6" in c_line else "192.0.2.1"
@@ -169,6 +168,19 @@ def test_address_literals_are_kept_canonical(c_line: bytes, address: str, on_hol
 def test_an_address_of_the_other_ip_version_is_488(c_line: bytes, local: str, named: str, side: str) -> None:
     # Our one media socket could never send to it: refuse with a reason, not a call that sends nothing.
     with pytest.raises(SdpNegotiationError, match=named):
+        negotiate(offer_with(b"c=IN IP4 127.0.0.1", c_line), side, local)
+
+
+@SIDES
+@pytest.mark.parametrize(("c_line", "local"), [
+    (b"c=IN IP4 224.2.1.1/127", "192.0.2.1"),
+    (b"c=IN IP4 239.255.255.250", "192.0.2.1"),
+    (b"c=IN IP4 255.255.255.255", "192.0.2.1"),
+    (b"c=IN IP6 ff02::1", "2001:db8::100"),
+])
+def test_a_group_or_broadcast_address_is_488(c_line: bytes, local: str, side: str) -> None:
+    # A call has one peer: a hostile SDP must not aim our keep-alives and relayed audio at a whole network.
+    with pytest.raises(SdpNegotiationError, match="is not a unicast address"):
         negotiate(offer_with(b"c=IN IP4 127.0.0.1", c_line), side, local)
 
 
