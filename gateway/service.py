@@ -285,16 +285,16 @@ class Gateway:
 
     def respond_once(self, event: ev.RequestReceived, status: int, reason: str | None = None,
                      headers: tuple[tuple[str, str], ...] = ()) -> None:
-        """Refuse an INVITE with one response sent once, outside any transaction (its transaction is dropped).
+        """Refuse an INVITE with one response per INVITE received (no 100 Trying, no Timer G).
 
-        An INVITE transaction's non-2xx answer is retransmitted (Timer G) until ACKed, up to 10 times over
-        UDP: to a spoofed source, 11 packets out for 1 in.  A caller that missed this one retransmits its
-        INVITE and is answered again, one for one; its ACK matches nothing and is dropped.
+        An INVITE transaction's non-2xx answer is otherwise retransmitted (Timer G) until ACKed, up to 10
+        times over UDP: to a spoofed source, 11 packets out for 1 in.  The transaction stays, so a caller that
+        missed the answer and retransmits its INVITE gets it again from the transaction (cheaply: no new
+        challenge), and its ACK is matched as usual.
         """
         assert event.transaction is not None
         response = build_response(event.request, status, reason, to_tag=self.new_tag(), headers=headers)
-        self.endpoint.drop(event.transaction)
-        self.endpoint.send_stateless(response, event.source)
+        self.endpoint.send_response(event.transaction, response, self.loop.time(), retransmit=False)
 
     def trusted(self, host: str) -> bool:
         """Sources exempt from the per-source budget: configured infrastructure, registered devices."""
@@ -388,10 +388,8 @@ class Gateway:
         user = getattr(request.from_.uri, "user", None) or ""
         hp = self.help_points.get(user)
         if hp is None:
-            # Unknown callers are hostile until proven otherwise: no hint which users exist, and one 403 sent
-            # once, outside a transaction.  A transaction's 403 is retransmitted (Timer G) until ACKed, up
-            # to 10 times over UDP: a scanner's spoofed source would get 11 packets for one.  A caller that
-            # missed it retransmits its INVITE and is answered again, one for one.
+            # Unknown callers are hostile until proven otherwise: no hint which users exist, and one 403 per
+            # INVITE received (respond_once: no 100 Trying, no Timer G towards a source that may be spoofed).
             metrics.CALLS_REFUSED_BY_REASON("unknown_caller").inc()
             self.respond_once(event, 403, "Forbidden")
             return
@@ -423,8 +421,7 @@ class Gateway:
         verdict, detail = admit(self.registrar, event.request, event.source, record, time.time(), presented)
         if verdict in (Admission.CHALLENGE, Admission.STALE):
             challenge = self.registrar.auth.challenge(time.time(), stale=verdict is Admission.STALE)
-            # Sent once, like the 403 above: the INVITE may come from a spoofed source that names a real
-            # help point, and a transaction would retransmit the challenge to it for 32 s.
+            # Like the 403 above: the INVITE may come from a spoofed source that names a real help point.
             self.respond_once(event, 401, "Unauthorized", tuple(("WWW-Authenticate", c) for c in challenge))
             return
         if verdict is not Admission.OK:

@@ -450,12 +450,22 @@ class SipEndpoint:
         self._apply(tx, tx.start(now))
         return key
 
-    def send_response(self, transaction: str, response: Response, now: float) -> None:
-        """Answer the server transaction *transaction* (ignored when it has ended)."""
+    def send_response(self, transaction: str, response: Response, now: float, *, retransmit: bool = True) -> None:
+        """Answer the server transaction *transaction* (ignored when it has ended).
+
+        ``retransmit=False`` (an INVITE refused with 3xx-6xx, to a source that may be spoofed): the answer is
+        sent again only for each retransmission of the request, never on Timer G, and an automatic 100
+        Trying not yet sent is withdrawn: one packet out per packet in.
+        """
         tx = self._txs.get(transaction)
         if tx is None or not isinstance(tx, InviteServerTransaction | NonInviteServerTransaction):
             return
         response = self._decorate(response)
+        if not retransmit and isinstance(tx, InviteServerTransaction) and response.status >= 300:
+            tx.quiet = True
+            if tx.last_response is not None and tx.last_response.status == 100:
+                trying = bytes(tx.last_response)
+                self._out = [out for out in self._out if out[0] != trying]
         if isinstance(tx, InviteServerTransaction) and 200 <= response.status < 300:
             self._accepted[(tx.request.call_id, tx.request.cseq[0])] = transaction
         self._apply(tx, tx.send_response(response, now))

@@ -375,6 +375,10 @@ class InviteServerTransaction(ServerTransaction):
 
     #: Set when the 2xx went unacknowledged for 64*self.t1 (the TU must end the dialog, §13.3.1.4).
     ack_missing = False
+    #: Set by the TU for a refusal to a source that may be spoofed: the non-2xx final response is sent again
+    #: only when the request is retransmitted (one for one), never on Timer G.  The client's own Timer A
+    #: retransmissions still recover a lost response (§17.2.1 resends it for each), so nothing is lost.
+    quiet = False
 
     def start(self, now: float) -> list[Output]:
         """Enter Proceeding; the TU (or the endpoint's 100 rule) sends the first response."""
@@ -399,7 +403,7 @@ class InviteServerTransaction(ServerTransaction):
 
     def _complete(self, message: Request | Response | None, now: float) -> None:
         self._respond(message, now)
-        if not self.reliable:
+        if not self.reliable and not self.quiet:
             self._interval = self.t1
             self._arm(Input.TIMER_RETRANSMIT, now + self.t1)  # Timer G
         self._arm(Input.TIMER_TIMEOUT, now + 64 * self.t1)  # Timer H

@@ -232,3 +232,31 @@ def test_a_crlf_keep_alive_datagram_is_ignored_not_rejected(data: bytes) -> None
     ep = make()
     ep.receive(data, SCANNER, 0.0)
     assert drain(ep) == [] and ep.datagrams_to_send(0.0) == []
+
+
+# ----------------------------------------------------------------- refusals that do not amplify
+
+
+def test_a_quiet_refusal_is_one_packet_per_invite_and_still_completes_its_transaction() -> None:
+    """``send_response(..., retransmit=False)``: the INVITE's refusal goes out once, without the automatic
+    100 Trying and without Timer G retransmissions towards a source that may be spoofed; a retransmitted
+    INVITE gets it again from the transaction (one for one), and a real caller's ACK still completes it."""
+    ep = make()
+    invite = datagram("INVITE")
+    ep.receive(invite, SCANNER, 0.0)
+    (request,) = drain(ep)
+    assert isinstance(request, ev.RequestReceived)
+    assert request.transaction is not None
+    ep.send_response(request.transaction, build_response(request.request, 403, to_tag="gw1"), 0.0,
+                     retransmit=False)
+    sent = [data.split(b"\r\n", 1)[0] for data, _ in ep.datagrams_to_send(0.0)]
+    assert sent == [b"SIP/2.0 403 Forbidden"]
+    for now in (0.6, 1.6, 3.6, 7.6, 15.6):  # where Timer G would have fired
+        ep.handle_timer(now)
+        assert ep.datagrams_to_send(now) == []
+    ep.receive(invite, SCANNER, 16.0)  # the caller never saw it: it retransmits
+    assert [data.split(b"\r\n", 1)[0] for data, _ in ep.datagrams_to_send(16.0)] == [b"SIP/2.0 403 Forbidden"]
+    assert drain(ep) == []  # absorbed by the transaction: the TU does no work for it
+    ack = datagram("ACK", extra="").replace(b"To: <sip:gw@192.0.2.10>", b"To: <sip:gw@192.0.2.10>;tag=gw1")
+    ep.receive(ack, SCANNER, 16.1)
+    assert ep.datagrams_to_send(16.1) == [] and drain(ep) == []
