@@ -24,6 +24,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat
 from pathlib import Path
 
 from . import fast, g711
@@ -182,9 +183,15 @@ class DiskWriter:
                 if kind == "seal" and data:  # the recorder's own writer stops with it, as after a seal
                     self._stopping = True
         batch = max(1, batch_frames)
-        due = [recorder for recorder in self._open if len(recorder._queue) >= batch]
-        if limit is not None:
-            del due[limit:]
+        # Longest-waiting first (the dict's order), stopping at ``limit``: with every call's recorder fed one
+        # frame a tick, the first ones are the ones due, so a busy poll reads a few queues, not all of them.
+        due: list[StereoRecorder] = []
+        if limit is None or limit > 0:
+            for recorder in self._open:
+                if len(recorder._queue) >= batch:
+                    due.append(recorder)
+                    if len(due) == limit:
+                        break
         if due:
             self._write_due(due)
             count += len(due)
@@ -462,8 +469,8 @@ class StereoRecorder:
 
     def _take_queued(self) -> list[bytes]:
         """Pop the queued frames; those past :attr:`MAX_DATA_BYTES` are counted and left out."""
-        queue = self._queue
-        frames = [queue.popleft() for _ in range(len(queue))]
+        popleft = self._queue.popleft
+        frames = [popleft() for _ in repeat(None, len(self._queue))]
         if self._data_bytes + sum(map(len, frames)) > self.MAX_DATA_BYTES:
             room = self.MAX_DATA_BYTES - self._data_bytes
             kept = []
