@@ -410,6 +410,8 @@ class SipEndpoint:
         except RemoteProtocolError as exc:
             self._events.append(ev.MessageRejected(peer, 0, str(exc)))
             return
+        if _more_than_one_via(response.headers):
+            return  # §18.1.2: a response with more than one Via is not for us (we send requests with one)
         key = _client_key(via.branch or "", method)
         tx = self._txs.get(key)
         if tx is None or not isinstance(tx, InviteClientTransaction | NonInviteClientTransaction):
@@ -569,3 +571,12 @@ class SipEndpoint:
             del self._merge[merge]
         if isinstance(tx, InviteServerTransaction):
             self._accepted.pop((tx.request.call_id, tx.request.cseq[0]), None)
+
+
+def _more_than_one_via(headers: Headers) -> bool:
+    """True when a message carries more than one Via value (several lines, or one line with a comma outside
+    quotes); the comma test runs only on the rare line that has one."""
+    if headers.count_of("Via") != 1:
+        return True
+    first = headers.get("Via") or ""
+    return "," in first and len(split_unquoted(first, ",")) > 1

@@ -422,3 +422,23 @@ def test_the_same_cseq_after_a_final_response_is_a_new_request_not_a_merge():
     b.receive(forked("z9hG4bKsecond"), A, 0.1)
     (second,) = drain(b)
     assert isinstance(second, ev.RequestReceived) and second.transaction != first.transaction
+
+
+def test_a_response_with_more_than_one_via_is_discarded():
+    """§18.1.2: we send requests with a single Via, so a response with more than one is not for us (it is
+    discarded, and the transaction goes on waiting for the real one)."""
+    a, b = make(A), make(B)
+    a.send_request(request("OPTIONS"), B, 0.0)
+    transfer(a, A, b, 0.0)
+    (received,) = drain(b)
+    ok = build_response(received.request, 200)
+    top = ok.headers.get("Via")
+    two_lines = ok.with_headers(ok.headers.add("Via", "SIP/2.0/UDP 192.0.2.66:5060;branch=z9hG4bKx"))
+    a.receive(bytes(two_lines), B, 0.1)
+    assert drain(a) == []
+    one_line = ok.with_headers(ok.headers.replace("Via", f"{top}, SIP/2.0/UDP 192.0.2.66:5060;branch=z9hG4bKx"))
+    a.receive(bytes(one_line), B, 0.2)
+    assert drain(a) == []
+    a.receive(bytes(ok), B, 0.3)
+    (answered,) = drain(a)
+    assert isinstance(answered, ev.ResponseReceived) and answered.response.status == 200
