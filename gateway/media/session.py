@@ -365,6 +365,20 @@ class MediaLeg:
         # latch and send to) holds the pair, so the 4-tuple would never compare equal to it.  (An IPv4
         # 2-tuple is returned as it is by the slice.)
         addr = addr[:2]
+        # Parsed before any latching: a malformed packet from a new source must not take the call's audio.
+        if data[0] == _FAST_HEADER:
+            _, b1, seq, ts, ssrc = _HEADER_UNPACK(data)
+            pt = b1 & 0x7F
+            marker = b1 & 0x80
+            payload = data[12:]
+        else:
+            try:
+                packet = RtpPacket.unpack(data)
+            except RtpError:
+                counters.invalid_in += 1
+                return
+            pt, marker, seq = packet.payload_type, packet.marker, packet.sequence_number
+            ts, ssrc, payload = packet.timestamp, packet.ssrc, packet.payload
         # Source port 0 means "no reply expected" (RFC 768): never latch onto it, and take it only from the
         # host we send to (anyone with a raw socket can write port 0: it must not get past the latch).
         if addr[1] == 0:
@@ -387,19 +401,6 @@ class MediaLeg:
         counters.octets_in += len(data)
         if self.media is None:
             return
-        if data[0] == _FAST_HEADER:
-            _, b1, seq, ts, ssrc = _HEADER_UNPACK(data)
-            pt = b1 & 0x7F
-            marker = b1 & 0x80
-            payload = data[12:]
-        else:
-            try:
-                packet = RtpPacket.unpack(data)
-            except RtpError:
-                counters.invalid_in += 1
-                return
-            pt, marker, seq = packet.payload_type, packet.marker, packet.sequence_number
-            ts, ssrc, payload = packet.timestamp, packet.ssrc, packet.payload
         rx = self.rx
         if ssrc != self.rx_ssrc or rx is None:
             self.rx_ssrc = ssrc

@@ -166,3 +166,20 @@ async def test_the_announced_address_takes_over_from_a_source_that_latched_first
         assert (await hp.get()).payload == voice(3, "PCMU")
     finally:
         intruder.close()
+
+
+async def test_a_malformed_packet_from_a_new_source_does_not_take_the_latch(engine: MediaEngine) -> None:
+    """Before the help point's first packet (behind NAT: the latch is still open), a v2 packet whose CSRC
+    count points past its end is refused as invalid before any latching: the help point, sending next from
+    its real source, gets the call's audio."""
+    hp, op = await make_peer(), await make_peer()
+    leg_a, leg_b = engine.allocate_leg(), engine.allocate_leg()
+    leg_a.set_remote(media(hp, "PCMU"))
+    leg_b.set_remote(media(op, "PCMU"))
+    bridge(leg_a, leg_b)
+    broken = bytes([0x8F]) + bytes(RtpPacket(0, 7, 800, 0x0BADF00D, b""))[1:]  # 15 CSRCs announced, none there
+    leg_a._receive_rtp(broken, (INTRUDER, 40000), engine.clock())
+    assert not leg_a.latched and leg_a.stats.invalid_in == 1
+    hp.send(leg_a.local_port, voice(1, "PCMU"), 0)
+    assert (await op.get()).payload == voice(1, "PCMU")
+    assert leg_a.latched and leg_a.remote == (HOST, hp.port)
