@@ -410,9 +410,16 @@ class Gateway:
         async def later() -> None:
             try:
                 rec = await self.credentials.fetch(needed, time.time())
-            finally:
-                still_wanted = self._admitting.pop(transaction, None) is not None
-            if still_wanted:
+            except Exception:
+                # The store is unavailable (or failed): the INVITE already had its 100 Trying, so without a
+                # final response the press would hang unanswered.  503 + Retry-After: the intercom tries again.
+                if self._admitting.pop(transaction, None) is not None:
+                    metrics.CALLS_REFUSED_BY_REASON("credentials_unavailable").inc()
+                    log.exception("INVITE from help point %s (%s:%s) refused: its credentials could not be read",
+                                  hp.id, event.source[1], event.source[2])
+                    self.respond(event, 503, "Service Unavailable", (("Retry-After", "1"),))
+                return
+            if self._admitting.pop(transaction, None) is not None:
                 self._admit_invite(event, hp, rec, presented)
 
         self.spawn(later())

@@ -1,0 +1,75 @@
+"""The service's INVITE admission and call start: no press is left unanswered, none starts after the drain."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway.config import load_config, load_inventory
+from gateway.service import Gateway
+from gateway.sip.message import parse_message
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _invite(hp_user: str, realm: str, branch: str = "z9hG4bKadm1", call_id: str = "adm-1") -> bytes:
+    return (
+        "INVITE sip:help@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5099;branch={branch}\r\n"
+        f"From: <sip:{hp_user}@127.0.0.1>;tag=hp1\r\nTo: <sip:help@127.0.0.1>\r\nCall-ID: {call_id}\r\n"
+        "CSeq: 2 INVITE\r\nMax-Forwards: 70\r\n"
+        f"Contact: <sip:{hp_user}@127.0.0.1:5099>\r\n"
+        f'Authorization: Digest username="{hp_user}", realm="{realm}", nonce="n", '
+        'uri="sip:help@127.0.0.1", response="00000000000000000000000000000000"\r\n'
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def _gateway(tmp_path: Path, store: object) -> tuple[Gateway, list[bytes]]:
+    config = load_config(ROOT / "sip-config" / "gateway.yaml", env={"GATEWAY_DATA_DIR": str(tmp_path)})
+    gateway = Gateway(config, load_inventory(config), store)  # type: ignore[arg-type]
+    sent: list[bytes] = []
+    gateway.transport._send = lambda data, peer: sent.append(data)  # type: ignore[method-assign]
+    return gateway, sent
+
+
+def _statuses(sent: list[bytes]) -> list[int]:
+    return [parse_message(d).status for d in sent if d.startswith(b"SIP/2.0")]
+
+
+async def _settle(gateway: Gateway) -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if not gateway.tasks:
+            break
+    await asyncio.sleep(0)
+
+
+def _close(gateway: Gateway) -> None:
+    for task in list(gateway.tasks):
+        task.cancel()
+    gateway.transport.close()
+    gateway.summaries.close()
+
+
+async def test_a_credentials_store_failure_still_answers_the_invite(tmp_path):
+    """The database is unavailable while a help point's credentials are read (not cached: a press after
+    more than five minutes of quiet): the INVITE must get a final response (503 with Retry-After, so the
+    intercom tries again), not only its 100 Trying, which leaves the press hanging unanswered for minutes."""
+    from gateway.store import StoreUnavailableError
+
+    class DownStore:
+        async def get_credentials(self, username, realm):
+            raise StoreUnavailableError("database unavailable")
+
+    gateway, sent = _gateway(tmp_path, DownStore())
+    hp = gateway.inventory.help_points[0]
+    try:
+        gateway.transport.received(_invite(hp.sip_user, gateway.config.sip.realm), ("UDP", "127.0.0.1", 5099))
+        await _settle(gateway)
+        finals = [s for s in _statuses(sent) if s >= 200]
+        assert finals == [503]
+        response = parse_message(next(d for d in sent if d.startswith(b"SIP/2.0 503")))
+        assert response.headers.get("Retry-After")
+    finally:
+        _close(gateway)
