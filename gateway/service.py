@@ -443,6 +443,14 @@ class Gateway:
     def start_call(self, event: ev.RequestReceived, hp: HelpPoint) -> None:
         """Create the activation's Call and hand it to the runner."""
         assert event.transaction is not None
+        if self.draining:
+            # Admitted only now (its credentials were being read when the drain began): the drain may already
+            # have ended the calls still up and be closing the records and sockets; a call started now would
+            # never be ended or recorded.  Refused like any INVITE received while draining.
+            metrics.CALLS_REFUSED_BY_REASON("draining").inc()
+            log.warning("activation from %s refused: the gateway is shutting down", hp.id)
+            self.respond(event, 503, "Service Unavailable", (("Retry-After", "5"),))
+            return
         dialplan = self.dialplans.for_help_point(hp.id) if self.dialplans else None
         if dialplan is None or self.media_factory is None:
             metrics.CALLS_REFUSED_BY_REASON("no_dialplan" if dialplan is None else "no_media").inc()
@@ -477,6 +485,9 @@ class Gateway:
 
         Raises LookupError (unknown or unregistered help point) or ValueError (bad warning/times).
         """
+        if self.draining:
+            # The API is served until the drain ends: a talk-down started now would outlive stop_all.
+            raise LookupError("the gateway is shutting down")
         hp = next((h for h in self.inventory.help_points if h.id == help_point_id), None)
         if hp is None:
             raise LookupError(f"unknown help point {help_point_id!r}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from gateway.config import load_config, load_inventory
 from gateway.service import Gateway
 from gateway.sip.message import parse_message
@@ -71,5 +73,67 @@ async def test_a_credentials_store_failure_still_answers_the_invite(tmp_path):
         assert finals == [503]
         response = parse_message(next(d for d in sent if d.startswith(b"SIP/2.0 503")))
         assert response.headers.get("Retry-After")
+    finally:
+        _close(gateway)
+
+
+async def test_an_invite_admitted_after_the_drain_began_gets_503_and_starts_no_call(tmp_path):
+    """SIGTERM arrives while an INVITE's credentials are being read.  Once the read completes the drain may
+    already have ended the calls still up (stop_all) and be closing the journal, the database writer and the
+    sockets: a call started then would never be ended or recorded.  It is refused like any INVITE received
+    while draining (503 with Retry-After), and no call starts."""
+    class NoStore:
+        async def get_credentials(self, username, realm):
+            return None
+
+    gateway, sent = _gateway(tmp_path, NoStore())
+    started: list[object] = []
+    gateway.calls.add = lambda call, media: started.append(call)  # type: ignore[method-assign]
+    gateway.media_factory = lambda activation_id, runner: pytest.fail("no media for a refused INVITE")
+    assert gateway.reload_dialplans()
+    hp = gateway.inventory.help_points[0]
+    try:
+        event = _admitted_event(gateway, hp)
+        gateway.draining = True  # drain() began while the INVITE was being admitted
+        gateway.start_call(event, hp)
+        gateway.transport.transmit()
+        assert started == []
+        assert [s for s in _statuses(sent) if s >= 200] == [503]
+    finally:
+        _close(gateway)
+
+
+def _admitted_event(gateway: Gateway, hp):  # type: ignore[no-untyped-def]
+    """A RequestReceived for a fresh INVITE, as the endpoint hands it to the TU."""
+    from gateway.sip import events as ev
+
+    events: list[ev.Event] = []
+    gateway.transport.on_event = events.append  # type: ignore[method-assign]
+    gateway.transport.received(_invite(hp.sip_user, gateway.config.sip.realm, "z9hG4bKadm2", "adm-2"),
+                               ("UDP", "127.0.0.1", 5099))
+    gateway.transport.on_event = gateway.on_event  # type: ignore[method-assign]
+    return next(e for e in events if isinstance(e, ev.RequestReceived))
+
+
+async def test_no_talkdown_starts_while_the_gateway_drains(tmp_path):
+    """A talk-down asked for over HTTP during the drain (the API is served until the very end) would be a
+    call started after stop_all: never ended, never recorded.  It is refused."""
+    class NoStore:
+        async def get_credentials(self, username, realm):
+            return None
+
+    gateway, _ = _gateway(tmp_path, NoStore())
+    gateway.media_factory = lambda activation_id, runner: pytest.fail("no media for a refused talk-down")
+
+    class Plane:
+        prompts = {"warning-1": object()}
+
+    gateway.media = Plane()  # type: ignore[assignment]
+    hp = gateway.inventory.help_points[0]
+    try:
+        gateway.draining = True
+        with pytest.raises(LookupError, match="shutting down"):
+            gateway.start_talkdown(hp.id, 1)
+        assert gateway.calls.active == 0
     finally:
         _close(gateway)
