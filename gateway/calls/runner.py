@@ -310,16 +310,18 @@ class CallRunner:
         self._live.discard(call.id)
         self._reported.pop(call.id, None)
         self._wire.pop(call.id, None)
-        if call.transaction is not None:
-            self._by_server_tx.pop(call.transaction, None)
+        # Each index entry is removed only while it is still this call's: a key the peer chose (its INVITE's
+        # branch and sent-by) may have been taken over meanwhile by a new call, whose routing must survive.
+        if call.transaction is not None and self._by_server_tx.get(call.transaction) == call.id:
+            del self._by_server_tx[call.transaction]
         handle = self._timers.pop(call.id, None)
         if handle is not None:
             handle.cancel()
         for kind, key in self._keys.pop(call.id, ()):
-            if kind == "dialog":
-                self._by_dialog.pop(key, None)  # type: ignore[arg-type]
-            else:
-                self._by_client_tx.pop(key, None)  # type: ignore[arg-type]
+            index: dict[Any, Any] = self._by_dialog if kind == "dialog" else self._by_client_tx
+            owner = index.get(key)
+            if owner is not None and owner[0] == call.id:
+                del index[key]
         self.media.pop(call.id, None)
 
     def _tear_down(self, call: Call | Talkdown, error: str = "error") -> None:

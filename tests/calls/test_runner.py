@@ -374,3 +374,21 @@ async def test_a_bug_in_a_ringing_talkdown_cancels_it() -> None:
     assert h.wire.sent == [("INVITE", "td-1@127.0.0.1:5060", 1),
                            ("CANCEL", td.leg.invite_tx, INTERNAL_ERROR_REASON)]
     assert h.summaries[0].outcome == "talkdown-failed" and h.forgotten()
+
+
+async def test_forgetting_a_lingering_call_leaves_a_new_call_on_the_same_server_transaction_routed() -> None:
+    """A press refused at once (488) lingers 32 s, but its INVITE server transaction ends about 5 s after the
+    ACK.  An INVITE that reuses its transaction key (same branch and sent-by: a buggy or RFC 2543 intercom)
+    then starts a new call under that key.  When the old call's linger ends, forgetting it must not take the
+    new call's index with it: the help point's CANCEL must still reach the new call (its INVITE gets the 487,
+    the operators stop ringing) instead of leaving the operators ringing for a caller who gave up."""
+    runner = CallRunner(SimpleNamespace(), lambda: None, lambda summary: None)  # type: ignore[arg-type]
+    old, new = FakeCall("old"), FakeCall("new")
+    new.transaction = old.transaction
+    runner.add(old, FakeMedia())  # type: ignore[arg-type]
+    assert runner.on_in_dialog(bye_to(old))  # it ended; it lingers
+    runner.add(new, FakeMedia())  # type: ignore[arg-type]
+    runner._forget(old)  # type: ignore[arg-type]  # the old call's linger is over
+    cancel = ev.CancelReceived(None, ("UDP", "127.0.0.1", 5060), new.transaction)  # type: ignore[arg-type]
+    assert runner.on_cancel(cancel)
+    assert isinstance(new.seen[-1], ce.CallerCancelled)
