@@ -179,3 +179,52 @@ async def test_a_tcp_contact_whose_connection_is_gone_is_reached_at_its_contact_
     gateway.transport.connections[("TCP", "192.0.2.9", 49152)] = object()  # type: ignore[assignment]
     assert gateway.reach(contact, flow) == ("TCP", "192.0.2.9", 49152)
     assert gateway.reach("sip:desk@192.0.2.9:5070", Source("192.0.2.9", 5070)) == ("UDP", "192.0.2.9", 5070)
+
+
+def test_summary_log_write_failure_leaves_no_torn_line_and_retries_the_lines(tmp_path, monkeypatch):
+    """A full disk takes only part of a write (ENOSPC after some bytes).  The torn line must not stay in the
+    journal, where the next line would be glued onto it (two records lost, and every reader of the file
+    failing at that line); the lines that failed are written with the next ones once the disk has room."""
+    import builtins
+    import errno
+    import json
+
+    from gateway.calls import journal
+
+    full = {"on": True}
+
+    class DiskFull:
+        """The journal file on a disk that takes half of the first write, then says ENOSPC."""
+
+        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            self.file = builtins.open(*args, **kwargs)
+
+        def __enter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        def __exit__(self, *exc):  # type: ignore[no-untyped-def]
+            self.file.close()
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(self.file, name)
+
+        def write(self, data):  # type: ignore[no-untyped-def]
+            if full["on"]:
+                full["on"] = False
+                self.file.write(data[: len(data) // 2])
+                self.file.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(data)
+
+    monkeypatch.setattr(journal, "open", DiskFull, raising=False)
+    path = tmp_path / "activations.jsonl"
+    log = SummaryLog(path)
+    first = CallSummary("act-1", "hp-x", 1.0, "answered", "op-1", "room", "hp", 2.0, 1.0, "dp", 1, [])
+    log.append(first)
+    log._thread.submit(lambda: None).result()  # the failed write has happened
+    log.append_recording("act-1", "/r/act-1.wav", 1.0, "ab" * 32)
+    log.close()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    docs = [json.loads(line) for line in lines]  # every line whole
+    assert [d.get("activation_id") or d["recording"]["activation_id"] for d in docs] == ["act-1", "act-1"]
+    assert "recording" in docs[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -27,8 +28,10 @@ class SummaryLog:
         self.path = path
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
         self._lock = threading.Lock()
-        #: Lines queued for the writer thread, in order; a write is scheduled while it is non-empty.
+        #: Lines queued for the writer thread, in order (lines whose write failed wait here for the next one).
         self._pending: list[str] = []
+        #: A write is scheduled on the thread and has not taken the pending lines yet.
+        self._scheduled = False
 
     def append(self, summary: CallSummary | dict[str, Any]) -> None:
         """Write one activation (a summary, or its :meth:`~CallSummary.as_dict`)."""
@@ -42,34 +45,56 @@ class SummaryLog:
     def _write(self, doc: dict[str, Any]) -> None:
         line = json.dumps(doc, separators=(",", ":"), default=str)
         with self._lock:
-            first = not self._pending
             self._pending.append(line)
+            first, self._scheduled = not self._scheduled, True
         if first:
             try:
                 self._thread.submit(self._append)
             except RuntimeError:
                 with self._lock:
                     self._pending.remove(line)
+                    self._scheduled = False
                 raise
 
     def _append(self) -> None:
         # Group commit: every line queued by now goes out in one write and one fsync, in order.
         with self._lock:
             lines, self._pending = self._pending, []
+            self._scheduled = False
         if not lines:
             return
+        data = ("\n".join(lines) + "\n").encode("utf-8")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write("\n".join(lines) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            with open(self.path, "ab", buffering=0) as fh:
+                start = fh.seek(0, os.SEEK_END)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[fh.write(view):]
+                    os.fsync(fh.fileno())
+                except OSError:
+                    # A full disk may have taken part of it: cut the torn line off, or the next line would
+                    # be glued onto it (two records unreadable, and every reader failing there).
+                    fh.truncate(start)
+                    raise
         except OSError:
-            log.exception("activation journal %s: write failed (the database still has the record)", self.path)
+            with self._lock:
+                self._pending[:0] = lines  # retried, in order, with the next write (or at close)
+            log.exception("activation journal %s: write failed, %d line(s) kept for the next write "
+                          "(the database still has the records)", self.path, len(lines))
 
     def close(self) -> None:
-        """Wait until every queued line is written."""
+        """Wait until every queued line is written (lines that failed to write are tried once more)."""
+        with self._lock:
+            retry = bool(self._pending) and not self._scheduled
+            self._scheduled = self._scheduled or retry
+        if retry:
+            with contextlib.suppress(RuntimeError):  # closed already
+                self._thread.submit(self._append)
         self._thread.shutdown(wait=True)
+        if self._pending:
+            log.error("activation journal %s: %d line(s) could not be written", self.path, len(self._pending))
 
     def read(self) -> list[dict[str, Any]]:
         """Every activation written so far (tests, CLI)."""
