@@ -798,6 +798,14 @@ class Gateway:
         deadline = self.loop.time() + self.config.drain_timeout
         while (self.endpoint.in_progress(self.loop.time()) or self.calls.active) and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
+        if self._admitting:
+            # INVITEs still waiting for their credentials (a store that hangs) are not calls, so stop_all
+            # does not see them: each gets its 503 here, never only a 100 Trying before the sockets close.
+            log.warning("drain time over: %d INVITE(s) still being admitted refused with 503", len(self._admitting))
+            for pending in self._admitting.values():
+                self.respond(pending, 503, "Service Unavailable", (("Retry-After", "5"),))
+            self._admitting.clear()
+            self.transport.transmit_soon()
         if self.calls.active:
             # Calls still up are ended on the wire and recorded, never abandoned: without this the phones
             # would hold a dead call until their session timers ran out, and each record would stay

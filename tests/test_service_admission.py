@@ -137,3 +137,40 @@ async def test_no_talkdown_starts_while_the_gateway_drains(tmp_path):
         assert gateway.calls.active == 0
     finally:
         _close(gateway)
+
+
+async def test_drain_answers_an_invite_still_waiting_for_its_credentials(tmp_path):
+    """The store hangs (a database that neither answers nor fails) while an INVITE's credentials are read,
+    and SIGTERM comes.  stop_all knows only the calls; the admission waits outside them.  When the drain time
+    is over the INVITE must still get its 503 (the intercom can try another gateway), not be left with only
+    its 100 Trying as the sockets close."""
+    import msgspec
+
+    never = asyncio.Event()
+
+    class HungStore:
+        async def get_credentials(self, username, realm):
+            await never.wait()
+
+    gateway, sent = _gateway(tmp_path, HungStore())
+    gateway.config = msgspec.structs.replace(gateway.config, drain_timeout=0.05)
+    hp = gateway.inventory.help_points[0]
+    try:
+        gateway.transport.received(_invite(hp.sip_user, gateway.config.sip.realm), ("UDP", "127.0.0.1", 5099))
+        await asyncio.sleep(0)
+        assert gateway._admitting
+        transmitted: list[bytes] = []
+        close = gateway.transport.close
+
+        def close_after_flush() -> None:
+            gateway.transport.transmit()  # what was queued before the sockets close still goes out
+            transmitted.extend(sent)
+            close()
+
+        gateway.transport.close = close_after_flush  # type: ignore[method-assign]
+        await asyncio.wait_for(gateway.drain(), 10)
+        assert [s for s in _statuses(transmitted) if s >= 200] == [503]
+        assert not gateway._admitting
+    finally:
+        never.set()
+        _close(gateway)
