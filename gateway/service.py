@@ -823,9 +823,15 @@ class Gateway:
             # Recordings of the last calls are still being sealed: journal and link them before closing.
             await self.media.wait_sealed(max(1.0, deadline - self.loop.time()))
         await self.writer.close()
-        if self.activations is not None:
-            await self.activations.close()
+        # The journal first: it is on local disk and must be complete even if the database below hangs.
         await asyncio.get_running_loop().run_in_executor(None, self.summaries.close)
+        if self.activations is not None:
+            try:
+                # Bounded: a database that hangs would otherwise hold the drain until systemd kills it.
+                await asyncio.wait_for(self.activations.close(), max(STOP_GRACE, deadline - self.loop.time()))
+            except TimeoutError:
+                log.error("database not answering: %d activation record write(s) left undone "
+                          "(activations.jsonl has the ended activations)", self.activations.pending)
         self.transport.close()
 
 

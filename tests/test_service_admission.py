@@ -174,3 +174,38 @@ async def test_drain_answers_an_invite_still_waiting_for_its_credentials(tmp_pat
     finally:
         never.set()
         _close(gateway)
+
+
+async def test_drain_ends_and_the_journal_is_closed_when_the_database_hangs(tmp_path, monkeypatch):
+    """The database hangs at shutdown: the activation writer's close (a flush) would wait forever, the drain
+    never ends and systemd kills the gateway.  The journal is closed (every line on disk) before the database
+    writer, whose close is bounded."""
+    import msgspec
+
+    from gateway import service
+
+    monkeypatch.setattr(service, "STOP_GRACE", 0.1)
+    never = asyncio.Event()
+
+    class HungWriter:
+        pending = 3
+
+        async def close(self) -> None:
+            await never.wait()
+
+    class NoStore:
+        async def get_credentials(self, username, realm):
+            return None
+
+    gateway, _ = _gateway(tmp_path, NoStore())
+    gateway.config = msgspec.structs.replace(gateway.config, drain_timeout=0.05)
+    gateway.activations = HungWriter()  # type: ignore[assignment]
+    closed: list[bool] = []
+    close = gateway.summaries.close
+    gateway.summaries.close = lambda: (closed.append(True), close())[1]  # type: ignore[method-assign]
+    try:
+        await asyncio.wait_for(gateway.drain(), 5)
+        assert closed == [True]
+    finally:
+        never.set()
+        _close(gateway)
