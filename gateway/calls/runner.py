@@ -212,13 +212,15 @@ class CallRunner:
             actions = step()
             for action in actions:
                 self._execute(call, action)
+            # Inside the catch-all too: get_timer is the call's code, and a call whose timer was never
+            # re-armed would never ring out or fail over.
+            self._report(call)
+            self._rearm(call)
         except Exception as exc:
             self.count_error()
             log.exception("call %s failed; tearing it down", call.id)
             self._tear_down(call, type(exc).__name__)
             return  # reported and forgotten
-        self._report(call)
-        self._rearm(call)
 
     def _report(self, call: Call | Talkdown) -> None:
         """Hand new timeline entries to the records layer (written as the call progresses)."""

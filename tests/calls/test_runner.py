@@ -392,3 +392,23 @@ async def test_forgetting_a_lingering_call_leaves_a_new_call_on_the_same_server_
     cancel = ev.CancelReceived(None, ("UDP", "127.0.0.1", 5060), new.transaction)  # type: ignore[arg-type]
     assert runner.on_cancel(cancel)
     assert isinstance(new.seen[-1], ce.CallerCancelled)
+
+
+async def test_a_bug_in_the_calls_timer_is_caught_like_any_other_bug_of_the_call() -> None:
+    """``get_timer`` is the call's code too.  It used to run after the catch-all: its exception escaped to the
+    transport (logged there), the call was neither torn down nor re-armed, so its ring and failover timers
+    never fired, the help point was left on its 183 and the operators ringing, and the call stayed active."""
+    h = Harness(make_call())
+    h.ringing_council()
+
+    def timer_bug() -> float | None:
+        raise RuntimeError("timer bug")
+
+    h.call.get_timer = timer_bug
+    h.leg_responds("council-cctv-1#1", 486, 3.0)
+    legs = h.call.legs
+    assert h.wire.sent[0] == ("response", "stx-1", 500)
+    assert ("CANCEL", legs["council-cctv-2#2"].invite_tx, INTERNAL_ERROR_REASON) in h.wire.sent
+    summary = h.only_summary()
+    assert (summary.outcome, summary.ended_by) == ("failed", "gateway")
+    assert h.errors == 1 and h.forgotten()
