@@ -109,7 +109,11 @@ class CallRunner:
         if call.transaction is not None:
             self._by_server_tx[call.transaction] = call.id
         self._index_dialog((call.invite.call_id, call.local_tag), call.id, "hp")
-        self.on_started(call)
+        try:
+            self.on_started(call)
+        except Exception:
+            # The records must never stop a press being answered (its end still writes the whole record).
+            log.exception("call %s: recording its start failed; the call goes on", call.id)
         self._run(call, lambda: call.start(self.loop.time()))
 
     @property

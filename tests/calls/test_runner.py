@@ -412,3 +412,17 @@ async def test_a_bug_in_the_calls_timer_is_caught_like_any_other_bug_of_the_call
     summary = h.only_summary()
     assert (summary.outcome, summary.ended_by) == ("failed", "gateway")
     assert h.errors == 1 and h.forgotten()
+
+
+async def test_a_records_failure_when_a_call_starts_does_not_stop_the_call() -> None:
+    """``on_started`` (the records layer writing the in-progress row) raising used to leave the call added to
+    every index and counted active but never started: no 183, no operator rung, the INVITE unanswered."""
+    def records_bug(call: Any) -> None:
+        raise RuntimeError("records bug")
+
+    wire = WireLog()
+    runner = CallRunner(wire, lambda: None, lambda summary: None, on_started=records_bug)  # type: ignore[arg-type]
+    runner.loop = FakeLoop()  # type: ignore[assignment]
+    runner.add(make_call(), ScriptedMedia())  # type: ignore[arg-type]
+    assert wire.sent[0] == ("response", "stx-1", 183) and wire.sent[1][0] == "INVITE"
+    assert runner.active == 1
