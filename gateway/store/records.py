@@ -48,7 +48,7 @@ from gateway.records import (
     retention_until,
 )
 
-from .errors import StoreError, StoreIntegrityError
+from .errors import StoreError, StoreUnavailableError
 from .models import (
     ActivationEventRow,
     ActivationRow,
@@ -85,7 +85,20 @@ _ACTIVATIONS = cast(Table, ActivationRow.__table__)
 _EVENTS = cast(Table, ActivationEventRow.__table__)
 _RECORDINGS = cast(Table, RecordingRow.__table__)
 _ACTIVATION_COLUMNS = tuple(_ACTIVATIONS.columns.keys())
+#: Longest text each bounded activation column holds (PostgreSQL refuses more; SQLite keeps anything).
+_ACTIVATION_LENGTHS = {c.name: c.type.length for c in _ACTIVATIONS.columns
+                       if isinstance(getattr(c.type, "length", None), int) and c.name != "id"}
 _HASH_CHUNK = 1 << 20
+
+
+def _fit(row: dict[str, Any]) -> dict[str, Any]:
+    """An activation row with its text cut to the column lengths: a long room or dialplan name must not
+    cost the record (the id is never cut: it is the key)."""
+    for name, length in _ACTIVATION_LENGTHS.items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > length:
+            row[name] = value[:length]
+    return row
 
 
 def _utc(epoch: float) -> datetime:
@@ -315,10 +328,10 @@ class Records:
                 for aid in [aid for aid in ended if aid not in existing]:
                     inserts[aid] = ended.pop(aid)
             if inserts:
-                rows = [{name: row.get(name) for name in _ACTIVATION_COLUMNS} for row in inserts.values()]
+                rows = [_fit({name: row.get(name) for name in _ACTIVATION_COLUMNS}) for row in inserts.values()]
                 await session.execute(_ACTIVATIONS.insert(), rows)
             if ended:
-                fields = [{k: v for k, v in row.items() if k in (*_ENDED_FIELDS, "id", "ended_at")}
+                fields = [_fit({k: v for k, v in row.items() if k in (*_ENDED_FIELDS, "id", "ended_at")})
                           for row in ended.values()]
                 await session.execute(update(ActivationRow), fields)
             if events:
@@ -686,19 +699,22 @@ class ActivationWriter:
     async def _write(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         """Write a batch, retrying while the database is unavailable.
 
-        When the database refuses the batch (a constraint, or a bug of ours), write it item by item
-        and drop, loudly, only the items it refuses: the consumer task never dies.
+        When the database refuses the batch (a constraint, a value it cannot hold, or a bug of ours),
+        write it item by item and drop, loudly, only the items it refuses: the consumer task never dies
+        and one bad row never holds back the rows behind it.
         """
         while True:
             try:
                 await self.records.write_batch(batch)
                 return
-            except StoreIntegrityError:
-                break
-            except StoreError:
+            except StoreUnavailableError:
                 metrics.DB_WRITE_FAILURES.inc()
                 log.exception("writing %d activation records failed; retrying", len(batch))
                 await asyncio.sleep(self.retry_delay)
+            except StoreError:  # refused (a constraint, a value the column cannot hold): retrying cannot help
+                metrics.DB_WRITE_FAILURES.inc()
+                log.exception("the database refused %d activation records; writing them one by one", len(batch))
+                break
             except Exception:  # the consumer's one catch-all: a bug must not stop every later write
                 log.exception("writing %d activation records failed unexpectedly", len(batch))
                 break
@@ -707,13 +723,13 @@ class ActivationWriter:
                 try:
                     await self.records.write_batch([op])
                     break
-                except StoreIntegrityError as exc:
-                    self._dropped(op, str(exc))
-                    break
-                except StoreError:
+                except StoreUnavailableError:
                     metrics.DB_WRITE_FAILURES.inc()
                     log.exception("writing an activation record failed; retrying")
                     await asyncio.sleep(self.retry_delay)
+                except StoreError as exc:
+                    self._dropped(op, str(exc))
+                    break
                 except Exception as exc:  # see above
                     log.exception("activation record could not be written")
                     self._dropped(op, repr(exc))

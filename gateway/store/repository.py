@@ -88,6 +88,11 @@ def _require_utc(value: datetime, what: str) -> datetime:
     return value.astimezone(UTC)
 
 
+#: SQLSTATE classes that say "try again": connection exception, serialization failure or deadlock,
+#: insufficient resources, operator intervention (shutdown, restart), system error.
+_TRANSIENT_SQLSTATES = ("08", "40", "53", "57", "58")
+
+
 @contextmanager
 def _map_errors(action: str) -> Iterator[None]:
     """Translate foreign exceptions into StoreError subclasses, naming what we were doing."""
@@ -99,6 +104,12 @@ def _map_errors(action: str) -> Iterator[None]:
         raise StoreIntegrityError(f"{action}: {exc.orig}") from exc
     except (OperationalError, InterfaceError, DisconnectionError) as exc:
         raise StoreUnavailableError(f"{action}: {exc.orig if isinstance(exc, DBAPIError) else exc}") from exc
+    except DBAPIError as exc:
+        # asyncpg's errors outside its few mapped classes arrive as a plain DBAPIError: a server restart
+        # (57P01) or a lost connection is transient, a value too long for its column (22001) is not.
+        if exc.connection_invalidated or str(getattr(exc.orig, "pgcode", "") or "").startswith(_TRANSIENT_SQLSTATES):
+            raise StoreUnavailableError(f"{action}: {exc.orig}") from exc
+        raise StoreError(f"{action}: {exc.orig}") from exc
     except CommandError as exc:
         raise MigrationError(f"{action}: {exc}") from exc
     except SQLAlchemyError as exc:

@@ -1,0 +1,121 @@
+"""Defects found in review of the records store: the writer's error handling, retention races, restart
+recovery.  Every test runs on SQLite (memory, file) and PostgreSQL, like the rest of tests/store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.exc import DBAPIError
+
+from gateway.store import ActivationWriter, Records, Store, StoreError, StoreUnavailableError
+from gateway.store.repository import _map_errors
+
+T0 = 1_793_534_400.0  # 2026-11-01T12:00:00Z
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+DAY = 86400.0
+
+
+def ended(aid: str, at: float, **changes: Any) -> dict[str, Any]:
+    values: dict[str, Any] = dict(
+        activation_id=aid, help_point="hp-outram", started_at=at, outcome="answered", answered_by="cctv-1",
+        answered_room="council", ended_by="hp", duration=42.5, talk_time=30.0, dialplan="town",
+        dialplan_version=3, silent=False, timeline=[{"t": 0.0, "event": "offered"},
+                                                    {"t": 42.5, "event": "ended", "by": "hp"}])
+    values.update(changes)
+    return values
+
+
+# -- the writer: a batch the database refuses for a reason other than a constraint -------------------------
+
+
+async def test_a_batch_refused_for_its_data_does_not_block_every_later_record(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    """On PostgreSQL a value too long for its column is a DataError (not an IntegrityError): it used to be
+    retried forever, so every later activation stayed in memory and ``close()`` never returned."""
+
+    class Refusing(Records):
+        async def write_batch(self, ops: Any) -> None:
+            if any(values.get("answered_by") == "x" * 100 for _, values in ops):
+                # What _map_errors makes of asyncpg's StringDataRightTruncationError.
+                raise StoreError("writing activation records: value too long for type character varying(64)")
+            await super().write_batch(ops)
+
+    records = Refusing(store)
+    writer = ActivationWriter(records, retry_delay=0.01, clock=lambda: T0)
+    await writer.start()
+    writer.started("bad", "hp-outram", T0, "town", 3, None, None)
+    writer.ended(ended("bad", T0, answered_by="x" * 100))
+    writer.started("good", "hp-outram", T0 + 1000, "town", 3, None, None)
+    writer.ended(ended("good", T0 + 1000))
+    with caplog.at_level(logging.ERROR, logger="gateway.store.records"):
+        await asyncio.wait_for(writer.close(), 5)
+    good = await records.get_activation("good")
+    assert good is not None and good.activation.outcome == "answered"
+    bad = await records.get_activation("bad")
+    assert bad is not None and [e.event for e in bad.events] == ["offered", "ended"]  # only the end was refused
+    assert "dropped: ended bad" in caplog.text
+
+
+async def test_over_long_values_reach_the_database_on_every_backend(store: Store) -> None:
+    """The real thing on PostgreSQL: ids longer than their columns must not cost the record."""
+    records = Records(store)
+    writer = ActivationWriter(records, retry_delay=0.01, clock=lambda: T0)
+    await writer.start()
+    writer.started("long", "hp-outram", T0, "d" * 200, 3, None, None)
+    writer.ended(ended("long", T0, answered_by="p" * 100, answered_room="r" * 100, ended_by="e" * 50,
+                       dialplan="d" * 200))
+    writer.started("after", "hp-outram", T0 + 1000, "town", 3, None, None)
+    writer.ended(ended("after", T0 + 1000))
+    await asyncio.wait_for(writer.close(), 10)
+    after = await records.get_activation("after")
+    assert after is not None and after.activation.outcome == "answered"
+    long = await records.get_activation("long")
+    assert long is not None and long.activation.outcome == "answered"
+    assert long.activation.answered_by is not None and long.activation.answered_by.startswith("ppp")
+
+
+def test_a_lost_connection_is_unavailable_not_a_refusal() -> None:
+    """A PostgreSQL restart (57P01 admin shutdown) or a dropped connection must be retried, not dropped."""
+
+    class Orig(Exception):
+        pgcode = "57P01"
+
+    for exc, connection_invalidated in ((DBAPIError("COMMIT", None, Orig("terminating connection"), False), False),
+                                        (DBAPIError("INSERT", None, Exception("closed"), False), True)):
+        exc.connection_invalidated = connection_invalidated
+        with pytest.raises(StoreUnavailableError), _map_errors("writing"):
+            raise exc
+    data_error = DBAPIError("INSERT", None, type("Orig", (Exception,), {"pgcode": "22001"})("too long"), False)
+    with pytest.raises(StoreError) as info, _map_errors("writing"):
+        raise data_error
+    assert not isinstance(info.value, StoreUnavailableError)
+
+
+async def test_a_terminated_postgresql_connection_is_retried(store: Store, store_url: tuple[str, str | None]) -> None:
+    """``pg_terminate_backend`` is what a PostgreSQL restart does to every connection."""
+    url, _ = store_url
+    if not url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    records = Records(store)
+    writer = ActivationWriter(records, retry_delay=0.01, clock=lambda: T0)
+    await writer.start()
+    writer.started("before", "hp-outram", T0, "town", 3, None, None)
+    await writer.flush()
+    async with store.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        pid = raw.driver_connection.get_server_pid()  # type: ignore[union-attr]
+    admin = await asyncpg.connect(host="127.0.0.1", port=5432, user=url.split("//")[1].split("@")[0],
+                                  database="test")
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await admin.close()
+    writer.ended(ended("before", T0))
+    await asyncio.wait_for(writer.close(), 10)
+    before = await records.get_activation("before")
+    assert before is not None and before.activation.outcome == "answered"
