@@ -777,8 +777,9 @@ def _event_row(activation_id: str, seq: int, entry: Mapping[str, Any]) -> dict[s
 async def apply_retention(records: Records, *, now: datetime | None = None, page: int = 500) -> RetentionReport:
     """Delete the recordings and personal data that :func:`gateway.records.decide_retention` says are due.
 
-    Files first, then the rows (a crash in between leaves a row whose file is already gone: the
-    next run finishes it).  Every purged activation is logged and audited (actor ``retention``).
+    Each activation is claimed (row locked) and decided again before its files go, so a hold or a
+    classification placed during the run is honoured.  Files first, then the rows, in the claiming
+    transaction (a crash in between leaves a row whose file is already gone: the next run finishes it).  Every purged activation is logged and audited (actor ``retention``).
     """
     now = now or datetime.now(UTC)
     policy = records.retention
@@ -801,36 +802,44 @@ async def apply_retention(records: Records, *, now: datetime | None = None, page
         after = (rows[-1].started_at, rows[-1].id)
         candidates = [RetentionCandidate(r.id, r.started_at, r.outcome, r.classification, r.hold) for r in rows]
         for decision in decide_retention(candidates, now, policy):
-            await _purge(records, decision.activation_id, decision.reason, now, actor, report)
+            await _purge(records, decision.activation_id, now, actor, report)
 
 
-async def _purge(records: Records, activation_id: str, reason: str, now: datetime, actor: TokenInfo,
+async def _purge(records: Records, activation_id: str, now: datetime, actor: TokenInfo,
                  report: RetentionReport) -> None:
-    async with records._session(f"reading recordings of {activation_id}") as session:
+    async with records._session(f"purging {activation_id}") as session:
+        # Claim the row before deciding again and deleting anything (a row lock on PostgreSQL, the write
+        # lock on SQLite): a hold or a classification placed since the run chose this activation either
+        # commits first, and is seen here, or waits until the files are gone and the purge is recorded.
+        await session.execute(update(ActivationRow).where(ActivationRow.id == activation_id)
+                              .values(hold=ActivationRow.hold))
+        row = await session.get(ActivationRow, activation_id, populate_existing=True)
+        if row is None or row.purged_at is not None:
+            return
+        decisions = decide_retention([RetentionCandidate(row.id, row.started_at, row.outcome, row.classification,
+                                                         row.hold)], now, records.retention)
+        if not decisions:
+            return
+        reason = decisions[0].reason
         recordings = list((await session.scalars(select(RecordingRow).where(
             RecordingRow.activation_id == activation_id, RecordingRow.deleted_at.is_(None)))).all())
-    deleted, failed = [], []
-    for recording in recordings:
-        try:
-            await asyncio.to_thread(os.unlink, recording.path)
-            deleted.append(recording)
-        except FileNotFoundError:
-            deleted.append(recording)
-        except OSError as exc:
-            failed.append(recording.path)
-            report.errors.append(f"{activation_id}: cannot delete {recording.path}: {exc}")
-            log.error("retention: cannot delete recording %s of %s: %s", recording.path, activation_id, exc)
-    async with records._session(f"purging {activation_id}") as session:
-        row = await session.get(ActivationRow, activation_id)
-        if row is None or row.hold:  # a hold placed while we deleted files: keep the rest
-            return
+        deleted, failed = [], []
+        for recording in recordings:
+            try:
+                await asyncio.to_thread(os.unlink, recording.path)
+                deleted.append(recording)
+            except FileNotFoundError:
+                deleted.append(recording)
+            except OSError as exc:
+                failed.append(recording.path)
+                report.errors.append(f"{activation_id}: cannot delete {recording.path}: {exc}")
+                log.error("retention: cannot delete recording %s of %s: %s", recording.path, activation_id, exc)
         fields = [name for name in ("location", "camera_url", "note") if getattr(row, name) is not None]
         row.location = row.camera_url = row.note = None
         if not failed:
             row.purged_at = now
         for recording in deleted:
-            await session.execute(update(RecordingRow).where(RecordingRow.id == recording.id)
-                                  .values(deleted_at=now))
+            recording.deleted_at = now
         entry = {"activation_id": activation_id, "reason": reason, "fields": fields,
                  "recordings": [r.path for r in deleted], "failed": failed}
         session.add(_audit_row(now, actor, "retention.delete", activation_id, entry))

@@ -4,15 +4,28 @@ recovery.  Every test runs on SQLite (memory, file) and PostgreSQL, like the res
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.store import ActivationWriter, Records, Store, StoreError, StoreUnavailableError
+from gateway.store import (
+    ActivationWriter,
+    Records,
+    Store,
+    StoreError,
+    StoreUnavailableError,
+    TokenInfo,
+    apply_retention,
+)
 from gateway.store.repository import _map_errors
 
 T0 = 1_793_534_400.0  # 2026-11-01T12:00:00Z
@@ -119,3 +132,54 @@ async def test_a_terminated_postgresql_connection_is_retried(store: Store, store
     await asyncio.wait_for(writer.close(), 10)
     before = await records.get_activation("before")
     assert before is not None and before.activation.outcome == "answered"
+
+
+# -- retention: a hold or a classification placed while a run is under way ----------------------------------
+
+
+async def _recorded(records: Records, tmp_path: Path, aid: str, at: float) -> Path:
+    writer = ActivationWriter(records, clock=lambda: at)
+    await writer.start()
+    writer.started(aid, "hp-outram", at, "town", 3, "rtsp://cam/1", "Outram Street")
+    writer.ended(ended(aid, at))
+    path = tmp_path / f"{aid}.wav"
+    path.write_bytes(aid.encode() * 100)
+    writer.recording(aid, str(path), 3.0, hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size)
+    await writer.close()
+    return path
+
+
+@pytest.mark.parametrize("change", ["hold", "genuine"])
+async def test_retention_keeps_evidence_held_or_reclassified_after_the_run_chose_it(
+        store: Store, tmp_path: Path, change: str) -> None:
+    """A run picks a page of due activations, then purges them one by one: an auditor's hold (or a
+    classification as genuine) that lands in between used to be checked only after the files were gone."""
+    auditor = TokenInfo("aud-1", "auditor")
+
+    class Racing(Records):
+        raced = False
+
+        def _session(self, action: str) -> AbstractAsyncContextManager[AsyncSession]:
+            @asynccontextmanager
+            async def session() -> AsyncIterator[AsyncSession]:
+                if not self.raced and (action.startswith("reading recordings of")
+                                       or action.startswith("purging")):
+                    self.raced = True  # the auditor acts just after the run decided
+                    if change == "hold":
+                        await self.set_hold("evidence", True, actor=auditor)
+                    else:
+                        await self.classify("evidence", "genuine", "assault", actor=auditor)
+                async with super(Racing, self)._session(action) as inner:
+                    yield inner
+
+            return session()
+
+    records = Racing(store)
+    path = await _recorded(records, tmp_path, "evidence", T0 - 40 * DAY)
+    report = await apply_retention(records, now=NOW)
+    assert records.raced
+    assert path.exists()
+    assert report.purged == []
+    detail = await records.get_activation("evidence")
+    assert detail is not None and detail.recordings[0].deleted_at is None
+    assert detail.activation.location == "Outram Street" and detail.activation.purged_at is None
