@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import wave
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,14 +39,29 @@ async def start_records(gw: Gateway) -> None:
     if interrupted:
         log.warning("%d activation(s) were in progress when the gateway stopped; marked interrupted: %s",
                     len(interrupted), ", ".join(interrupted))
+    await recover_recordings(gw, interrupted)
+
+
+async def recover_recordings(gw: Gateway, interrupted: list[str]) -> None:
+    """The recordings of activations a crash left in progress: repaired and sealed, or already sealed
+    (the call had ended but its rows were still queued when the gateway died); linked unless they are."""
+    assert gw.records is not None
     for activation_id in interrupted:
-        recover_recording(gw, activation_id)
+        if await gw.records.get_recording(activation_id) is None:
+            recover_recording(gw, activation_id)
 
 
 def recover_recording(gw: Gateway, activation_id: str) -> None:
-    """A crash left a partial recording: repair its WAV sizes, seal it with a SHA-256, link it."""
+    """A crash left a partial recording: repair its WAV sizes, seal it with a SHA-256, link it.
+
+    A recording sealed before the crash (``<file>.sha256`` exists) is linked with its seal as it is.
+    """
     path = Path(gw.config.data_dir) / "recordings" / f"{activation_id}.wav"
-    if not path.exists() or Path(f"{path}.sha256").exists() or gw.activations is None:
+    if not path.exists() or gw.activations is None:
+        return
+    seal = Path(f"{path}.sha256")
+    if seal.exists():
+        link_sealed_recording(gw, activation_id, path, seal)
         return
     try:
         data_bytes = repair_wav(path)
@@ -59,6 +75,23 @@ def recover_recording(gw: Gateway, activation_id: str) -> None:
     gw.activations.recording(activation_id, str(path), duration, digest, size)
     gw.summaries.append_recording(activation_id, str(path), duration, digest)
     log.warning("activation %s: partial recording recovered after a crash (%.1f s, sha256 %s)", activation_id,
+                duration, digest)
+
+
+def link_sealed_recording(gw: Gateway, activation_id: str, path: Path, seal: Path) -> None:
+    """Link a recording sealed before a crash whose database row the crash lost; the file is not touched."""
+    assert gw.activations is not None
+    try:
+        digest = seal.read_text(encoding="ascii").split()[0].lower()
+        size = path.stat().st_size
+        with wave.open(str(path), "rb") as wav:
+            duration = wav.getnframes() / wav.getframerate()
+    except (OSError, IndexError, UnicodeDecodeError, EOFError, wave.Error) as exc:
+        metrics.RECORDINGS_FAILED.inc()
+        log.error("activation %s: sealed recording %s could not be linked: %s", activation_id, path, exc)
+        return
+    gw.activations.recording(activation_id, str(path), duration, digest, size)
+    log.warning("activation %s: recording sealed before the crash linked (%.1f s, sha256 %s)", activation_id,
                 duration, digest)
 
 

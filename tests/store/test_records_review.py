@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import wave
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -17,6 +19,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gateway.service_records import recover_recording, recover_recordings
 from gateway.store import (
     ActivationWriter,
     Records,
@@ -183,3 +186,68 @@ async def test_retention_keeps_evidence_held_or_reclassified_after_the_run_chose
     detail = await records.get_activation("evidence")
     assert detail is not None and detail.recordings[0].deleted_at is None
     assert detail.activation.location == "Outram Street" and detail.activation.purged_at is None
+
+
+# -- start-up: recordings of activations a crash left in progress -------------------------------------------
+
+
+def _wav(path: Path, seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\x01\x00" * 2 * int(8000 * seconds))
+
+
+def _gateway(tmp_path: Path, records: Records, writer: ActivationWriter) -> Any:
+    journal: list[tuple[Any, ...]] = []
+    return SimpleNamespace(config=SimpleNamespace(data_dir=str(tmp_path)), records=records, activations=writer,
+                           summaries=SimpleNamespace(append_recording=lambda *a: journal.append(a)))
+
+
+async def test_a_recording_sealed_before_the_crash_is_linked_to_the_interrupted_activation(
+        store: Store, tmp_path: Path) -> None:
+    """The call ended and its recording was sealed, but the gateway died with the end and the recording
+    row still queued: the next start marks the activation interrupted and must still link the evidence."""
+    records = Records(store)
+    first = ActivationWriter(records, clock=lambda: T0)
+    await first.start()
+    first.started("crash", "hp-outram", T0, "town", 3, None, None)
+    await first.flush()
+    path = tmp_path / "recordings" / "crash.wav"
+    _wav(path, 2.5)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    Path(f"{path}.sha256").write_text(f"{digest}  crash.wav\n")
+
+    second = ActivationWriter(records, clock=lambda: T0 + 600)
+    assert await second.start() == ["crash"]
+    recover_recording(_gateway(tmp_path, records, second), "crash")
+    await second.close()
+    await first.close()
+    detail = await records.get_activation("crash")
+    assert detail is not None and len(detail.recordings) == 1
+    recording = detail.recordings[0]
+    assert (recording.path, recording.sha256, recording.size, recording.duration) == (
+        str(path), digest, path.stat().st_size, 2.5)
+
+
+async def test_start_up_recovery_does_not_link_a_recording_twice(store: Store, tmp_path: Path) -> None:
+    records = Records(store)
+    first = ActivationWriter(records, clock=lambda: T0)
+    await first.start()
+    first.started("linked", "hp-outram", T0, "town", 3, None, None)
+    path = tmp_path / "recordings" / "linked.wav"
+    _wav(path, 1.0)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    Path(f"{path}.sha256").write_text(f"{digest}  linked.wav\n")
+    first.recording("linked", str(path), 1.0, digest, path.stat().st_size)
+    await first.close()
+
+    second = ActivationWriter(records, clock=lambda: T0 + 600)
+    interrupted = await second.start()
+    assert interrupted == ["linked"]
+    await recover_recordings(_gateway(tmp_path, records, second), interrupted)
+    await second.close()
+    detail = await records.get_activation("linked")
+    assert detail is not None and len(detail.recordings) == 1
