@@ -261,8 +261,13 @@ async def play_warning(ctx: Context) -> web.Response:
     """POST /api/calls/{activation_id}/warning."""
     activation_id = ctx.path["activation_id"]
     warning = ctx.body["warning"]
-    played = len(activation_id) <= MAX_ID and bool(
-        await _call(ctx.services.play_warning, "playing warnings", activation_id, warning))
+    try:
+        played = len(activation_id) <= MAX_ID and bool(
+            await _call(ctx.services.play_warning, "playing warnings", activation_id, warning))
+    except ApiError as exc:  # refused by the call layer (e.g. busy): an attempt is audited all the same
+        await ctx.audit("call.warning", activation_id[:MAX_ID],
+                        {"warning": warning, "played": False, "error": exc.message})
+        raise
     await ctx.audit("call.warning", activation_id[:MAX_ID], {"warning": warning, "played": played})
     if not played:
         raise ApiError(404, "no live call with this activation id")
