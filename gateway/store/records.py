@@ -337,6 +337,12 @@ class Records:
             if events:
                 await session.execute(_EVENTS.insert(), events)
             if recordings:
+                # A batch retried after a commit whose acknowledgement was lost must not link a file twice.
+                query = select(RecordingRow.activation_id, RecordingRow.path).where(
+                    RecordingRow.activation_id.in_({r["activation_id"] for r in recordings}))
+                linked = {(aid, path) for aid, path in (await session.execute(query)).all()}
+                recordings = [r for r in recordings if (r["activation_id"], r["path"]) not in linked]
+            if recordings:
                 await session.execute(_RECORDINGS.insert(), recordings)
             touched = {r["activation_id"] for r in recordings} | set(ended)
             touched |= {aid for aid, row in inserts.items() if "ended_at" in row}

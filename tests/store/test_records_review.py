@@ -251,3 +251,28 @@ async def test_start_up_recovery_does_not_link_a_recording_twice(store: Store, t
     await second.close()
     detail = await records.get_activation("linked")
     assert detail is not None and len(detail.recordings) == 1
+
+
+async def test_a_batch_retried_after_a_lost_commit_acknowledgement_links_each_recording_once(
+        store: Store, tmp_path: Path) -> None:
+    """The connection drops after COMMIT reached the server: the writer retries a batch that was written."""
+
+    class LostAck(Records):
+        lost = 1
+
+        async def write_batch(self, ops: Any) -> None:
+            await super().write_batch(ops)
+            if self.lost:
+                self.lost -= 1
+                raise StoreUnavailableError("connection lost while committing")
+
+    records = LostAck(store)
+    writer = ActivationWriter(records, retry_delay=0.01, clock=lambda: T0)
+    await writer.start()
+    writer.started("ack", "hp-outram", T0, "town", 3, None, None)
+    writer.ended(ended("ack", T0))
+    writer.recording("ack", str(tmp_path / "ack.wav"), 3.0, "ab" * 32, 100)
+    await asyncio.wait_for(writer.close(), 10)
+    detail = await records.get_activation("ack")
+    assert detail is not None and detail.activation.outcome == "answered"
+    assert len(detail.recordings) == 1 and [e.event for e in detail.events] == ["offered", "ended"]
