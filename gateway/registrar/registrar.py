@@ -66,6 +66,8 @@ class RegisterOutcome(enum.StrEnum):
     """Authenticated, but as another user than the AOR being registered."""
     REJECTED = "rejected"
     """Refused by registrar policy: out-of-order CSeq, too many contacts."""
+    UNAVAILABLE = "unavailable"
+    """The credentials could not be read (the store failed): 503, the device retries."""
 
 
 class Ha1Credentials(Protocol):

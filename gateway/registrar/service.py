@@ -23,7 +23,7 @@ from gateway.sip.message import Request, Response, build_response, parse_uri
 from .bindings import Binding, ContactSpec, Source
 from .digest import AuthResult, DigestCredentials
 from .errors import DigestParseError
-from .registrar import Decision, Ha1Credentials, RegisterRequest, Registrar
+from .registrar import Decision, Ha1Credentials, RegisterOutcome, RegisterRequest, Registrar
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,15 @@ class RegistrarService:
             return
 
         async def later() -> None:
-            rec = await self.credentials.fetch(user, self.clock())
+            try:
+                rec = await self.credentials.fetch(user, self.clock())
+            except Exception:  # the store failed: answer, never leave the device waiting for nothing
+                log.exception("REGISTER from %s:%s: credentials could not be read; answered 503",
+                              reg.source.host, reg.source.port)
+                headers = (("Retry-After", "5"),)
+                respond(build_response(request, 503, "Service Unavailable", to_tag=to_tag, headers=headers),
+                        Decision(503, "Service Unavailable", RegisterOutcome.UNAVAILABLE, headers))
+                return
             self._decide(request, reg, rec, respond, to_tag)
 
         self.spawn(later())

@@ -60,3 +60,33 @@ def test_admit_gives_the_same_verdict_with_or_without_the_parsed_credentials() -
         verdicts.append(once[0])
     assert verdicts == [Admission.CHALLENGE, Admission.MALFORMED, Admission.FORBIDDEN, Admission.FORBIDDEN,
                         Admission.OK]
+
+
+async def test_a_register_whose_credentials_cannot_be_read_gets_503_not_silence() -> None:
+    """The credentials store fails while a REGISTER waits for its user's record: the device gets 503 with
+    Retry-After (it registers again shortly) instead of no answer at all, and nothing is bound."""
+    import asyncio
+
+    from gateway.registrar.registrar import RegisterOutcome
+    from gateway.registrar.service import CredentialCache, RegistrarService
+
+    async def broken_store(user: str, realm: str) -> None:
+        raise OSError("database unavailable")
+
+    tasks: list[asyncio.Task[None]] = []
+    sunk: list[object] = []
+    service = RegistrarService(registrar(), CredentialCache(broken_store, REALM), lambda aor, b: sunk.append(b),
+                               lambda coro: tasks.append(asyncio.ensure_future(coro)))
+    request = Request("REGISTER", "sip:gw.example", Headers([
+        ("Via", "SIP/2.0/UDP 203.0.113.7:5060;branch=z9hG4bKr1"), ("From", "<sip:hp-a@gw.example>;tag=1"),
+        ("To", "<sip:hp-a@gw.example>"), ("Call-ID", "r1"), ("CSeq", "1 REGISTER"),
+        ("Contact", "<sip:hp-a@203.0.113.7:5060>"), ("Expires", "300"),
+        ("Authorization", f'Digest username="hp-a", realm="{REALM}", nonce="n", uri="sip:gw.example", '
+                          'response="00"'),
+    ]))
+    answers: list[tuple[int, str | None, object]] = []
+    service.handle(request, SRC, lambda response, decision: answers.append(
+        (response.status, response.headers.get("Retry-After"), decision and decision.counter)), "tag1")
+    await asyncio.gather(*tasks)
+    assert answers == [(503, "5", RegisterOutcome.UNAVAILABLE)]
+    assert sunk == []
