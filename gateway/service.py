@@ -452,33 +452,56 @@ class Gateway:
             self.respond(event, 503, "Service Unavailable", (("Retry-After", "5"),))
             return
         dialplan = self.dialplans.for_help_point(hp.id) if self.dialplans else None
-        if dialplan is None or self.media_factory is None:
-            metrics.CALLS_REFUSED_BY_REASON("no_dialplan" if dialplan is None else "no_media").inc()
-            log.error("activation from %s cannot be routed: %s", hp.id,
-                      "no dialplan serves it" if dialplan is None else "media plane unavailable")
-            self.respond(event, 503, "Service Unavailable")
-            return
         activation_id = new_activation_id()
+        if dialplan is None or self.media_factory is None:
+            why = "no dialplan serves it" if dialplan is None else "media plane unavailable"
+            metrics.CALLS_REFUSED_BY_REASON("no_dialplan" if dialplan is None else "no_media").inc()
+            log.error("activation %s from %s cannot be routed: %s", activation_id, hp.id, why)
+            self.respond(event, 503, "Service Unavailable")
+            self._record_refused(activation_id, hp, 503, why)
+            return
         try:
             media = self.media_factory(activation_id, self.calls)
         except MediaError as exc:
             metrics.CALLS_REFUSED_BY_REASON("no_media").inc()
             log.error("activation %s from %s refused: %s", activation_id, hp.id, exc)
             self.respond(event, 503, "Service Unavailable", (("Retry-After", "1"),))
+            self._record_refused(activation_id, hp, 503, str(exc), dialplan.name)
             return
         assert self.dialplans is not None
-        info = HelpPointInfo(hp.id, hp.name, hp.sip_user, hp.location.lat, hp.location.lon,
-                             hp.location.address, hp.camera_url)
-        call = Call(
-            activation_id, info, event.request, event.transaction, event.source,
-            Plan(dialplan, hp.id, version=self.dialplans.version), media.negotiator,
-            self.locate, self.room_of, self.call_config(event.source[0]), self.new_tag,
-            datetime.now(UTC), dialplan_version=self.dialplans.version,
-        )
+        try:
+            info = HelpPointInfo(hp.id, hp.name, hp.sip_user, hp.location.lat, hp.location.lon,
+                                 hp.location.address, hp.camera_url)
+            call = Call(
+                activation_id, info, event.request, event.transaction, event.source,
+                Plan(dialplan, hp.id, version=self.dialplans.version), media.negotiator,
+                self.locate, self.room_of, self.call_config(event.source[0]), self.new_tag,
+                datetime.now(UTC), dialplan_version=self.dialplans.version,
+            )
+        except Exception as exc:  # a bug: the press is answered and recorded, its ports go back to the pool
+            self.calls.count_error()
+            log.exception("activation %s from %s: the call could not be built", activation_id, hp.id)
+            media.close()
+            self.respond(event, 500, "Server Internal Error")
+            self._record_refused(activation_id, hp, 500, f"internal error: {type(exc).__name__}", dialplan.name)
+            return
         metrics.ACTIVATIONS_STARTED.inc()
         log.info("activation %s from %s (dialplan %s v%d)", activation_id, hp.id, dialplan.name,
                  self.dialplans.version)
         self.calls.add(call, media)
+
+    def _record_refused(self, activation_id: str, hp: HelpPoint, status: int, why: str, dialplan: str = "") -> None:
+        """A press the gateway itself had to refuse (no route, no RTP ports, a bug) is still an activation:
+        journalled and stored as ``failed``, ended by the gateway, so the refusal is seen, not just logged."""
+        timeline = [{"t": 0.0, "event": "offered", "help_point": hp.id},
+                    {"t": 0.0, "event": "refused", "status": status, "why": why},
+                    {"t": 0.0, "event": "ended", "outcome": "failed", "by": "gateway"}]
+        summary = CallSummary(activation_id, hp.id, time.time(), "failed", None, None, "gateway", 0.0, 0.0,
+                              dialplan, self.dialplans.version if self.dialplans else 0, timeline)
+        try:
+            self.on_summary(summary)
+        except Exception:
+            log.exception("activation %s: the record of its refusal could not be written", activation_id)
 
     def start_talkdown(self, help_point_id: str, warning: int, times: int = 1, requested_by: str = "api") -> str:
         """Call a help point and play warning ``warning`` ``times`` times; returns the record id.

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway import metrics
 from gateway.api import Services
+from gateway.api.errors import ApiError
 from gateway.dialplan import check_command, simulate_command
 from gateway.media.errors import MediaError
 from gateway.media.ports import write_durably
@@ -103,6 +104,8 @@ def api_services(gw: Gateway) -> Services:
             return gw.start_talkdown(help_point, warning, times)
         except LookupError as exc:
             raise KeyError(str(exc).strip("'")) from exc
+        except MediaError as exc:  # every RTP port in use: try again shortly, not an internal error
+            raise ApiError(503, f"talk-down not started: {exc}") from exc
 
     def check(text: str | None) -> dict[str, Any]:
         if text is None:

@@ -209,3 +209,70 @@ async def test_drain_ends_and_the_journal_is_closed_when_the_database_hangs(tmp_
     finally:
         never.set()
         _close(gateway)
+
+
+async def test_a_press_refused_for_want_of_rtp_ports_is_still_an_activation_record(tmp_path):
+    """Every RTP port is in use: the help point gets 503 with Retry-After (it tries again), and the press is
+    journalled as a failed activation ended by the gateway, with the reason, not only logged."""
+    from gateway.media.errors import MediaError
+
+    class NoStore:
+        async def get_credentials(self, username, realm):
+            return None
+
+    gateway, sent = _gateway(tmp_path, NoStore())
+
+    def exhausted(activation_id, runner):
+        raise MediaError("no free RTP port pair in 30000-30999")
+
+    gateway.media_factory = exhausted
+    assert gateway.reload_dialplans()
+    hp = gateway.inventory.help_points[0]
+    try:
+        event = _admitted_event(gateway, hp)
+        gateway.start_call(event, hp)
+        gateway.transport.transmit()
+        assert [s for s in _statuses(sent) if s >= 200] == [503]
+        gateway.summaries.close()
+        (record,) = [d for d in gateway.summaries.read() if "activation_id" in d]
+        assert (record["help_point"], record["outcome"], record["ended_by"]) == (hp.id, "failed", "gateway")
+        refused = [e for e in record["timeline"] if e["event"] == "refused"]
+        assert refused and "no free RTP port" in refused[0]["why"] and refused[0]["status"] == 503
+    finally:
+        _close(gateway)
+
+
+async def test_a_talkdown_with_every_rtp_port_in_use_is_refused_with_503(tmp_path):
+    """The API asks for a talk-down while every RTP port is in use: a 503 (try again shortly), not a 500."""
+    from gateway.api.errors import ApiError
+    from gateway.media.errors import MediaError
+    from gateway.service_records import api_services
+
+    class NoStore:
+        async def get_credentials(self, username, realm):
+            return None
+
+    gateway, _ = _gateway(tmp_path, NoStore())
+
+    class Plane:
+        prompts = {"warning-1": object()}
+
+    def exhausted(activation_id, runner):
+        raise MediaError("no free RTP port pair")
+
+    gateway.media = Plane()  # type: ignore[assignment]
+    gateway.media_factory = exhausted
+    hp = next(h for h in gateway.inventory.help_points)
+    import msgspec
+
+    # The unit does not register: the talk-down would call its static address.
+    unit = msgspec.structs.replace(hp, static_uri="sip:unit@127.0.0.1:5099")
+    gateway.inventory = msgspec.structs.replace(gateway.inventory,
+                                                help_points=(unit, *gateway.inventory.help_points[1:]))
+    try:
+        services = api_services(gateway)
+        with pytest.raises(ApiError) as refused:
+            services.start_talkdown(unit.id, 1, 1)
+        assert refused.value.status == 503 and "RTP port" in refused.value.message
+    finally:
+        _close(gateway)
