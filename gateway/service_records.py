@@ -40,7 +40,39 @@ async def start_records(gw: Gateway) -> None:
     if interrupted:
         log.warning("%d activation(s) were in progress when the gateway stopped; marked interrupted: %s",
                     len(interrupted), ", ".join(interrupted))
+        await replay_journal(gw, interrupted)
     await recover_recordings(gw, interrupted)
+
+
+#: How much of the journal's end start-up reads for ends the database missed (a day of presses is far less).
+JOURNAL_REPLAY_BYTES = 16 << 20
+
+
+async def replay_journal(gw: Gateway, interrupted: list[str]) -> list[str]:
+    """Activations marked interrupted whose end the journal holds get that end written to the database.
+
+    The journal line is written as the call ends; the database rows go through a queue.  When the gateway
+    stops with ends still queued (a database outage, a crash), the database would otherwise say
+    ``interrupted`` for a call whose real outcome (answered, by whom, its timeline) is on disk.  Returns the
+    ids replayed.
+    """
+    assert gw.activations is not None and gw.records is not None
+    wanted = set(interrupted)
+    ends: dict[str, dict[str, Any]] = {}
+    for doc in gw.summaries.read_tail(JOURNAL_REPLAY_BYTES):
+        aid = doc.get("activation_id")
+        if aid in wanted and doc.get("outcome") not in (None, "in-progress"):
+            ends[aid] = doc
+    for aid, doc in ends.items():
+        try:
+            detail = await gw.records.get_activation(aid)
+            gw.activations.ended(doc, events_stored=len(detail.events) if detail is not None else 0)
+        except Exception:
+            log.exception("activation %s: its end could not be replayed from the journal", aid)
+            continue
+        log.warning("activation %s: end replayed from the journal (%s, the database had missed it)", aid,
+                    doc.get("outcome"))
+    return list(ends)
 
 
 async def recover_recordings(gw: Gateway, interrupted: list[str]) -> None:

@@ -228,3 +228,12 @@ def test_summary_log_write_failure_leaves_no_torn_line_and_retries_the_lines(tmp
     docs = [json.loads(line) for line in lines]  # every line whole
     assert [d.get("activation_id") or d["recording"]["activation_id"] for d in docs] == ["act-1", "act-1"]
     assert "recording" in docs[1]
+
+
+def test_the_journal_tail_skips_a_cut_first_line_and_a_torn_one(tmp_path):
+    log = SummaryLog(tmp_path / "activations.jsonl")
+    log.path.write_text('{"activation_id": "a1", "outcome": "answered"}\n{"activation_id": "a2", "outc\n'
+                        '{"activation_id": "a3", "outcome": "failed"}\n')
+    assert [d["activation_id"] for d in log.read_tail(1 << 20)] == ["a1", "a3"]
+    assert [d["activation_id"] for d in log.read_tail(60)] == ["a3"]  # starts inside a line: that one is cut
+    log.close()

@@ -96,6 +96,30 @@ class SummaryLog:
         if self._pending:
             log.error("activation journal %s: %d line(s) could not be written", self.path, len(self._pending))
 
+    def read_tail(self, max_bytes: int) -> list[dict[str, Any]]:
+        """The documents of the journal's last ``max_bytes`` (whole lines only; a line that does not parse,
+        such as one a crash tore, is skipped): what start-up replays."""
+        try:
+            with open(self.path, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                start = max(0, size - max_bytes)
+                fh.seek(start)
+                data = fh.read()
+        except OSError:
+            return []
+        lines = data.split(b"\n")
+        if start > 0:
+            lines = lines[1:]  # the first one is cut
+        docs: list[dict[str, Any]] = []
+        for line in lines:
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict):
+                docs.append(doc)
+        return docs
+
     def read(self) -> list[dict[str, Any]]:
         """Every activation written so far (tests, CLI)."""
         if not self.path.exists():

@@ -611,8 +611,11 @@ class ActivationWriter:
         self._seq[activation_id] = seq + 1
         self._put("event", _event_row(activation_id, seq, entry))
 
-    def ended(self, summary: Any) -> None:
-        """The call ended: ``summary`` is a ``CallSummary`` or its ``dataclasses.asdict``.  Never dropped."""
+    def ended(self, summary: Any, *, events_stored: int | None = None) -> None:
+        """The call ended: ``summary`` is a ``CallSummary`` or its ``dataclasses.asdict``.  Never dropped.
+
+        ``events_stored``: how many of its timeline entries the database already holds, when this writer did
+        not write them itself (an end replayed from the journal after a restart)."""
         values = dict(summary) if isinstance(summary, Mapping) else dataclasses.asdict(summary)
         aid = str(values["activation_id"])
         started_at = float(values["started_at"])
@@ -624,6 +627,8 @@ class ActivationWriter:
             row[name] = values.get(name)
         row["silent"] = bool(row["silent"])
         sent = self._seq.pop(aid, 0)
+        if events_stored is not None:
+            sent = events_stored
         timeline = list(values.get("timeline") or ())
         self._put("ended", row, keep=True)
         for seq, entry in enumerate(timeline[sent:], start=sent):
