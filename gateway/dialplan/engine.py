@@ -49,6 +49,7 @@ from .model import (
     LegEnded,
     Offered,
     PromptPlayed,
+    PromptTimedOut,
     Retried,
     Ring,
     RingStarted,
@@ -185,6 +186,11 @@ Action = PlayPrompt | PlayMessage | RingTargets | DialNumber | CancelTargets | R
 _CAUSE_ORDER: tuple[Cause, ...] = ("decline", "busy", "unconfirmed", "timeout", "server_error", "unreachable")
 
 
+#: Seconds a plan waits at most for the end of a prompt it waits for (a message, a ``play`` with ``wait``):
+#: longer than any prompt the media plane loads (600 s), so it only ends a wait whose report never came.
+PROMPT_GUARD = 660.0
+
+
 class _Phase(enum.Enum):
     IDLE = "idle"
     PROMPT = "prompt"  # waiting for PromptFinished
@@ -221,6 +227,7 @@ class Plan:
         self._index = 0
         self._retries = 0
         self._awaited_prompt: str | None = None
+        self._prompt_guard_at: float | None = None
         self._after_prompt = Route(0, 0)
         self._pending_at: float | None = None
         self._last_attempt: dict[int, float] = {}
@@ -268,7 +275,7 @@ class Plan:
             self._finish(Done("abandoned"), now, out)
         elif isinstance(event, PromptFinished):
             if self._phase is _Phase.PROMPT and event.prompt == self._awaited_prompt:
-                self._phase, self._awaited_prompt = _Phase.IDLE, None
+                self._phase, self._awaited_prompt, self._prompt_guard_at = _Phase.IDLE, None, None
                 self._advance(self._after_prompt, now, out)
         elif self._phase is not _Phase.RINGING or event.target not in self._legs:
             pass
@@ -290,6 +297,8 @@ class Plan:
         """The earliest deadline at which :meth:`handle_timer` must be called, or None."""
         if self._phase is _Phase.PENDING:
             return self._pending_at
+        if self._phase is _Phase.PROMPT:
+            return self._prompt_guard_at
         if self._phase is not _Phase.RINGING:
             return None
         deadlines = [self._leg_deadline(leg) for leg in self._legs.values()]
@@ -301,6 +310,12 @@ class Plan:
         if self._phase is _Phase.PENDING and self._pending_at is not None and now >= self._pending_at:
             self._pending_at = None
             self._advance(self._attempt(now, out), now, out)
+        elif (self._phase is _Phase.PROMPT and self._prompt_guard_at is not None and now >= self._prompt_guard_at
+              and self._awaited_prompt is not None):
+            # The end of the prompt never came: go on, never leave the caller waiting in silence.
+            self._log(PromptTimedOut(at=now, prompt=self._awaited_prompt))
+            self._phase, self._awaited_prompt, self._prompt_guard_at = _Phase.IDLE, None, None
+            self._advance(self._after_prompt, now, out)
         elif self._phase is _Phase.RINGING:
             expired: dict[str, list[tuple[str, Cause, str]]] = {}
             for target, leg in self._legs.items():
@@ -348,6 +363,7 @@ class Plan:
             self._log(PromptPlayed(at=now, prompt=prompt, message=False))
             if step.play.wait:  # type: ignore[union-attr]
                 self._phase, self._awaited_prompt = _Phase.PROMPT, prompt
+                self._prompt_guard_at = now + PROMPT_GUARD
                 self._after_prompt = Route(route.index + 1, 0)
                 return None
             return Route(route.index + 1, 0)
@@ -366,6 +382,7 @@ class Plan:
         out.append(PlayMessage(prompt, final=after.index >= len(self.dialplan.steps)))
         self._log(PromptPlayed(at=now, prompt=prompt, message=True))
         self._phase, self._awaited_prompt, self._after_prompt = _Phase.PROMPT, prompt, after
+        self._prompt_guard_at = now + PROMPT_GUARD
 
     def _attempt(self, now: float, out: list[Action]) -> Route | None:
         """Start an attempt of the current ring or dial step; a closed room fails it at once."""

@@ -51,7 +51,7 @@ __all__ = [
     "Serves",
     "Step",
     "Window",
-    "Offered", "PromptPlayed", "RoomClosed", "RingStarted", "LegEnded", "Answered", "Confirmed",
+    "Offered", "PromptPlayed", "PromptTimedOut", "RoomClosed", "RingStarted", "LegEnded", "Answered", "Confirmed",
     "Retried", "FailedOver", "Finished", "TimelineEntry",
     "action_for",
     "cause_for_status",
@@ -408,6 +408,13 @@ class PromptPlayed(_Entry, frozen=True, kw_only=True, tag=True):
     message: bool
 
 
+class PromptTimedOut(_Entry, frozen=True, kw_only=True, tag=True):
+    """The end of a prompt the plan waited for was never reported (a fault in the media plane): the plan went
+    on rather than leave the caller in silence."""
+
+    prompt: str
+
+
 class RoomClosed(_Entry, frozen=True, kw_only=True, tag=True):
     """A room was skipped because its schedule says it is not staffed."""
 
@@ -467,7 +474,7 @@ class Finished(_Entry, frozen=True, kw_only=True, tag=True):
 
 
 TimelineEntry = (
-    Offered | PromptPlayed | RoomClosed | RingStarted | LegEnded | Answered | Confirmed | Retried
+    Offered | PromptPlayed | PromptTimedOut | RoomClosed | RingStarted | LegEnded | Answered | Confirmed | Retried
     | FailedOver | Finished
 )
 """One entry of :attr:`Plan.timeline`."""

@@ -52,6 +52,7 @@ from .model import (
     LegEnded,
     Offered,
     PromptPlayed,
+    PromptTimedOut,
     Retried,
     RingStarted,
     RoomClosed,
@@ -204,6 +205,8 @@ def _format(entry: TimelineEntry, actions: Sequence[Action], plan: Plan, at: dat
             return f"play {entry.prompt} (early media{', the next step waits for its end' if waits else ''})"
         final = any(isinstance(a, PlayMessage) and a.prompt == entry.prompt and a.final for a in actions)
         return f"message {entry.prompt}" + (" (final)" if final else "")
+    if isinstance(entry, PromptTimedOut):
+        return f"no end reported for {entry.prompt} within the guard: going on"
     if isinstance(entry, RoomClosed):
         room = plan.dialplan.rooms.get(entry.room)
         hours = f" (schedule {describe(room.schedule)})" if room is not None and room.schedule else ""

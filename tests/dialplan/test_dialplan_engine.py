@@ -42,6 +42,7 @@ from gateway.dialplan import (
     timeline_to_builtins,
     validate_dialplan,
 )
+from gateway.dialplan.engine import PROMPT_GUARD
 
 NOON = datetime.datetime(2026, 11, 23, 12, 0, tzinfo=datetime.UTC)
 NIGHT = datetime.datetime(2026, 11, 22, 2, 10, tzinfo=datetime.UTC)
@@ -166,7 +167,7 @@ def test_closed_room_is_skipped_at_night_and_full_failure_path_is_safe() -> None
     assert plan.handle(LegFailed("police-control-1", "server_error"), T0 + 36) == [
         PlayMessage("all-rooms-unavailable", final=False),
     ]
-    assert plan.get_timer() is None  # waiting for the message, no timer
+    assert plan.get_timer() == T0 + 36 + PROMPT_GUARD  # waiting for the message: only its guard
     assert plan.handle(PromptFinished("connecting"), T0 + 37) == []
     assert plan.handle(PromptFinished("all-rooms-unavailable"), T0 + 40) == [
         ring(("police-control-1",), "police-control", 30.0),
@@ -299,7 +300,7 @@ def test_play_with_wait_asks_for_its_end_to_be_reported() -> None:
     """)
     assert plan.start(T0, NOON) == [PlayMessage("call-recorded", final=False)]
     assert plan.timeline[-1] == PromptPlayed(at=T0, prompt="call-recorded", message=False)
-    assert plan.get_timer() is None
+    assert plan.get_timer() == T0 + PROMPT_GUARD
     assert plan.handle(PromptFinished("call-recorded"), T0 + 2) == [
         RingTargets(("police-control-1",), "police-control", "parallel", 20.0, 4.0, 1),
     ]
@@ -324,3 +325,23 @@ def test_schedules_follow_elapsed_time_across_a_dst_change_whatever_the_zone_of_
         RingTargets(("police-control-1",), "police-control", "parallel", 20.0, 4.0, 1),
     ]  # 01:00:30 GMT, the second 01:00: council not open yet
     assert RoomClosed(at=T0 + 60, room="council-cctv") in plan.timeline
+
+
+def test_a_prompt_whose_end_is_never_reported_does_not_stall_the_plan() -> None:
+    """A fault in the media plane loses the end report of a message the plan waits for: after the guard
+    (longer than any prompt) the plan goes on, noted in its timeline, instead of leaving the caller in
+    silence for ever."""
+    from gateway.dialplan.model import PromptTimedOut
+
+    plan = custom("""\
+    steps:
+      - message: all-rooms-unavailable
+      - ring: {room: police-control, repeat: forever}
+    """)
+    assert plan.start(T0, NOON) == [PlayMessage("all-rooms-unavailable", final=False)]
+    assert plan.handle_timer(T0 + PROMPT_GUARD - 1) == []
+    assert plan.handle_timer(T0 + PROMPT_GUARD) == [
+        RingTargets(("police-control-1",), "police-control", "parallel", 20.0, 4.0, 1),
+    ]
+    assert PromptTimedOut(at=T0 + PROMPT_GUARD, prompt="all-rooms-unavailable") in plan.timeline
+    assert plan.handle(PromptFinished("all-rooms-unavailable"), T0 + PROMPT_GUARD + 1) == []  # too late: ignored
