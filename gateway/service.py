@@ -97,6 +97,12 @@ BUILTIN_PROMPTS = frozenset({"connecting", "call-recorded", "all-rooms-unavailab
                              "confirm-operator"})
 
 
+def _uri_peer(uri: Any, transport: str | None = None) -> Peer:
+    """Where a sip: URI is reached: its host and port (5060 when absent) over ``transport``, else the URI's
+    own ``transport`` parameter (UDP when absent)."""
+    return ((transport or uri.param("transport") or "udp").upper(), uri.host.strip("[]"), uri.port or 5060)
+
+
 def dialplan_inventory(config: Config, inventory: Inventory) -> DialplanInventory:
     """What the dialplan validator needs from the inventory and the prompts folder."""
     prompts = set(BUILTIN_PROMPTS)
@@ -524,9 +530,7 @@ class Gateway:
         if bindings:
             contact, dest = bindings[0].contact, self.reach(bindings[0].contact, bindings[0].source)
         elif hp.static_uri is not None:
-            uri = parse_uri(hp.static_uri)
-            contact = hp.static_uri
-            dest = ((uri.param("transport") or "udp").upper(), uri.host.strip("[]"), uri.port or 5060)
+            contact, dest = hp.static_uri, _uri_peer(parse_uri(hp.static_uri))
         else:
             raise LookupError(f"help point {help_point_id!r} is not registered and has no static_uri")
         activation_id = new_activation_id()
@@ -567,19 +571,15 @@ class Gateway:
             else:
                 return []  # the validator refuses such a step; kept safe if one got through
             try:
-                uri = parse_uri(target)
+                return [(target, _uri_peer(parse_uri(target)))]
             except RemoteProtocolError:
                 return []
-            transport = (uri.param("transport") or "udp").upper()
-            return [(target, (transport, uri.host.strip("[]"), uri.port or 5060))]
         found = self.positions.get(position_id)
         if found is None:
             return []
         position, _ = found
         if position.static_uri:
-            uri = parse_uri(position.static_uri)
-            transport = (uri.param("transport") or "udp").upper()
-            return [(position.static_uri, (transport, uri.host.strip("[]"), uri.port or 5060))]
+            return [(position.static_uri, _uri_peer(parse_uri(position.static_uri)))]
         return [(b.contact, self.reach(b.contact, b.source)) for b in
                 self.registrar.lookup(position.sip_user, time.time())]
 
@@ -597,7 +597,7 @@ class Gateway:
             return dest
         if not isinstance(uri, Uri) or not uri.host:
             return dest
-        return (dest[0], uri.host.strip("[]"), uri.port or 5060)
+        return _uri_peer(uri, dest[0])
 
     def room_of(self, position_id: str) -> str | None:
         """The room of a position."""
