@@ -465,9 +465,7 @@ class SipEndpoint:
         response = self._decorate(response)
         if not retransmit and isinstance(tx, InviteServerTransaction) and response.status >= 300:
             tx.quiet = True
-            if tx.last_response is not None and tx.last_response.status == 100:
-                trying = bytes(tx.last_response)
-                self._out = [out for out in self._out if out[0] != trying]
+            self._withdraw_trying(tx)
         if isinstance(tx, InviteServerTransaction) and 200 <= response.status < 300:
             self._accepted[(tx.request.call_id, tx.request.cseq[0])] = transaction
         self._apply(tx, tx.send_response(response, now))
@@ -523,10 +521,15 @@ class SipEndpoint:
         """
         tx = self._txs.get(transaction)
         if tx is not None:
-            if isinstance(tx, InviteServerTransaction) and tx.last_response is not None:
-                trying = bytes(tx.last_response)
-                self._out = [out for out in self._out if out[0] != trying]
+            if isinstance(tx, InviteServerTransaction):
+                self._withdraw_trying(tx)
             self._forget(tx)
+
+    def _withdraw_trying(self, tx: InviteServerTransaction) -> None:
+        """Take back the INVITE's automatic 100 Trying if ``datagrams_to_send`` has not taken it yet."""
+        if tx.last_response is not None and tx.last_response.status == 100:
+            trying = bytes(tx.last_response)
+            self._out = [out for out in self._out if out[0] != trying]
 
     def transport_failed(self, dest: Peer, now: float) -> None:
         """The shell could not reach *dest*: fail every transaction waiting on it."""
