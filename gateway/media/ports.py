@@ -580,6 +580,16 @@ class StereoRecorder:
         os.pwrite(fd, struct.pack("<I", 36 + self._data_bytes), 4)
         os.pwrite(fd, struct.pack("<I", self._data_bytes), 40)
 
+    def _finish_file(self) -> None:
+        """Final sizes on disk (seal and shutdown alike): the open file cut to the audio's length if the last
+        writes may have failed, its header patched, fsync'd."""
+        f = self._file
+        assert f is not None
+        if self._write_errors:
+            os.ftruncate(f.fileno(), HEADER_SIZE + self._data_bytes)
+        self._patch_sizes()
+        os.fsync(f.fileno())
+
     def _close_unsealed(self) -> None:
         """The writer stops with this recording open (shutdown mid-call): write what is queued, patch the
         sizes, fsync and close.  Not hashed: the start-up recovery hashes and links it, as after a crash."""
@@ -587,10 +597,7 @@ class StereoRecorder:
         f = self._file
         if f is not None:
             try:
-                if self._write_errors:
-                    os.ftruncate(f.fileno(), HEADER_SIZE + self._data_bytes)
-                self._patch_sizes()
-                os.fsync(f.fileno())
+                self._finish_file()
             except OSError as exc:
                 log.error("recording %s: cannot finish it at shutdown: %s", self.path, exc)
             finally:
@@ -604,10 +611,7 @@ class StereoRecorder:
     def _seal(self, stop_writer: bool) -> None:
         try:
             if self._file is not None:
-                if self._write_errors:  # the last writes may have failed: the file is as long as the audio
-                    os.ftruncate(self._file.fileno(), HEADER_SIZE + self._data_bytes)
-                self._patch_sizes()
-                os.fsync(self._file.fileno())
+                self._finish_file()
                 self._file.close()
                 self._file = None
                 digest = hashlib.sha256()
