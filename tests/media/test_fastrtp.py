@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_media_session import drain_socket
 
 from gateway.media import g711, ports, session
 from gateway.media.ports import DiskWriter, WavPlayer
@@ -64,15 +65,6 @@ def _spaced_sockets(count: int) -> list[socket.socket]:
     for s in spare:
         s.close()
     return kept
-
-
-def _drain(s: socket.socket) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(s.recv(4096))
-        except BlockingIOError:
-            return out
 
 
 class Rig:
@@ -155,7 +147,7 @@ class Rig:
             self.b.play(WavPlayer(Audio(bytes(320 * action[1]))))
         elif kind == "stop":
             self.b.stop_play()
-        return {"hp": _drain(self.hp), "hp2": _drain(self.hp2), "op": _drain(self.op), "state": self.snapshot()}
+        return {"hp": drain_socket(self.hp), "hp2": drain_socket(self.hp2), "op": drain_socket(self.op), "state": self.snapshot()}
 
 
 def _packets(draw: st.DrawFn) -> list[tuple]:

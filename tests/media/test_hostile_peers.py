@@ -11,7 +11,7 @@ import asyncio
 import socket
 
 import pytest
-from test_media_session import HOST, FakeClock, make_peer, media, until, voice
+from test_media_session import HOST, FakeClock, drain_socket, make_peer, media, until, voice
 
 from gateway.media.rtcp import ReceiverReport, ReportBlock, pack_rtcp
 from gateway.media.rtp import RtpPacket
@@ -35,15 +35,6 @@ def _intruder_socket(port: int = 0) -> socket.socket:
     s.bind((INTRUDER, port))
     s.setblocking(False)
     return s
-
-
-def _received(s: socket.socket) -> list[bytes]:
-    out = []
-    while True:
-        try:
-            out.append(s.recv(4096))
-        except BlockingIOError:
-            return out
 
 
 async def test_source_port_zero_from_another_host_is_not_relayed_recorded_or_counted(engine: MediaEngine) -> None:
@@ -87,7 +78,7 @@ async def test_rtcp_from_a_third_party_does_not_redirect_our_reports(engine: Med
         engine.fake.now += 10.0  # type: ignore[attr-defined]
         engine.tick(engine.clock())
         await asyncio.sleep(0.05)
-        assert _received(intruder) == []
+        assert drain_socket(intruder) == []
     finally:
         intruder.close()
 
@@ -106,7 +97,7 @@ async def test_no_rtcp_to_an_unspecified_address() -> None:
         clock.now += 10.0
         eng.tick(clock.now)
         await asyncio.sleep(0.05)
-        assert _received(local) == []
+        assert drain_socket(local) == []
         assert leg.remote_rtcp is None
     finally:
         local.close()
@@ -137,7 +128,7 @@ async def test_a_session_refresh_with_the_same_sdp_keeps_the_latch(engine: Media
         # what the operator says still goes to the help point, not to the intruder
         op.send(leg_b.local_port, voice(3, "PCMU"), 0)
         assert (await hp.get()).payload == voice(3, "PCMU")
-        assert _received(intruder) == []
+        assert drain_socket(intruder) == []
     finally:
         intruder.close()
 

@@ -16,7 +16,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from test_fastrtp import Rig, _diff, _drain
+from test_fastrtp import Rig, _diff
+from test_media_session import drain_socket
 
 pytest.importorskip("gateway.media._fastrtp", reason="C extension not built (no C compiler at install)")
 
@@ -60,7 +61,7 @@ def _run_hostile(fast: bool, tmp: Path, order: list[int]) -> tuple[list, tuple[i
         rig.hp.sendto(data, ("127.0.0.1", rig.a.local_port))
         rig.a._readers[0]()
         rig.clock.now += 0.02
-        trace.append({"hp": _drain(rig.hp), "op": _drain(rig.op), "state": rig.snapshot()})
+        trace.append({"hp": drain_socket(rig.hp), "op": drain_socket(rig.op), "state": rig.snapshot()})
 
     try:
         for i in range(20):  # probation, latching, then the C path
@@ -78,7 +79,7 @@ def _run_hostile(fast: bool, tmp: Path, order: list[int]) -> tuple[list, tuple[i
         rig.a.close()
         rig.hp.sendto(_rtp(0x80, 0, seq, ts, bytes(160)), ("127.0.0.1", rig.a.local_port))
         rig.a._readers[0]()
-        trace.append({"hp": _drain(rig.hp), "op": _drain(rig.op), "state": rig.snapshot()})
+        trace.append({"hp": drain_socket(rig.hp), "op": drain_socket(rig.op), "state": rig.snapshot()})
     finally:
         rig.close()
     return trace, counts

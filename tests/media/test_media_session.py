@@ -7,6 +7,7 @@ the test waits for packets to arrive, never sleeps.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import wave
 from pathlib import Path
@@ -58,6 +59,16 @@ class Peer(asyncio.DatagramProtocol):
 
     async def get(self) -> RtpPacket:
         return await asyncio.wait_for(self.queue.get(), 2.0)
+
+
+def drain_socket(s: socket.socket) -> list[bytes]:
+    """Every datagram waiting on a non-blocking socket (media tests' peers and intruders)."""
+    out = []
+    while True:
+        try:
+            out.append(s.recv(4096))
+        except BlockingIOError:
+            return out
 
 
 async def make_peer() -> Peer:
