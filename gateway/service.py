@@ -283,24 +283,18 @@ class Gateway:
                 self.calls.on_timeout(event)
 
     def respond(self, event: ev.RequestReceived, status: int, reason: str | None = None,
-                headers: tuple[tuple[str, str], ...] = ()) -> None:
-        """Answer a request's transaction."""
-        assert event.transaction is not None
-        response = build_response(event.request, status, reason, to_tag=self.new_tag(), headers=headers)
-        self.endpoint.send_response(event.transaction, response, self.loop.time())
+                headers: tuple[tuple[str, str], ...] = (), *, retransmit: bool = True) -> None:
+        """Answer a request's transaction.
 
-    def respond_once(self, event: ev.RequestReceived, status: int, reason: str | None = None,
-                     headers: tuple[tuple[str, str], ...] = ()) -> None:
-        """Refuse an INVITE with one response per INVITE received (no 100 Trying, no Timer G).
-
-        An INVITE transaction's non-2xx answer is otherwise retransmitted (Timer G) until ACKed, up to 10
-        times over UDP: to a spoofed source, 11 packets out for 1 in.  The transaction stays, so a caller that
+        ``retransmit=False`` refuses an INVITE with one response per INVITE received (no 100 Trying, no
+        Timer G): a transaction's non-2xx answer is otherwise retransmitted until ACKed, up to 10 times over
+        UDP, which to a spoofed source is 11 packets out for 1 in.  The transaction stays, so a caller that
         missed the answer and retransmits its INVITE gets it again from the transaction (cheaply: no new
         challenge), and its ACK is matched as usual.
         """
         assert event.transaction is not None
         response = build_response(event.request, status, reason, to_tag=self.new_tag(), headers=headers)
-        self.endpoint.send_response(event.transaction, response, self.loop.time(), retransmit=False)
+        self.endpoint.send_response(event.transaction, response, self.loop.time(), retransmit=retransmit)
 
     def trusted(self, host: str) -> bool:
         """Sources exempt from the per-source budget: configured infrastructure, registered devices."""
@@ -395,9 +389,9 @@ class Gateway:
         hp = self.help_points.get(user)
         if hp is None:
             # Unknown callers are hostile until proven otherwise: no hint which users exist, and one 403 per
-            # INVITE received (respond_once: no 100 Trying, no Timer G towards a source that may be spoofed).
+            # INVITE received (no 100 Trying, no Timer G towards a source that may be spoofed).
             metrics.CALLS_REFUSED_BY_REASON("unknown_caller").inc()
-            self.respond_once(event, 403, "Forbidden")
+            self.respond(event, 403, "Forbidden", retransmit=False)
             return
         presented = presented_credentials(self.registrar, request)  # parsed once, handed to admit
         needed = presented.username
@@ -435,7 +429,8 @@ class Gateway:
         if verdict in (Admission.CHALLENGE, Admission.STALE):
             challenge = self.registrar.auth.challenge(time.time(), stale=verdict is Admission.STALE)
             # Like the 403 above: the INVITE may come from a spoofed source that names a real help point.
-            self.respond_once(event, 401, "Unauthorized", tuple(("WWW-Authenticate", c) for c in challenge))
+            self.respond(event, 401, "Unauthorized", tuple(("WWW-Authenticate", c) for c in challenge),
+                         retransmit=False)
             return
         if verdict is not Admission.OK:
             # A known help point that fails authentication is an ops emergency: log loudly.
