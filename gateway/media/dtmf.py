@@ -64,6 +64,11 @@ class DtmfDetector:
     reported events are kept.  If an event's End packets were all lost, the
     digit is reported when the next event (a new timestamp) starts, or by
     :meth:`flush`.
+
+    A key held longer than 0xFFFF timestamp units (8.2 s at 8 kHz) arrives as
+    segments (RFC 4733 §2.5.1.3): the same event code at the previous segment's
+    timestamp plus 0xFFFF, with no End bit on the earlier segments.  A new
+    segment continues the current event: one held key is one digit.
     """
 
     #: Reported events remembered, so a late packet of one is not taken for a new event.
@@ -83,8 +88,14 @@ class DtmfDetector:
         if timestamp in self._reported:
             return []  # a retransmitted End or a late packet of an event already reported
         digits: list[str] = []
-        if timestamp != self._current_ts:
-            digits.extend(self.flush())
+        previous = self._current_ts
+        if timestamp != previous:
+            if previous is not None and self._continues(previous, timestamp, event):
+                # The next segment of a long event: still the same key.  The old segment's timestamp is
+                # remembered with the reported ones, so a late packet of it is not taken for a new event.
+                self._reported.append(previous)
+            else:
+                digits.extend(self.flush())
             self._current_ts = timestamp
         self._current = event
         if event.end:
@@ -92,6 +103,12 @@ class DtmfDetector:
             if event.digit is not None:
                 digits.append(event.digit)
         return digits
+
+    def _continues(self, previous: int, timestamp: int, event: TelephoneEvent) -> bool:
+        """Whether *timestamp* starts the next segment of the current, not yet ended, event."""
+        current = self._current
+        return (current is not None and not current.end and current.event == event.event
+                and (timestamp - previous) & 0xFFFFFFFF == 0xFFFF)
 
     def flush(self) -> list[str]:
         """Report the current event if it never saw an End packet (e.g. they were lost)."""

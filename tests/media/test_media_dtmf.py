@@ -139,3 +139,53 @@ def test_hostile_event_codes_report_nothing() -> None:
         got += det.receive(event * 1000, bytes(TelephoneEvent(event, True, 63, 0xFFFF)))
     got += det.receive(1, b"\xff\xff\xff")  # truncated
     assert got == [] and det.flush() == []
+
+
+def long_event_segments(digit: str, ts: int, segments: int, *, last_segment_lost_tail: bool = False,
+                        ) -> list[tuple[int, bytes]]:
+    """A key held longer than 0xFFFF timestamp units (8.2 s): RFC 4733 §2.5.1.3 sends it as segments,
+    each new one at the previous timestamp plus 0xFFFF, End bits only on the last segment."""
+    ev = TelephoneEvent.from_digit(digit).event
+    out: list[tuple[int, bytes]] = []
+    for n in range(segments):
+        seg_ts = (ts + n * 0xFFFF) & 0xFFFFFFFF
+        last = n == segments - 1
+        durations = (160, 32000, 0xFFFF) if not last else (160, 320)
+        if not last and last_segment_lost_tail and n == 0:
+            durations = (160, 32000)  # the segment's closing 0xFFFF packet was lost
+        out += [(seg_ts, bytes(TelephoneEvent(ev, False, 10, d))) for d in durations]
+        if last:
+            out += [(seg_ts, bytes(TelephoneEvent(ev, True, 10, 480)))] * 3
+    return out
+
+
+@pytest.mark.parametrize("lost_tail", [False, True])
+def test_long_event_in_segments_is_one_digit(lost_tail: bool) -> None:
+    """An operator holding a key for 20 s is one digit, not one per 8.2 s segment."""
+    det = DtmfDetector()
+    got = []
+    for ts, payload in long_event_segments("5", 0xFFFF0000, 3, last_segment_lost_tail=lost_tail) + packets_for(
+        "5", 0x30000
+    ):
+        got += det.receive(ts, payload)
+    got += det.flush()
+    assert got == ["5", "5"]
+
+
+def test_same_digit_again_after_a_normal_end_is_a_new_digit() -> None:
+    det = DtmfDetector()
+    got = []
+    for ts, payload in packets_for("7", 1000) + packets_for("7", 1000 + 0xFFFF):
+        got += det.receive(ts, payload)
+    assert got == ["7", "7"]
+
+
+def test_late_packet_of_an_earlier_segment_is_not_a_new_digit() -> None:
+    det = DtmfDetector()
+    seg = long_event_segments("9", 5000, 2)
+    first, second = seg[:3], seg[3:]
+    got = []
+    for ts, payload in first[:2] + second[:1] + first[2:] + second[1:]:
+        got += det.receive(ts, payload)
+    got += det.flush()
+    assert got == ["9"]
