@@ -619,6 +619,8 @@ class StreamFramer:
         self._total: int | None = None
         #: Number of double-CRLF keep-alive pings seen (each wants a CRLF pong).
         self.pings = 0
+        #: CRLFs seen since the last message or ping: a ping may be cut across two reads.
+        self._crlfs = 0
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete messages now available.
@@ -647,11 +649,15 @@ class StreamFramer:
         skip = 0
         while buf[skip : skip + 2] == b"\r\n":
             skip += 2
-            if skip % 4 == 0:
+            self._crlfs += 1
+            if self._crlfs == 2:
                 self.pings += 1
+                self._crlfs = 0
         if skip:
             del buf[:skip]
             self._searched = 0
+        if buf[:1] not in (b"", b"\r"):
+            self._crlfs = 0  # a message starts: a lone CRLF before it was not half a ping
         end = buf.find(b"\r\n\r\n", max(0, self._searched - 3))
         if end < 0:
             if len(buf) > self.max_size:

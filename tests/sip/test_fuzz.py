@@ -243,24 +243,28 @@ def test_generated_requests_expose_what_they_were_built_from(req: Request) -> No
 
 
 @st.composite
-def split_stream(draw: st.DrawFn) -> tuple[list[bytes], list[bytes]]:
+def split_stream(draw: st.DrawFn) -> tuple[list[bytes], list[bytes], int]:
     wires = [bytes(m) for m in draw(st.lists(messages, min_size=1, max_size=5))]
     # keep-alive CRLFs between messages are allowed on a stream (RFC 5626 §3.5.1)
-    joined = b"".join(draw(st.sampled_from([b"", b"\r\n\r\n"])) + w for w in wires)
+    pings = [draw(st.sampled_from([b"", b"\r\n\r\n", b"\r\n\r\n\r\n\r\n"])) for _ in wires]
+    joined = b"".join(p + w for p, w in zip(pings, wires, strict=True))
     cuts = sorted(draw(st.lists(st.integers(0, len(joined)), max_size=12)))
     chunks = [joined[a:b] for a, b in zip([0, *cuts], [*cuts, len(joined)], strict=True)]
-    return wires, chunks
+    return wires, chunks, sum(len(p) // 4 for p in pings)
 
 
 @FUZZ
 @given(split_stream())
-def test_stream_framer_reassembles_messages_cut_anywhere(case: tuple[list[bytes], list[bytes]]) -> None:
-    wires, chunks = case
+def test_stream_framer_reassembles_messages_cut_anywhere(case: tuple[list[bytes], list[bytes], int]) -> None:
+    """Messages and keep-alive pings (each wants its pong) are found however the stream is cut, a ping
+    split across two reads included."""
+    wires, chunks, pings = case
     framer = StreamFramer()
     out: list[bytes] = []
     for chunk in chunks:
         out += framer.feed(chunk)
     assert out == wires
+    assert framer.pings == pings
     assert [parse_message(w) for w in out] == [parse_message(w) for w in wires]
 
 
@@ -384,3 +388,16 @@ def test_list_flood_in_one_header_is_bounded() -> None:
     except RemoteProtocolError as exc:
         assert exc.status in (400, 513)
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_keepalive_ping_split_across_reads_still_wants_its_pong(cut: int) -> None:
+    """RFC 5626 §4.4.1: a double-CRLF ping cut by TCP into two reads is one ping (the client declares the
+    flow dead without its pong); the CRLFs around a message are not pings."""
+    framer = StreamFramer()
+    ping = b"\r\n\r\n"
+    assert framer.feed(ping[:cut]) == []
+    assert framer.feed(ping[cut:]) == []
+    assert framer.pings == 1
+    framer.feed(b"\r\n")
+    assert framer.pings == 1
