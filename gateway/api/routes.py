@@ -278,10 +278,15 @@ async def start_talkdown(ctx: Context) -> web.Response:
     """POST /api/talkdown."""
     body = ctx.body
     times = body.get("times", 1)
-    activation_id = await _call(ctx.services.start_talkdown, "talk-down", body["help_point"], body["warning"],
-                                times)
+    try:
+        activation_id = await _call(ctx.services.start_talkdown, "talk-down", body["help_point"],
+                                    body["warning"], times)
+    except ApiError as exc:  # refused (unknown help point, no free RTP port, ...): the attempt is audited too
+        await ctx.audit("talkdown.start", body["help_point"],
+                        {"warning": body["warning"], "times": times, "started": False, "error": exc.message})
+        raise
     await ctx.audit("talkdown.start", body["help_point"],
-                    {"warning": body["warning"], "times": times, "activation_id": activation_id})
+                    {"warning": body["warning"], "times": times, "started": True, "activation_id": activation_id})
     return web.json_response({"activation_id": activation_id, "help_point": body["help_point"],
                               "warning": body["warning"], "times": times}, status=202)
 

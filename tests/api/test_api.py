@@ -289,7 +289,12 @@ async def test_talkdown(client: Client, records: Records, fakes: Fakes, tokens: 
                                  headers=headers)
     assert response.status == 400 and (await response.json())["detail"]["field"] == "body.times"
     rows, _ = await records.list_audit(action="talkdown.start")
-    assert [(r.target, r.detail["times"]) for r in rows] == [("hp-outram", 3)]
+    # Refused attempts are accountable too (an operator tried to broadcast a warning); a request that
+    # fails validation never reached the call layer and is not an attempt.
+    assert sorted((r.target, r.detail["times"], r.detail["started"]) for r in rows) == [
+        ("hp-nowhere", 1, False), ("hp-outram", 3, True)]
+    refused = next(r for r in rows if r.target == "hp-nowhere")
+    assert "hp-nowhere" in refused.detail["error"]
 
 
 async def test_help_points_from_the_monitor_and_from_the_inventory(client: Client, records: Records,
