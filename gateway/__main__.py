@@ -32,6 +32,8 @@ from gateway.config import Config, ConfigError, Inventory, load_config, load_inv
 __all__ = ["main"]
 
 ENV_CONFIG = "GATEWAY_CONFIG"
+ENV_LOG_LEVEL = "GATEWAY_LOG_LEVEL"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_CONFIG = "sip-config/gateway.yaml"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -279,9 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--log-level",
-        default=os.environ.get("GATEWAY_LOG_LEVEL") or None,
+        default=os.environ.get(ENV_LOG_LEVEL) or None,
         type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        choices=LOG_LEVELS,
         help="logging threshold (default: $GATEWAY_LOG_LEVEL, else INFO for serve and WARNING otherwise)",
     )
 
@@ -389,6 +391,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed on one line
         return exc.code if isinstance(exc.code, int) else 2
+    if args.log_level is not None and args.log_level not in LOG_LEVELS:
+        # Only the environment's default gets here: argparse checks `choices` for a given option only.
+        print(ConfigError("environment", ENV_LOG_LEVEL, f"must be one of {', '.join(LOG_LEVELS)} "
+                          f"(got `{os.environ.get(ENV_LOG_LEVEL, args.log_level)}`)"), file=sys.stderr)
+        return 1
     _setup_logging(args.log_level or ("INFO" if args.command == "serve" else "WARNING"))
     try:
         return int(args.handler(args))

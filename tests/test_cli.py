@@ -96,6 +96,22 @@ def test_bad_env_override_is_one_line(root: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("level", ["LOUD", "verbose"])
+def test_bad_log_level_in_environment_is_one_line(root: Path, level: str) -> None:
+    # The variable is the default of --log-level; argparse never checks a default against `choices`.
+    result = gateway(root, "check-config", env={"GATEWAY_LOG_LEVEL": level})
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert one_line(result.stderr) == (
+        f"environment: GATEWAY_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL (got `{level}`)"
+    )
+
+
+def test_log_level_from_environment_any_case(root: Path) -> None:
+    result = gateway(root, "check-config", env={"GATEWAY_LOG_LEVEL": "debug"})
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [
