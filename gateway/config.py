@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
+from gateway.records.triage import CLASSIFICATIONS, OUTCOMES
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -632,8 +634,32 @@ def _check_config(file: Path, cfg: Config) -> None:
     if cfg.db_url is not None and not _DB_URL_RE.fullmatch(cfg.db_url):
         raise c.fail("$.db_url", f"`{cfg.db_url}` is not a database URL like `postgresql+asyncpg://host/db`")
     c.range("$.drain_timeout", cfg.drain_timeout, 0, 3600, " seconds")
+    _check_retention(c, cfg.records.retention)
     if cfg.demo is not None:
         c.text("$.demo.password_prefix", cfg.demo.password_prefix)
+
+
+#: Outcomes an ended activation can have (``in-progress`` is never subject to retention).
+_RETAINED_OUTCOMES = tuple(outcome for outcome in OUTCOMES if outcome != "in-progress")
+
+
+def _check_retention(c: _Checker, retention: RetentionConfig) -> None:
+    # A misspelt key would be ignored (that classification falling back to unclassified_days), and a
+    # period < 1 would only fail when `serve` builds the policy: both are caught here instead.
+    at = "$.records.retention"
+    for section, names, what in (("by_classification", CLASSIFICATIONS, "classification"),
+                                 ("by_outcome", _RETAINED_OUTCOMES, "outcome")):
+        for name, days in getattr(retention, section).items():
+            if name not in names:
+                raise c.fail(f"{at}.{section}.{name}",
+                             f"unknown {what} `{name}` (expected one of {', '.join(names)})")
+            _check_days(c, f"{at}.{section}.{name}", days)
+    _check_days(c, f"{at}.unclassified_days", retention.unclassified_days)
+
+
+def _check_days(c: _Checker, key_path: str, days: int) -> None:
+    if days < 1:
+        raise c.fail(key_path, f"must be a whole number of days >= 1 (got {days})")
 
 
 def _resolve(base: Path, path: Path) -> Path:

@@ -432,6 +432,38 @@ OPS = "sip-config/operators.yaml"
             f"{GW}: $.db_url: `gateway.db` is not a database URL like `postgresql+asyncpg://host/db`",
             id="db-url",
         ),
+        # A misspelt retention key used to be kept silently (genuine activations then fell to the 31-day
+        # default, deleting evidence early), and a period < 1 passed check-config but crashed `serve`.
+        pytest.param(
+            GW,
+            "genuine: 365",
+            "genuin: 365",
+            f"{GW}: $.records.retention.by_classification.genuin: unknown classification `genuin` "
+            "(expected one of genuine, false, prank, accidental, silent, test, fault)",
+            id="retention-classification-typo",
+        ),
+        pytest.param(
+            GW,
+            "genuine: 365",
+            "genuine: 0",
+            f"{GW}: $.records.retention.by_classification.genuine: must be a whole number of days >= 1 (got 0)",
+            id="retention-classification-days",
+        ),
+        pytest.param(
+            GW,
+            "by_outcome: {}",
+            "by_outcome: {answerd: 90}",
+            f"{GW}: $.records.retention.by_outcome.answerd: unknown outcome `answerd` "
+            "(expected one of answered, unanswered, abandoned, failed, interrupted)",
+            id="retention-outcome-typo",
+        ),
+        pytest.param(
+            GW,
+            "unclassified_days: 31",
+            "unclassified_days: -1",
+            f"{GW}: $.records.retention.unclassified_days: must be a whole number of days >= 1 (got -1)",
+            id="retention-unclassified-days",
+        ),
         pytest.param(
             GW,
             "help_points: sip-config/help-points.yaml",
