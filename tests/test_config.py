@@ -454,7 +454,8 @@ OPS = "sip-config/operators.yaml"
             "by_outcome: {}",
             "by_outcome: {answerd: 90}",
             f"{GW}: $.records.retention.by_outcome.answerd: unknown outcome `answerd` "
-            "(expected one of answered, unanswered, abandoned, failed, interrupted)",
+            "(expected one of answered, unanswered, abandoned, failed, interrupted, talkdown-played, "
+            "talkdown-unanswered, talkdown-failed, talkdown-interrupted)",
             id="retention-outcome-typo",
         ),
         pytest.param(

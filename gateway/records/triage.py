@@ -7,9 +7,14 @@ classified automatically: only an operator (or the API) classifies.
 
 from __future__ import annotations
 
+#: Outcomes a talk-down's row ends with (the gateway calling a help point to play a warning).
+TALKDOWN_OUTCOMES: tuple[str, ...] = ("talkdown-played", "talkdown-unanswered", "talkdown-failed",
+                                      "talkdown-interrupted")
+
 #: Outcomes an activation row can hold.  ``in-progress`` while the call runs; ``interrupted`` when
 #: the gateway stopped (crash, kill -9) before the call ended and the next start found it open.
-OUTCOMES: tuple[str, ...] = ("in-progress", "answered", "unanswered", "abandoned", "failed", "interrupted")
+OUTCOMES: tuple[str, ...] = ("in-progress", "answered", "unanswered", "abandoned", "failed", "interrupted",
+                             *TALKDOWN_OUTCOMES)
 
 #: Classifications an operator may give an activation.
 CLASSIFICATIONS: tuple[str, ...] = ("genuine", "false", "prank", "accidental", "silent", "test", "fault")

@@ -145,6 +145,35 @@ async def test_list_filters(client: Client, records: Records, tokens: dict[str, 
     assert ids[4] not in await listed(classification="unclassified")
 
 
+async def test_talkdown_outcomes_can_be_listed_and_filtered(client: Client, records: Records,
+                                                             tokens: dict[str, str]) -> None:
+    # A talk-down's record ends as talkdown-played / -unanswered / -failed / -interrupted (README, Talk-down):
+    # the outcome filter and the OpenAPI enum must accept what the API itself returns.
+    from gateway.api.openapi import openapi_document
+    from gateway.store import ActivationWriter
+
+    ids = await seed(records, 3)
+    writer = ActivationWriter(records, clock=lambda: T0 + 5000)
+    await writer.start()
+    writer.started("td-1", "hp-outram", T0 + 4000, "", 0, None, None)
+    writer.ended({"activation_id": "td-1", "help_point": "hp-outram", "started_at": T0 + 4000,
+                  "outcome": "talkdown-played", "answered_by": None, "answered_room": None, "ended_by": "gateway",
+                  "duration": 14.3, "talk_time": 14.3, "dialplan": "", "dialplan_version": 0, "silent": False,
+                  "timeline": [{"t": 0.0, "event": "talkdown-requested"}], "kind": "talkdown"})
+    await writer.close()
+    headers = auth(tokens["operator"])
+    response = await client.get("/api/activations", params={"outcome": "talkdown-played"}, headers=headers)
+    assert response.status == 200, await response.text()
+    assert [item["id"] for item in (await response.json())["items"]] == ["td-1"]
+    response = await client.get("/api/activations", headers=headers)
+    outcomes = {item["outcome"] for item in (await response.json())["items"]}
+    assert outcomes == {"talkdown-played", "answered", "unanswered", "abandoned"} and len(ids) == 3
+    documented = openapi_document()["components"]["schemas"]
+    enums = [schema["properties"]["outcome"]["enum"] for schema in documented.values()
+             if "outcome" in schema.get("properties", {})]
+    assert enums and all(outcomes <= set(enum) for enum in enums)
+
+
 @pytest.mark.parametrize("params, field", [
     ({"limit": "0"}, "query.limit"),
     ({"limit": "501"}, "query.limit"),
