@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from gateway.dialplan import engine as plan_ev
 from gateway.dialplan.model import Cause, cause_for_status
 from gateway.media.errors import SdpError
+from gateway.records.triage import DTMF_CLASSIFICATION
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
@@ -38,10 +39,8 @@ from .upkeep import SessionUpkeep
 #: Digits that follow ``*`` to play a warning (``*1`` -> warning-1).
 WARNING_DIGITS = ("1", "2")
 
-#: Triage by the operator's keypad: ``#`` then a digit classifies the activation (issue 5).
-CLASSIFY_DIGITS = {
-    "1": "genuine", "2": "false", "3": "accidental", "4": "silent", "5": "test", "6": "fault", "7": "prank",
-}
+#: Triage by the operator's keypad: ``#`` then a digit classifies the activation (one table, the records').
+CLASSIFY_DIGITS = DTMF_CLASSIFICATION
 
 #: ``locate(position_id) -> [(contact URI, destination)]`` from the registrar or static config.
 Locator = Callable[[str], list[tuple[str, Peer]]]

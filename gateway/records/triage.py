@@ -22,16 +22,17 @@ CLASSIFICATIONS: tuple[str, ...] = ("genuine", "false", "prank", "accidental", "
 #: The filter value meaning "no classification yet" (``GET /api/activations?classification=unclassified``).
 UNCLASSIFIED = "unclassified"
 
-#: Digits an operator presses on the softphone before hanging up to classify the call
-#: (RFC 4733 events; documented in docs/api.md).  ``0`` is unused so a stray press does nothing.
+#: Digits an operator presses after ``#`` on the softphone to classify the call (``#3``: accidental;
+#: RFC 4733 events; documented in the README and docs/api.md).  ``0``, ``8`` and ``9`` are unused so a
+#: stray press does nothing.  The call layer reads this table (gateway.calls.call.CLASSIFY_DIGITS).
 DTMF_CLASSIFICATION: dict[str, str] = {
     "1": "genuine",
     "2": "false",
-    "3": "prank",
-    "4": "accidental",
-    "5": "silent",
-    "6": "test",
-    "7": "fault",
+    "3": "accidental",
+    "4": "silent",
+    "5": "test",
+    "6": "fault",
+    "7": "prank",
 }
 
 

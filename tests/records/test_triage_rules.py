@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.calls.call import CLASSIFY_DIGITS
 from gateway.records import (
     CLASSIFICATIONS,
     DTMF_CLASSIFICATION,
@@ -22,7 +23,10 @@ FORBIDDEN = {"asyncio", "socket", "time", "gateway.metrics", "gateway.store", "g
 
 def test_classifications_and_digits() -> None:
     assert set(DTMF_CLASSIFICATION.values()) == set(CLASSIFICATIONS)
-    assert classification_for_digit("1") == "genuine" and classification_for_digit("3") == "prank"
+    # The README's and docs/api.md's table: #1 genuine ... #3 accidental ... #7 prank.
+    assert [classification_for_digit(d) for d in "1234567"] == [
+        "genuine", "false", "accidental", "silent", "test", "fault", "prank"]
+    assert CLASSIFY_DIGITS is DTMF_CLASSIFICATION  # the call layer keys the same table
     assert classification_for_digit("0") is None and classification_for_digit("#") is None
     assert parse_classification("fault") == "fault"
     for bad in ("Genuine", "", None, 1, "unclassified"):
