@@ -18,6 +18,9 @@ Digest is MD5-first (``registrar.algorithms: [MD5, SHA-256]``) because SIPp 3.6.
   answered). cps = successful calls / SIPp's elapsed time.  The note gives the event-loop thread's CPU per
   completed call and the share of the run it spent runnable but waiting for a CPU (other processes on the
   machine): a run where that share is more than a few per cent measured a crowded machine, not the gateway.
+* Every call is recorded from its 183, as in production: the note says how many recordings were sealed
+  (fsync'd, hashed, linked) when the help point's SIPp finished and how long the rest took, so a gateway
+  that keeps up with the calls but not with their evidence shows it; and the gateway's RSS before and after.
 * Post-dial delay at 100 cps, from a packet capture on ``lo`` (tcpdump, microsecond stamps), not from SIPp's
   4 ms clock: for each call, the help point's authenticated INVITE (CSeq 2) arriving at the gateway ->
   (a) the gateway's INVITE to the operator leaving, (b) the gateway's 183 to the help point leaving.
@@ -96,9 +99,26 @@ def loop_run_delay_seconds(pid: int) -> float:
         return float("nan")
 
 
+def rss_mib(pid: int) -> float:
+    """Resident set size of *pid* in MiB (VmRSS), NaN when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return float("nan")
+
+
 def children_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def ok_calls(step: Path) -> int:
+    """Successful calls SIPp (the help point) counted in a run's step folder so far."""
+    stats = last_stats(step / "hp" / "stats.csv") if (step / "hp" / "stats.csv").exists() else {}
+    return int(stats.get("SuccessfulCall(C)", 0))
 
 
 def _hms(value: str) -> float:
@@ -139,6 +159,10 @@ def run_rate(
     sipp: str, gw: CallGateway, work: Path, rate: int, calls: int, limit: int, capture: Path | None = None
 ) -> tuple[Row, Path]:
     step = work / f"rate-{rate}{'-pcap' if capture else ''}"
+    run = 1
+    while step.exists():  # the same rate offered twice (a soak: --rates 200,200,200)
+        run += 1
+        step = work / f"rate-{rate}{'-pcap' if capture else ''}-{run}"
     (step / "op").mkdir(parents=True)
     (step / "hp").mkdir()
     budget = int(calls / rate) + 40
@@ -191,8 +215,10 @@ def run_rate(
                 stderr=subprocess.PIPE,
             )
             time.sleep(1.0)  # tcpdump needs a moment before it captures
+        sealed0 = gw.metric("gateway_recordings_written_total")
         answered0 = gw.metric("gateway_activations_total", outcome="answered")
         all0 = gw.metric("gateway_activations_total")
+        rss0 = rss_mib(gw.proc.pid)  # type: ignore[union-attr]
         cpu0 = cpu_seconds(gw.proc.pid)  # type: ignore[union-attr]
         loop0 = thread_cpu_seconds(gw.proc.pid)  # type: ignore[union-attr]
         wait0 = loop_run_delay_seconds(gw.proc.pid)  # type: ignore[union-attr]
@@ -236,11 +262,20 @@ def run_rate(
         busy = machine_busy_seconds() - busy0
         hp_cpu = children_cpu_seconds() - kids0  # the help point SIPp (waited for); the UAS is counted below
         drops = udp_rcvbuf_errors() - drops0
+        sealed_at_end = gw.metric("gateway_recordings_written_total") - sealed0
         # Let the journal catch up with the last BYEs.
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and gw.metric("gateway_activations_total") - all0 < calls:
             time.sleep(0.2)
         answered = gw.metric("gateway_activations_total", outcome="answered") - answered0
+        rss1 = rss_mib(gw.proc.pid)  # type: ignore[union-attr]
+        # Every call is recorded (from the 183): how far the sealing of recordings (fsync, SHA-256) lags the
+        # calls, i.e. how many finished recordings wait in memory when the help point's SIPp is done.
+        t_end = time.monotonic()
+        while time.monotonic() - t_end < 60 and gw.metric("gateway_recordings_written_total") - sealed0 < ok_calls(step):
+            time.sleep(0.2)
+        sealed_lag = time.monotonic() - t_end
+        sealed = gw.metric("gateway_recordings_written_total") - sealed0
         ended = gw.metric("gateway_activations_total") - all0
     finally:
         if tcpdump is not None:
@@ -279,7 +314,9 @@ def run_rate(
         f"{1000 * loop_cpu / max(1, ok):.2f} ms per completed call, waited for a CPU {100 * loop_wait / wall:.0f}%), {peers} {100 * (hp_cpu + op_cpu) / wall:.0f}%, "
         f"other processes {100 * others / wall:.0f}% (of 1 core, {os.cpu_count()} cores), "
         f"journal: {answered:.0f} answered / {ended:.0f} ended, "
-        f"SIPp retrans {stats.get('Retransmissions(C)', '?')}, UDP rcvbuf drops {drops}"
+        f"SIPp retrans {stats.get('Retransmissions(C)', '?')}, UDP rcvbuf drops {drops}, "
+        f"gateway RSS {rss0:.0f} -> {rss1:.0f} MiB, recordings sealed {sealed_at_end:.0f} when SIPp ended, "
+        f"{sealed:.0f} {sealed_lag:.1f} s later"
     )
     if hp_proc.returncode not in (0, 1):
         note += f", sipp exit {hp_proc.returncode}"

@@ -6,6 +6,7 @@ import hashlib
 import os
 import resource
 import struct
+import threading
 import wave
 from pathlib import Path
 
@@ -411,3 +412,56 @@ def test_seal_file_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: p
     assert Path(sealed).read_text() == f"{digest.result(0)}  call.wav\n"
     assert not Path(f"{sealed}.tmp").exists()
     assert len(synced) >= 3  # the recording, the .sha256 before its rename, and the folder after it
+
+
+def test_shared_writer_seals_on_its_sealing_threads_and_close_waits_for_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's writer hands each seal (three fsyncs) to its sealing threads, so a busy gateway's
+    recordings are sealed as fast as they end instead of queueing in memory behind one fsync at a time;
+    every seal still gives the file's real SHA-256 and its .sha256, and close() returns only when the
+    seals handed over are done."""
+    threads: set[str] = set()
+    real_seal = StereoRecorder._seal
+
+    def seal(self: StereoRecorder, stop_writer: bool) -> None:
+        threads.add(threading.current_thread().name)
+        real_seal(self, stop_writer)
+
+    monkeypatch.setattr(StereoRecorder, "_seal", seal)
+    writer = DiskWriter(poll_interval=0.01)
+    recs = [StereoRecorder(tmp_path / f"r{i}.wav", writer=writer) for i in range(40)]
+    for rec in recs:
+        for n in range(3):
+            rec.push(LEFT, bytes([0x10 + n]) * 160, "PCMU")
+            rec.tick()
+    futures = [rec.seal_start() for rec in recs]
+    writer.close()
+    assert all(f.done() for f in futures)  # close() waited for the sealing threads
+    for rec, future in zip(recs, futures, strict=True):
+        digest = hashlib.sha256(rec.path.read_bytes()).hexdigest()
+        assert future.result(0) == digest
+        assert Path(f"{rec.path}.sha256").read_text() == f"{digest}  {rec.path.name}\n"
+        with wave.open(str(rec.path)) as w:
+            assert w.getnframes() == rec.aligner.frames * 160 > 0
+    assert threads and all(name.startswith("media-sealer") for name in threads)
+
+
+def test_a_seal_that_raises_on_a_sealing_thread_fails_alone(tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    writer = DiskWriter(poll_interval=0.01)
+    bad = StereoRecorder(tmp_path / "bad.wav", writer=writer)
+    good = StereoRecorder(tmp_path / "good.wav", writer=writer)
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("bug")
+
+    bad._seal = boom  # type: ignore[method-assign]
+    for rec in (bad, good):
+        rec.push(LEFT, b"\x10" * 160, "PCMU")
+        rec.tick()
+    with pytest.raises(MediaError, match="bad.wav"):
+        bad.seal_start().result(timeout=10)
+    assert good.seal_start().result(timeout=10) == hashlib.sha256((tmp_path / "good.wav").read_bytes()).hexdigest()
+    writer.close()
+    assert writer.errors == 1 and "bad.wav: seal failed" in caplog.text
+    assert bad._file is None
