@@ -16,8 +16,10 @@ VENV=.venv
 STAMP="$VENV/.pyproject.sha256"
 PYTHON=${PYTHON:-python3.11}
 CONFIG=sip-config/gateway.yaml
-# command -> Debian package providing it, for the test suite
-TEST_TOOLS=("sipp:sip-tester" "baresip:baresip" "promtool:prometheus" "tcpdump:tcpdump")
+# command -> Debian package providing it, for the test suite (keepalived, ip/ss and curl: the HA failover
+# test, tests/integration/test_ha_failover.py)
+TEST_TOOLS=("sipp:sip-tester" "baresip:baresip" "promtool:prometheus" "tcpdump:tcpdump"
+            "keepalived:keepalived" "ip:iproute2" "ss:iproute2" "curl:curl")
 
 say() { printf 'dev.sh: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -90,12 +92,31 @@ ensure_compiler() {
 }
 
 ensure_test_tools() {
-    local missing=() entry
+    local missing=() entry package
     for entry in "${TEST_TOOLS[@]}"; do
-        command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+        # keepalived and ip live in /usr/sbin and /sbin, which a non-root PATH may not list.
+        PATH="$PATH:/usr/sbin:/sbin" command -v "${entry%%:*}" >/dev/null 2>&1 && continue
+        package=${entry#*:}
+        [[ " ${missing[*]-} " == *" $package "* ]] || missing+=("$package")
     done
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
+        if [[ " ${missing[*]} " == *" keepalived "* ]]; then
+            quiet_keepalived_unit
+        fi
+    fi
+}
+
+quiet_keepalived_unit() {
+    # The keepalived package enables keepalived.service.  Debian's unit only starts with a non-empty
+    # /etc/keepalived/keepalived.conf (there is none on a fresh install), but a host-wide keepalived is never
+    # wanted on a test machine: the HA test runs its own, in namespaces.  Only done right after dev.sh
+    # installed the package, so an operator's own keepalived is never touched.
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        local sudo=()
+        [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+        say "keepalived installed for the tests: disabling and stopping its systemd unit"
+        "${sudo[@]}" systemctl disable --now keepalived.service >/dev/null 2>&1 || true
     fi
 }
 
