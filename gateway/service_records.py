@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import wave
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,28 +41,40 @@ async def start_records(gw: Gateway) -> None:
     if interrupted:
         log.warning("%d activation(s) were in progress when the gateway stopped; marked interrupted: %s",
                     len(interrupted), ", ".join(interrupted))
-        await replay_journal(gw, interrupted)
-    await recover_recordings(gw, interrupted)
+    # With two gateways on one database (ops/ha: active/standby), the peer that took over after this node
+    # died marked this node's calls interrupted at its own start: their ends (this node's journal) and their
+    # recordings (this node's disk) can only be made up for here, now.
+    fresh = set(interrupted)
+    earlier = [aid for aid in await gw.records.interrupted_ids() if aid not in fresh]
+    if interrupted or earlier:
+        await replay_journal(gw, interrupted, earlier)
+    await recover_recordings(gw, interrupted + earlier)
 
 
 #: How much of the journal's end start-up reads for ends the database missed (a day of presses is far less).
 JOURNAL_REPLAY_BYTES = 16 << 20
 
 
-async def replay_journal(gw: Gateway, interrupted: list[str]) -> list[str]:
+async def replay_journal(gw: Gateway, interrupted: list[str], earlier: Collection[str] = ()) -> list[str]:
     """Activations marked interrupted whose end the journal holds get that end written to the database.
 
     The journal line is written as the call ends; the database rows go through a queue.  When the gateway
     stops with ends still queued (a database outage, a crash), the database would otherwise say
-    ``interrupted`` for a call whose real outcome (answered, by whom, its timeline) is on disk.  Returns the
+    ``interrupted`` for a call whose real outcome (answered, by whom, its timeline) is on disk.
+
+    ``interrupted``: the ids this start marked; ``earlier``: ids already ``interrupted`` in the database
+    (marked by a peer gateway on the same database, or by an earlier start).  For those only an end that
+    says more than ``interrupted`` is replayed, so that one is not written again at every start.  Returns the
     ids replayed.
     """
     assert gw.activations is not None and gw.records is not None
-    wanted = set(interrupted)
+    fresh = set(interrupted)
+    wanted = fresh | set(earlier)
     ends: dict[str, dict[str, Any]] = {}
     for doc in gw.summaries.read_tail(JOURNAL_REPLAY_BYTES):
         aid = doc.get("activation_id")
-        if aid in wanted and doc.get("outcome") not in (None, "in-progress"):
+        outcome = doc.get("outcome")
+        if aid in wanted and outcome not in (None, "in-progress") and (aid in fresh or outcome != "interrupted"):
             ends[aid] = doc
     for aid, doc in ends.items():
         try:
@@ -77,9 +90,15 @@ async def replay_journal(gw: Gateway, interrupted: list[str]) -> list[str]:
 
 async def recover_recordings(gw: Gateway, interrupted: list[str]) -> None:
     """The recordings of activations a crash left in progress: repaired and sealed, or already sealed
-    (the call had ended but its rows were still queued when the gateway died); linked unless they are."""
+    (the call had ended but its rows were still queued when the gateway died); linked unless they are.
+
+    Only files on this node's disk count; the database is asked only about those (``interrupted`` may list
+    every interrupted activation ever, most of whose recordings retention deleted or another node holds)."""
     assert gw.records is not None
+    recordings = Path(gw.config.data_dir) / "recordings"
     for activation_id in interrupted:
+        if not (recordings / f"{activation_id}.wav").exists():
+            continue
         if await gw.records.get_recording(activation_id) is None:
             recover_recording(gw, activation_id)
 

@@ -295,6 +295,17 @@ class Records:
                     execution_options={"synchronize_session": False})
         return ids
 
+    async def interrupted_ids(self) -> list[str]:
+        """Ids of every activation whose outcome is ``interrupted``, oldest first.
+
+        Start-up makes up for what this node alone holds of them (journal ends, recordings on its disk): with
+        two gateways on one database (an active/standby pair) the peer that took over marked them.
+        """
+        query = (select(ActivationRow.id).where(ActivationRow.outcome == "interrupted")
+                 .order_by(ActivationRow.started_at))
+        async with self._session("reading interrupted activations") as session:
+            return list((await session.scalars(query)).all())
+
     async def recent_presses(self, since: datetime) -> list[tuple[str, Press]]:
         """(help point, press) of every activation started at or after ``since``, oldest first."""
         query = (select(ActivationRow.help_point, ActivationRow.id, ActivationRow.started_at,
