@@ -4,7 +4,8 @@ Four network namespaces of our own: ``hpha-a-<pid>`` and ``hpha-b-<pid>`` (the t
 ``hpha-c-<pid>`` (help point and operator, SIPp) and ``hpha-br-<pid>`` (a bridge joining them), on
 10.213.0.0/24 with the VIP 10.213.0.100.  Nothing touches the host's own interfaces: every veth end is
 created inside a namespace.  keepalived runs in the foreground in each node namespace with a config rendered
-from ``ops/ha/keepalived.conf.in`` and the real ``ops/ha/helppoint-check.sh`` and ``helppoint-notify.sh``; the
+from ``ops/ha/keepalived.conf.in`` and ``ops/ha/helppoint-check.sh`` and ``helppoint-notify.sh`` (copied
+root-owned, as a deployment installs them); the
 notify script starts the gateway (``start-stop-daemon``, standing in for systemd) on the node that holds the
 VIP and stops it elsewhere.  Both gateways share one throw-away PostgreSQL database, reached through the
 server's Unix socket (sockets are not bound to a network namespace).
@@ -223,6 +224,17 @@ class Rig:
         return pg(sql, *args, database=self.database, fetch=True)
 
     # -- nodes
+    def scripts(self) -> Path:
+        """ops/ha's scripts, copied root-owned and 0755: keepalived's enable_script_security refuses a script
+        in a directory a non-root user can write, and a CI checkout may belong to another user."""
+        folder = self.folder / "ha-scripts"
+        if not folder.exists():
+            folder.mkdir(mode=0o755)
+            for script in ("helppoint-check.sh", "helppoint-notify.sh"):
+                shutil.copyfile(HA_DIR / script, folder / script)
+                (folder / script).chmod(0o755)
+        return folder
+
     def add_node(self, name: str, db_url: str) -> Node:
         folder = self.folder / f"node-{name}"
         peer = NODE_ADDRESSES["b" if name == "a" else "a"]
@@ -256,7 +268,7 @@ class Rig:
         template = string.Template((HA_DIR / "keepalived.conf.in").read_text())
         (folder / "keepalived.conf").write_text(template.substitute(
             NODE_NAME=f"hpha-{name}", INTERFACE="eth0", NODE_ADDRESS=node.address, PEER_ADDRESS=peer,
-            VIP=VIP, VIP_PREFIX="24", VRID="51", PRIORITY=str(node.priority), HA_DIR=str(HA_DIR),
+            VIP=VIP, VIP_PREFIX="24", VRID="51", PRIORITY=str(node.priority), HA_DIR=str(self.scripts()),
             HA_ENV=str(env)))
         self.nodes[name] = node
         return node
