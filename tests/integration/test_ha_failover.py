@@ -410,7 +410,8 @@ def test_failover_to_standby_keeps_serving_and_records_both_presses(rig: Rig, si
         return bool(rows)
 
     wait_for("press 1 is answered and bridged through node A", first_bridged, 20, rig)
-    assert any(m.cseq[1] == "INVITE" for m in hp1.received(status=200)), "press 1: no 200 OK from the VIP"
+    wait_for("press 1: the help point has its 200 OK from the VIP",
+             lambda: any(m.cseq[1] == "INVITE" for m in hp1.received(status=200)), 5, rig)
     (first,) = rig.query("SELECT id FROM activations")
     pid = a.gateway_pid()
     assert pid is not None
