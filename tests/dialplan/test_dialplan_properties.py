@@ -41,6 +41,7 @@ from gateway.dialplan import (
     load_dialplan,
     validate_dialplan,
 )
+from gateway.dialplan.engine import PROMPT_GUARD
 
 WALLS = [
     datetime.datetime(2026, 11, 22, 2, 10, tzinfo=datetime.UTC),  # council closed
@@ -72,6 +73,7 @@ class Run:
         self.plan, self.now = plan, 0.0
         self.active: list[str] = []
         self.message: PlayMessage | None = None
+        self.message_at = 0.0
         self.playing: list[str] = []  # prompts and messages started and not finished, oldest first
         self.hung_up = False
         self.check(plan.start(self.now, wall), None)
@@ -88,7 +90,7 @@ class Run:
                 assert set(action.targets) <= set(self.active)
                 self.active = [t for t in self.active if t not in action.targets]
             elif isinstance(action, PlayMessage):
-                self.message = action
+                self.message, self.message_at = action, self.now
                 self.playing.append(action.prompt)
             elif isinstance(action, PlayPrompt):
                 self.playing.append(action.prompt)
@@ -98,9 +100,14 @@ class Run:
             elif isinstance(action, Done):
                 assert action is actions[-1]
                 if action.outcome == "unanswered":
-                    assert isinstance(cause, PromptFinished), "unanswered without a final message"
-                    assert self.message is not None and self.message.final
-                    assert cause.prompt == self.message.prompt
+                    # Only after the final message: it finished, or the media plane never said so and the
+                    # plan's guard (PROMPT_GUARD after it started) ended the wait (a timer, no event).
+                    assert self.message is not None and self.message.final, "unanswered without a final message"
+                    if isinstance(cause, PromptFinished):
+                        assert cause.prompt == self.message.prompt
+                    else:
+                        assert cause is None and self.now >= self.message_at + PROMPT_GUARD, \
+                            "unanswered before the final message ended"
                 elif action.outcome == "answered":
                     assert len(actions) >= 2 and actions[-2] == Bridge(action.target or "")
                 else:
@@ -231,6 +238,19 @@ def test_any_validated_dialplan_never_ends_in_silence(steps: list[dict[str, Any]
             break
         run.move(move)
     run.finish()
+
+
+def test_final_message_whose_end_never_comes_ends_unanswered_after_the_guard() -> None:
+    """Hypothesis' find: a dial that fails, then the final message, and the media plane never reports the
+    message's end: the plan waits PROMPT_GUARD, then ends unanswered (the caller heard the message start)."""
+    dialplan = build([{"dial": {"number": "+441623000000", "repeat": 0}}, {"message": "all-rooms-unavailable"}])
+    assert dialplan is not None
+    run = Run(Plan(dialplan, "hp-portland-square"), WALLS[0])
+    run.move(("timer",))  # the dial's connect timer: the message starts
+    assert run.message is not None and run.playing == ["all-rooms-unavailable"]
+    run.move(("timer",))  # no PromptFinished ever: the guard
+    assert run.plan.done and run.plan.outcome is not None and run.plan.outcome.outcome == "unanswered"
+    assert run.now == run.message_at + PROMPT_GUARD
 
 
 def test_generator_produces_enough_valid_dialplans() -> None:
