@@ -379,6 +379,7 @@ class Gateway:
     def on_sighup(self) -> None:
         """SIGHUP: reload dialplans (validated, atomic) and forget cached credentials."""
         self.credentials.clear()
+        log.info("SIGHUP: reloading dialplans; cached credentials forgotten")
         self.reload_dialplans()
 
     # -- calls -------------------------------------------------------------------------
@@ -617,9 +618,10 @@ class Gateway:
                                          entry.get("cause") or "").inc()
         self.summaries.append(doc)
         linked = self._repeats.pop(summary.activation_id, None)
-        log.info("activation %s from %s ended: %s (answered by %s, %.1f s)%s%s", summary.activation_id,
-                 summary.help_point, summary.outcome, summary.answered_by, summary.duration,
-                 "" if linked is None else ", repeats ", linked or "")
+        log.info("activation %s from %s ended: %s (%s, %.1f s)%s%s", summary.activation_id,
+                 summary.help_point, summary.outcome,
+                 f"answered by {summary.answered_by}" if summary.answered_by else "nobody answered",
+                 summary.duration, "" if linked is None else ", repeats ", linked or "")
 
     def on_call_started(self, call: Call | Talkdown) -> None:
         """Write the activation row the moment the INVITE is admitted (a crash still leaves a record)."""
@@ -675,7 +677,9 @@ class Gateway:
             return {"applied": False, "version": self.dialplans.version if self.dialplans else None,
                     "lines": str(exc).splitlines()}
         lines = [f"version {new.version} unchanged"]
-        if new is not self.dialplans:
+        if new is self.dialplans:
+            log.info("dialplans unchanged: version %d stays in force", new.version)
+        else:
             metrics.DIALPLAN_RELOADS.labels("applied").inc()
             metrics.DIALPLAN_VERSION.set(new.version)
             log.info("dialplans version %d in force (%s)", new.version, ", ".join(new.sources))

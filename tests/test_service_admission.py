@@ -276,3 +276,23 @@ async def test_a_talkdown_with_every_rtp_port_in_use_is_refused_with_503(tmp_pat
         assert refused.value.status == 503 and "RTP port" in refused.value.message
     finally:
         _close(gateway)
+
+
+async def test_sighup_leaves_a_trace_in_the_log_even_when_nothing_changed(tmp_path, caplog):
+    """`systemctl reload` (SIGHUP) with no dialplan change must still say what it did, or ops cannot tell
+    from the journal that the reload ran."""
+
+    class NoStore:
+        async def get_credentials(self, username, realm):
+            return None
+
+    gateway, _sent = _gateway(tmp_path, NoStore())
+    try:
+        assert gateway.reload_dialplans()
+        caplog.clear()
+        with caplog.at_level("INFO", logger="gateway.service"):
+            gateway.on_sighup()
+        assert "SIGHUP: reloading dialplans" in caplog.text
+        assert f"dialplans unchanged: version {gateway.dialplans.version} stays in force" in caplog.text
+    finally:
+        _close(gateway)
