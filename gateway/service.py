@@ -801,12 +801,17 @@ class Gateway:
             "dialplan_version": self.dialplans.version if self.dialplans else None,
         }
 
+    def refresh_known_sources(self) -> None:
+        """Sources with a live binding are known (not rate-limited as strangers): after a restart or a
+        failover (ops/ha) the bindings loaded from the database count at once."""
+        self.known_sources = {b.source.host for b in self.registrar.all_bindings(time.time())}
+
     async def sweep_forever(self, interval: float = 30.0) -> None:
         """Expire bindings and persist the removals."""
         while True:
             await asyncio.sleep(interval)
             gone = self.registrar.sweep(time.time())
-            self.known_sources = {b.source.host for b in self.registrar.all_bindings(time.time())}
+            self.refresh_known_sources()
             for aor in {b.aor for b in gone}:
                 self.writer.submit(aor, self.registrar.lookup(aor, time.time()))
 
@@ -898,6 +903,7 @@ async def run(config: Config) -> int:
     metrics.MEDIA_TICK_ERRORS.source = lambda: engine.tick_errors + engine.leg_tick_errors
     gw.media_factory = gw.media.factory
     gw.registrar.load([from_stored(r) for r in await store.load_bindings()], time.time())
+    gw.refresh_known_sources()  # the loaded bindings' sources are known now, not after the first sweep
     gw.writer.start()
     for la in config.sip.listen:
         host, port = await gw.transport.listen(la.transport.upper(), la.host, la.port)

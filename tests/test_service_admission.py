@@ -296,3 +296,28 @@ async def test_sighup_leaves_a_trace_in_the_log_even_when_nothing_changed(tmp_pa
         assert f"dialplans unchanged: version {gateway.dialplans.version} stays in force" in caplog.text
     finally:
         _close(gateway)
+
+
+async def test_bindings_loaded_at_start_make_their_sources_known_at_once(tmp_path):
+    """After a restart or an HA failover the registrations come from the database: their sources are known
+    at once, not rate-limited as strangers until the first 30 s sweep."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.registrar.persistence import from_stored
+    from gateway.store.repository import StoredBinding
+
+    class NoStore:
+        async def get_credentials(self, username, realm):
+            return None
+
+    gateway, _sent = _gateway(tmp_path, NoStore())
+    try:
+        row = StoredBinding("hp-outram-street", "sip:hp-outram-street@198.51.100.7:5060",
+                            datetime.now(UTC) + timedelta(seconds=600), "c1", 1, "198.51.100.7", 5060, "UDP")
+        gateway.registrar.load([from_stored(row)], time.time())
+        assert "198.51.100.7" not in gateway.known_sources
+        gateway.refresh_known_sources()
+        assert gateway.known_sources == {"198.51.100.7"}
+    finally:
+        _close(gateway)
