@@ -76,7 +76,7 @@ from gateway.store import ActivationWriter, Records, Store, TokenInfo, retention
 log = logging.getLogger(__name__)
 
 #: Methods the gateway accepts (OPTIONS answers list them in Allow).
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, PRACK, MESSAGE"
 #: Seconds the drain still waits, after ending the calls its timeout left up, for their BYEs and CANCELs to
 #: be answered (each is retransmitted meanwhile).
 STOP_GRACE = 4.0
@@ -336,7 +336,7 @@ class Gateway:
             self.on_register(event)
         elif method == "INVITE":
             self.on_invite(event)
-        elif method in ("BYE", "INFO", "UPDATE"):
+        elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
             self.respond(event, 481, "Call/Transaction Does Not Exist")
         else:
             self.respond(event, 405, "Method Not Allowed", (("Allow", ALLOW),))
@@ -349,7 +349,7 @@ class Gateway:
             ("Accept", "application/sdp"),
             ("Accept-Encoding", "identity"),
             ("Accept-Language", "en"),
-            ("Supported", "timer, replaces"),
+            ("Supported", "timer, replaces, 100rel"),
         ))
 
     def on_register(self, event: ev.RequestReceived) -> None:
@@ -553,6 +553,7 @@ class Gateway:
             contact=f"sip:gateway@{host}:{port}{param}",
             record_url=(self.config.records.public_url or f"http://{self.config.http.listen.host_port}").rstrip("/")
             + "/api/activations/",
+            t1=self.endpoint.config.timers[0],
         )
 
     def locate(self, position_id: str) -> list[tuple[str, Peer]]:

@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import enum
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from gateway.sip.dialog import Dialog
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
 from gateway.sip.message import Headers, Request, Response, build_response
+from gateway.sip.prack import ReliableProvisionals, requires_100rel
 
 from . import events as ce
 from .metadata import HelpPointInfo, operator_headers
@@ -88,6 +90,8 @@ class CallConfig:
     session_expires: int = 1800
     #: Smallest session interval we accept (Min-SE).
     min_se: int = 90
+    #: RFC 3261 T1 in seconds: the first retransmission interval of a reliable 183 (RFC 3262 §3).
+    t1: float = 0.5
 
 
 class LegState(enum.Enum):
@@ -128,6 +132,8 @@ _CANCEL_REASONS = {
 }
 #: ``locate`` key of a dialplan ``dial`` step's number (position ids never contain ``:``).
 DIAL_PREFIX = "dial:"
+#: Methods the help point may send in its dialog (the Allow of our 2xx and 405s).
+HP_ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK"
 #: Reason of the BYEs and CANCELs that end calls still up when the gateway stops.
 _STOPPING_REASON = 'SIP;cause=503;text="Gateway shutting down"'
 
@@ -213,18 +219,30 @@ class Call(SessionUpkeep):
         #: Set when the operator classifies the call from the keypad (``#`` + digit).
         self.classification: str | None = None
         self._actions: list[ce.CallAction] = []
+        #: RFC 3262 on the help point's leg, when its INVITE requires 100rel (a help point that only
+        #: *supports* it, as PJSIP does by default, gets the plain 183: reliability is the UAS's choice then).
+        self._reliable: ReliableProvisionals | None = None
+        if requires_100rel(invite):
+            first_rseq = 1 + zlib.crc32(token().encode()) % (2**31 - 1)  # random (the token is), in range
+            self._reliable = ReliableProvisionals(invite, first_rseq, config.t1)
+        #: Our 200 to the help point, held until the PRACK of the reliable 183 (which carried our SDP).
+        self._answer_held = False
 
     # -- time ------------------------------------------------------------------------------
     def get_timer(self) -> float | None:
         """Earliest of the plan's timers and the session timer."""
-        times = [t for t in (self.plan.get_timer(), self.session_deadline, self.refresh_at, self._stale_check_at)
-                 if t is not None]
+        reliable = self._reliable.get_timer() if self._reliable is not None else None
+        times = [t for t in (self.plan.get_timer(), self.session_deadline, self.refresh_at, self._stale_check_at,
+                             reliable) if t is not None]
         return min(times) if times and self.ended_at is None else None
 
     def handle_timer(self, now: float) -> list[ce.CallAction]:
         """Fire due timers."""
         self._actions = []
-        if self.session_deadline is not None and now >= self.session_deadline:
+        reliable = self._reliable.get_timer() if self._reliable is not None else None
+        if reliable is not None and now >= reliable:
+            self._retransmit_reliable(now)
+        elif self.session_deadline is not None and now >= self.session_deadline:
             self.session_deadline = None
             self._log(now, "session-timer-expired")
             self._hang_up_everything(now, by="gateway", reason='SIP;cause=408;text="Session timer expired"')
@@ -263,18 +281,18 @@ class Call(SessionUpkeep):
             self._finish(now, "failed", by="gateway")
             return self._flush()
         self.hp_dialog = Dialog.from_uas(self.invite, self.local_tag, self.config.contact)
-        self._respond(183, body=self.hp_sdp)
+        self._respond(183, body=self.hp_sdp, now=now)
         self._emit(ce.ConnectMedia("hp", negotiated))
         self._run_plan(self.plan.start(now, self.wall), now)
         return self._flush()
 
     def _respond(self, status: int, reason: str | None = None, body: bytes = b"",
-                 headers: tuple[tuple[str, str], ...] = ()) -> None:
+                 headers: tuple[tuple[str, str], ...] = (), now: float = 0.0) -> None:
         extra = list(headers)
         if 100 < status < 300:
             extra.append(("Contact", f"<{self.config.contact}>"))
         if 200 <= status < 300:
-            extra.append(("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"))
+            extra.append(("Allow", HP_ALLOW))
             extra.append(("Supported", "timer"))
             se = self._session_expires_header()
             if se:
@@ -283,7 +301,34 @@ class Call(SessionUpkeep):
         if body:
             extra.append(("Content-Type", "application/sdp"))
         response = build_response(self.invite, status, reason, to_tag=self.local_tag, headers=extra, body=body)
+        if self._reliable is not None:
+            if status < 200:
+                response = self._reliable.send(response, now)  # RFC 3262: Require: 100rel, RSeq
+            else:
+                self._reliable.stop()  # a final response ends the retransmissions of the 183
         self._emit(ce.SendResponse(self.transaction, response))
+
+    def _answer_hp(self, now: float) -> None:
+        """Our 200 (with the SDP of the 183) to the help point's INVITE; the call is answered."""
+        self._answer_held = False
+        self.hp_answered_at = now
+        self._respond(200, body=self.hp_sdp)
+        self._arm_session_timer(now)
+
+    def _retransmit_reliable(self, now: float) -> None:
+        """Send the reliable 183 again, or, 64*T1 without a PRACK, stop and carry on with the call.
+
+        RFC 3262 §3 suggests rejecting the INVITE with a 5xx then; this gateway never does: no activation
+        may be lost to a help point that required 100rel but never PRACKs.  A held 200 goes out now.
+        """
+        assert self._reliable is not None
+        again = self._reliable.handle_timer(now)
+        if again is not None:
+            self._emit(ce.SendResponse(self.transaction, again))
+        elif self._reliable.gave_up:
+            self._log(now, "prack-missing", after=round(64 * self.config.t1, 3))
+            if self._answer_held and self.ended_at is None:
+                self._answer_hp(now)
 
     def _emit(self, action: ce.CallAction) -> None:
         self._actions.append(action)
@@ -388,10 +433,13 @@ class Call(SessionUpkeep):
         if self._op_media is not leg:
             self._op_media = leg
             self._emit(ce.ConnectMedia("op", leg.media, switch=True))
-        if self.hp_answered_at is None:
-            self.hp_answered_at = now
-            self._respond(200, body=self.hp_sdp)
-            self._arm_session_timer(now)
+        if self.hp_answered_at is None and not self._answer_held:
+            if self._reliable is not None and self._reliable.holds_answer:
+                # RFC 3262 §3: the 183 carried our SDP answer; the 200 waits for its PRACK (or 64*T1).
+                self._answer_held = True
+                self._log(now, "answer-held", why="waiting for the PRACK of the reliable 183")
+            else:
+                self._answer_hp(now)
         self._emit(ce.BridgeMedia())
 
     def _plan_done(self, action: plan_ev.Done, now: float) -> None:
@@ -603,8 +651,10 @@ class Call(SessionUpkeep):
                 self._refresh(event, self.hp_sdp, now)
             elif method == "INFO":
                 self._answer(event, ok)
+            elif method == "PRACK":
+                self._prack(event, now)
             else:
-                self._answer(event, build_response(request, 405, headers=(("Allow", "INVITE, ACK, CANCEL, BYE, INFO, UPDATE"),)))
+                self._answer(event, build_response(request, 405, headers=(("Allow", HP_ALLOW),)))
             return
         leg = self.legs.get(event.side)
         if leg is None:
@@ -622,6 +672,16 @@ class Call(SessionUpkeep):
             self._refresh(event, self.negotiator.operator_offer() if method == "INVITE" else b"", now)
         else:
             self._answer(event, build_response(request, 405))
+
+    def _prack(self, event: ce.InDialogRequest, now: float) -> None:
+        """RFC 3262 §3: 200 to a PRACK matching our reliable 183 (then a held 200 goes out), else 481."""
+        request = event.request
+        if self._reliable is None or not self._reliable.receive_prack(request.headers.get("RAck")):
+            self._answer(event, build_response(request, 481, "Call/Transaction Does Not Exist"))
+            return
+        self._answer(event, build_response(request, 200))
+        if self._answer_held and self.ended_at is None and not self._reliable.holds_answer:
+            self._answer_hp(now)
 
     def _answer(self, event: ce.InDialogRequest, response: Response) -> None:
         if event.transaction is not None:
