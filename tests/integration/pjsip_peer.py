@@ -36,6 +36,7 @@ import struct
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import pjsua2 as pj
@@ -43,6 +44,8 @@ import pjsua2 as pj
 #: pjsua_100rel_use and pjsua_sip_timer_use (pjsua.h).
 PRACK_USE = {"none": 0, "mandatory": 1, "optional": 2}
 TIMER_USE = {"inactive": 0, "optional": 1, "required": 2, "always": 3}
+#: pjsua_destroy_flag: PJSUA_DESTROY_NO_RX_MSG | PJSUA_DESTROY_NO_TX_MSG.
+DESTROY_NO_NETWORK = 3
 
 _LIBDIR = os.path.join(os.path.dirname(pj.__file__), "pjsua2_pybind11.libs")
 
@@ -158,6 +161,7 @@ class Peer:
         self.call: PeerCall | None = None
         self.media_slot = -1
         self.quit = False
+        self.unregistered = False
 
 
 class PeerCall(pj.Call):
@@ -208,6 +212,8 @@ class PeerAccount(pj.Account):
     def onRegState(self, prm: Any) -> None:  # noqa: N802
         try:
             emit("reg", code=int(prm.code), reason=prm.reason, expires=prm.expiration)
+            if prm.expiration == 0:
+                self.peer.unregistered = True
         except Exception:  # noqa: BLE001
             emit("error", where="onRegState", trace=traceback.format_exc())
 
@@ -289,15 +295,13 @@ def main() -> int:
                 handle_command(peer, acc, json.loads(line), suffix)
         emit("stopping", timed_out=not peer.quit)
         ep.hangupAllCalls()
-        for _ in range(50):  # let the BYE go out (and its 200 come back)
-            PJSUA.pjsua_handle_events(10)
+        pump_until(lambda: peer.call is None, 3.0)  # the BYE out and its 200 back
         peer.call = None
         MEDIA.close()
         if config.get("register", True) and config.get("unregister", True):
             try:
                 acc.setRegistration(False)
-                for _ in range(50):
-                    PJSUA.pjsua_handle_events(10)
+                pump_until(lambda: peer.unregistered, 3.0)
             except Exception:  # noqa: BLE001 - already unregistered
                 pass
         acc.shutdown()
@@ -305,9 +309,20 @@ def main() -> int:
         emit("error", where="main", trace=traceback.format_exc())
         return 1
     finally:
-        ep.libDestroy()
+        # Everything that had to go out went out above: no network at destroy time (which would otherwise
+        # sleep a second for unregistrations).
+        ep.libDestroy(DESTROY_NO_NETWORK)
         emit("destroyed")
     return 0
+
+
+def pump_until(done: Callable[[], bool], timeout: float) -> None:
+    """Poll PJSIP's events until ``done()`` or ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        PJSUA.pjsua_handle_events(10)
+    for _ in range(5):
+        PJSUA.pjsua_handle_events(10)
 
 
 def handle_command(peer: Peer, acc: PeerAccount, cmd: dict[str, Any], suffix: str) -> None:
