@@ -3,7 +3,7 @@
     python pjsip_peer.py '<json config>'
 
 It speaks JSON lines: commands on stdin (``{"cmd": "call", "uri": ...}``, ``{"cmd": "hangup"}``,
-``{"cmd": "quit"}``), events on stdout (``{"ev": "reg", "code": 200}``, ``{"ev": "state", "state": "EARLY",
+``{"cmd": "quit"}``; ``auto_answer`` with ``answer_after_ms`` rings with a 180 first), events on stdout (``{"ev": "reg", "code": 200}``, ``{"ev": "state", "state": "EARLY",
 "code": 183}``, ``{"ev": "tsx", ...}``, ``{"ev": "bye"}``...), each with ``t``, its monotonic time.  PJSIP's own
 log (level 5, every SIP message in full) goes to ``config["log"]``.
 
@@ -162,6 +162,8 @@ class Peer:
         self.media_slot = -1
         self.quit = False
         self.unregistered = False
+        #: When to answer the ringing incoming call with 200 (``answer_after_ms``), or None.
+        self.answer_at: float | None = None
 
 
 class PeerCall(pj.Call):
@@ -227,8 +229,11 @@ class PeerAccount(pj.Account):
                 call.hangup(op)
                 return
             self.peer.call = call
-            op.statusCode = pj.StatusCode(200)
+            delay = self.peer.config.get("answer_after_ms", 0)
+            op.statusCode = pj.StatusCode(180 if delay else 200)  # a 180 first is reliable with 100rel
             call.answer(op)
+            if delay:
+                self.peer.answer_at = time.monotonic() + delay / 1000
         except Exception:  # noqa: BLE001
             emit("error", where="onIncomingCall", trace=traceback.format_exc())
 
@@ -288,6 +293,9 @@ def main() -> int:
         deadline = time.monotonic() + float(config.get("lifetime", 60))
         while not peer.quit and time.monotonic() < deadline:
             PJSUA.pjsua_handle_events(10)
+            if peer.answer_at is not None and time.monotonic() >= peer.answer_at:
+                peer.answer_at = None
+                answer_now(peer)
             if select.select([sys.stdin], [], [], 0)[0]:
                 line = sys.stdin.readline()
                 if not line:
@@ -314,6 +322,17 @@ def main() -> int:
         ep.libDestroy(DESTROY_NO_NETWORK)
         emit("destroyed")
     return 0
+
+
+def answer_now(peer: Peer) -> None:
+    """Answer the ringing incoming call with 200."""
+    try:
+        if peer.call is not None:
+            op = pj.CallOpParam()
+            op.statusCode = pj.StatusCode(200)
+            peer.call.answer(op)
+    except Exception:  # noqa: BLE001
+        emit("error", where="answer", trace=traceback.format_exc())
 
 
 def pump_until(done: Callable[[], bool], timeout: float) -> None:

@@ -466,20 +466,34 @@ def test_pjsip_requiring_100rel_gets_a_reliable_183_with_early_media_and_its_pra
         and "INVITE" in "".join(m.header("CSeq"))), flow
 
 
+@pytest.mark.parametrize("prack", ["none", "mandatory"])
 def test_talkdown_reaches_a_registered_pjsip_intercom_that_auto_answers(
-        closing: Callable[[Any], Any], tmp_path: Path) -> None:
-    """(3) talk-down: the gateway calls the registered PJSIP unit, it auto-answers and hears warning 1."""
+        prack: str, closing: Callable[[Any], Any], tmp_path: Path) -> None:
+    """(3) talk-down: the gateway calls the registered PJSIP unit, it auto-answers and hears warning 1.
+
+    ``mandatory``: the unit requires 100rel (PJSUA_100REL_MANDATORY, as a site may configure its intercoms)
+    and rings with a reliable 180 for 0.5 s before answering: the gateway's INVITE must support 100rel
+    (PJSIP answers 421 Extension Required otherwise) and the gateway must PRACK that 180.
+    """
     gw = start_gateway(tmp_path / "gw", make_dialplan(confirm_within=None), closing)
     token = api_token(gw)
-    unit = closing(PjsipPeer(tmp_path / "pjsip", gw, UNIT, auto_answer=True, record=str(tmp_path / "heard.wav")))
+    unit = closing(PjsipPeer(tmp_path / "pjsip", gw, UNIT, auto_answer=True, record=str(tmp_path / "heard.wav"),
+                             prack=prack, answer_after_ms=500 if prack == "mandatory" else 0))
     registered(unit)
     started = api(gw, token, "/api/talkdown", {"help_point": UNIT, "warning": 1, "times": 1})
+    unit.context.append(lambda: json.dumps(gw.activations(), indent=1)[-3000:])
     answered = unit.wait("state", 15, state="CONFIRMED")
     gone = unit.wait("state", 40, state="DISCONNECTED")
     assert wait_for(lambda: any(a["activation_id"] == started["activation_id"] for a in gw.activations()), 20)
     (record,) = [a for a in gw.activations() if a["activation_id"] == started["activation_id"]]
     assert unit.stop() == 0, unit.explain()
 
+    if prack == "mandatory":
+        ringing = unit.sent("SIP/2.0 180")[0]
+        assert "100rel" in ringing.header("Require") and ringing.header("RSeq"), ringing.text
+        prack_request = unit.received("PRACK ")[0]
+        assert prack_request.header("RAck")[0].split()[:1] == ringing.header("RSeq"), prack_request.text
+        assert [e["code"] for e in unit.find("tsx", method="PRACK", role="UAS") if e["code"] >= 200][:1] == [200]
     (invite,) = unit.received("INVITE ")
     contact = [m for m in unit.sent("REGISTER") if m.header("Authorization")][0].header("Contact")[0]
     assert invite.start_line.split()[1] in contact, (invite.start_line, contact)
