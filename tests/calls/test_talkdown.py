@@ -134,3 +134,44 @@ def test_gateway_stopping_cancels_a_ringing_talkdown_and_hangs_up_a_playing_one(
     summary = of(actions, ce.CallEnded)[0].summary
     assert (summary.outcome, summary.ended_by) == ("talkdown-interrupted", "gateway")
     assert playing.handle(ce.GatewayStopping(), 4.0) == []
+
+
+def reliable(td: Talkdown, status: int, rseq: int | str, now: float, to_tag: str = "hp9"):
+    resp = build_response(td.invite, status, to_tag=to_tag, headers=(
+        ("Contact", "<sip:hp-portland-square@127.0.0.1:5099>"), ("Require", "100rel"), ("RSeq", str(rseq))))
+    return td.handle(ce.LegResponded("hp", resp), now)
+
+
+def test_invite_supports_100rel_and_a_reliable_180_is_pracked_once_in_its_early_dialog():
+    td = make(times=1)
+    (invite,) = of(td.start(0.0), ce.SendRequest)
+    assert invite.request.headers.get("Supported") == "100rel"  # a unit requiring 100rel would send 421
+    (prack,) = of(reliable(td, 180, 77, 0.1), ce.SendRequest)
+    request = prack.request
+    assert request.method == "PRACK" and request.headers.get("RAck") == "77 1 INVITE"
+    assert request.cseq == (2, "PRACK") and request.to.tag == "hp9" and request.uri.startswith("sip:hp-portland")
+    assert prack.dest == ("UDP", "127.0.0.1", 5099)
+    assert not of(reliable(td, 180, 77, 0.6), ce.SendRequest)  # retransmitted 180: no second PRACK
+    (second,) = of(reliable(td, 183, 78, 0.7), ce.SendRequest)  # the next reliable 1xx: PRACKed too
+    assert second.request.headers.get("RAck") == "78 1 INVITE" and second.request.cseq == (3, "PRACK")
+    actions = answer(td, 1.0)
+    (ack,) = of(actions, ce.SendAck)
+    assert ack.request.cseq == (1, "ACK")
+    actions = td.handle(ce.PromptDone("op", "warning-1"), 6.0)
+    (bye,) = of(actions, ce.SendRequest)
+    assert bye.request.method == "BYE" and bye.request.cseq == (4, "BYE")  # CSeq goes on rising after PRACKs
+    assert of(actions, ce.CallEnded)[0].summary.outcome == "talkdown-played"
+
+
+def test_unreliable_1xx_and_a_1xx_without_a_usable_rseq_get_no_prack():
+    td = make()
+    td.start(0.0)
+    plain = build_response(td.invite, 180, to_tag="hp9", headers=(("Contact", "<sip:hp@127.0.0.1:5099>"),))
+    assert not of(td.handle(ce.LegResponded("hp", plain), 0.1), ce.SendRequest)
+    assert not of(reliable(td, 183, "x", 0.2), ce.SendRequest)
+    assert "talkdown-bad-1xx" in [e["event"] for e in td.timeline]
+    # PRACK answers (and their timeouts) never end the talk-down.
+    prack_ok = build_response(td.invite, 200, to_tag="hp9")
+    assert td.handle(ce.LegResponded("hp", prack_ok, method="PRACK"), 0.3) == []
+    assert td.handle(ce.LegTimedOut("hp", False, method="PRACK"), 0.4) == []
+    assert td.ended_at is None
