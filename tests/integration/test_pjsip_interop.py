@@ -13,7 +13,8 @@ Many help-point intercoms embed PJSIP; this file drives the gateway with it, run
    offers SHA-256 then MD5 (the product's order): PJSIP 2.14.1 skips SHA-256 ("Unsupported digest
    algorithm") and answers the MD5 challenge.
 3. Talk-down to a PJSIP intercom that registers and auto-answers: it is called at its registered contact
-   and hears the warning; the attempt is recorded as ``talkdown-played``.
+   and hears the warning; the attempt is recorded as ``talkdown-played``.  Twice: a plain unit, and one
+   that requires 100rel and rings with a reliable 180 first (the gateway must PRACK it).
 4. Over TCP, with RFC 4028 session timers at PJSIP's smallest interval (Session-Expires = Min-SE = 90 s, the
    floor PJSIP enforces): PJSIP refreshes after 45 s, the gateway answers the refresh 200 and the call stays
    up past it, with audio both ways (the operator, a SIPp UAS, echoes PJSIP's tone back).
