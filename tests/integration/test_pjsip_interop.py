@@ -47,6 +47,7 @@ from calls_harness import (
     COUNCIL,
     CallGateway,
     SippAgent,
+    calling_help_point,
     check_dialplan,
     event_names,
     first_event,
@@ -549,3 +550,50 @@ def test_pjsip_over_tcp_refreshes_its_session_and_the_call_stays_up(
     share = heard.tone_share(HP_TONE, start + 1.0, start + 40.0)
     assert share > 0.5, f"PJSIP's {HP_TONE} Hz did not come back from the echoing operator (share {share:.2f})"
     assert op.wait(20).returncode == 0, op.result().explain()
+
+
+def test_pjsip_operator_requiring_100rel_answers_and_is_bridged(
+        sipp: str, closing: Callable[[Any], Any], tmp_path: Path) -> None:
+    """(5) PJSIP as the operator's softphone, requiring 100rel (a reliable 180 for 0.5 s, then 200).
+
+    The gateway's INVITE must support 100rel (else 421 Extension Required: the position never rings) and
+    PRACK the 180; the SIPp help point (hp_call.xml: digest, plays a PCMA sample, BYE after 3 s) is bridged
+    to it, and each side hears the other.  No confirm rule: this peer sends no DTMF.
+    """
+    gw = start_gateway(tmp_path / "gw", make_dialplan(confirm_within=None, ring_timeout=8, connect_timeout=4,
+                                                      police_ring_timeout=8),
+                       closing, algorithms=("MD5", "SHA-256"))  # SIPp computes MD5 only
+    phone = closing(PjsipPeer(tmp_path / "pjsip", gw, OPERATOR, auto_answer=True, prack="mandatory",
+                              answer_after_ms=500, play=str(tone_wav(tmp_path / "op.wav", OP_TONE)),
+                              record=str(tmp_path / "op-heard.wav")))
+    registered(phone)
+    hp = closing(calling_help_point(sipp, gw, tmp_path, 3000))
+    result = hp.wait(40)
+    answered = phone.wait("state", 5, state="CONFIRMED")
+    gone = phone.wait("state", 10, state="DISCONNECTED")
+    act = activation(gw)
+    assert phone.stop() == 0, phone.explain()
+    assert result.returncode == 0, f"{result.explain()}\n{phone.explain()}"
+
+    flow = phone.explain()
+    (invite,) = phone.received("INVITE ")
+    assert "100rel" in ",".join(invite.header("Supported")), invite.text
+    ringing = phone.sent("SIP/2.0 180")[0]
+    assert "100rel" in ringing.header("Require") and ringing.header("RSeq"), flow
+    prack = phone.received("PRACK ")[0]
+    assert prack.header("RAck")[0].split() == [ringing.header("RSeq")[0], invite.header("CSeq")[0].split()[0],
+                                               "INVITE"], flow
+    assert [e["code"] for e in phone.find("tsx", method="PRACK", role="UAS") if e["code"] >= 200][:1] == [200]
+    (bye,) = phone.received("BYE ")
+    assert int(bye.header("CSeq")[0].split()[0]) > int(prack.header("CSeq")[0].split()[0]), flow
+    assert act["outcome"] == "answered" and act["answered_by"] == OPERATOR and act["ended_by"] == "hp", act
+    # Audio both ways: the help point's sample reached PJSIP's speaker, PJSIP's 440 Hz the recording.
+    heard = Audio.read(tmp_path / "op-heard.wav")
+    start = answered["t"] - phone.find("media")[0]["t"]
+    assert heard.rms(start + 0.5, start + 2.5) > 300, f"PJSIP heard nothing of the help point\n{flow}"
+    rec = gw.wait_recording(act["activation_id"])
+    assert rec is not None, act
+    bridged = first_event(act, "bridged")["t"]
+    share = Audio.read(Path(rec["path"]), 1).tone_share(OP_TONE, bridged + 0.5, bridged + 2.5)
+    assert share > 0.5, f"operator channel does not carry PJSIP's {OP_TONE} Hz (share {share:.2f})"
+    assert gone["t"] > answered["t"]
