@@ -32,7 +32,7 @@ from gateway.sip.dialog import Dialog
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
 from gateway.sip.message import Headers, Request, Response, build_response
-from gateway.sip.prack import ReliableProvisionals, requires_100rel
+from gateway.sip.prack import OPTION_TAG, ReliableProvisionalAcks, ReliableProvisionals, requires_100rel
 
 from . import events as ce
 from .metadata import HelpPointInfo, operator_headers
@@ -121,6 +121,8 @@ class Leg:
     media: Any = None
     #: When its INVITE was sent (monotonic).
     started_at: float = 0.0
+    #: PRACKs for the phone's reliable 1xx (RFC 3262 §4; set when the INVITE is built).
+    pracks: ReliableProvisionalAcks | None = None
 
 
 _CANCEL_REASONS = {
@@ -393,7 +395,8 @@ class Call(SessionUpkeep):
                 self._leg_seq += 1
                 leg_id = f"{target}#{self._leg_seq}"
                 invite = self._operator_invite(target, uri, action)
-                self.legs[leg_id] = Leg(leg_id, target, invite, dest, started_at=now)
+                self.legs[leg_id] = Leg(leg_id, target, invite, dest, started_at=now,
+                                        pracks=ReliableProvisionalAcks(invite, self.config.contact))
                 self._log(now, "leg-started", leg=leg_id, target=target, room=self.room_of(target),
                           contact=uri, attempt=action.attempt)
                 self._emit(ce.SendRequest(leg_id, invite, dest))
@@ -408,7 +411,8 @@ class Call(SessionUpkeep):
             ("CSeq", "1 INVITE"),
             ("Contact", f"<{self.config.contact}>"),
             ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"),
-            ("Supported", "timer"),
+            # 100rel: a phone that requires reliable provisional responses would otherwise answer 421.
+            ("Supported", f"timer, {OPTION_TAG}"),
             ("Content-Type", "application/sdp"),
         ]
         headers += operator_headers(self.help_point, self.id, self.config.record_url, self.failures, self.room_of)
@@ -503,6 +507,10 @@ class Call(SessionUpkeep):
                 self._leg_answered(leg, response, now)
             return
         if status < 200:
+            if leg.pracks is not None and leg.cancel_reason is None and leg.state is not LegState.ENDED:
+                prack = leg.pracks.receive(response)
+                if prack is not None:
+                    self._emit(ce.SendRequest(leg.id, prack, leg.dest))
             if leg.state is LegState.CALLING:
                 leg.state = LegState.EARLY
                 self._log(now, "leg-ringing", leg=leg.id, status=status)
@@ -563,6 +571,8 @@ class Call(SessionUpkeep):
         had_dialog = leg.dialog is not None
         try:
             dialog = leg.dialog or Dialog.from_uac(leg.invite, response, self.config.contact)
+            if leg.dialog is None and leg.pracks is not None:
+                dialog = leg.pracks.confirmed(dialog)  # our CSeq goes on above the PRACKs' (§12.2.1.1)
         except RemoteProtocolError as exc:
             self._log(now, "leg-bad-answer", leg=leg.id, why=str(exc))
             return

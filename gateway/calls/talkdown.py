@@ -17,7 +17,6 @@ one (an ``RSeq`` already PRACKed) gets nothing more: our PRACK's own transaction
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -25,8 +24,8 @@ from gateway.media.errors import SdpError
 from gateway.sip.dialog import Dialog
 from gateway.sip.errors import RemoteProtocolError
 from gateway.sip.events import Peer
-from gateway.sip.message import Headers, Request, Response, build_response
-from gateway.sip.prack import OPTION_TAG, requires_100rel
+from gateway.sip.message import Headers, Request, build_response
+from gateway.sip.prack import OPTION_TAG, ReliableProvisionalAcks
 
 from . import events as ce
 from .call import CallConfig, Leg, LegState, Negotiator
@@ -77,11 +76,8 @@ class Talkdown:
         self.ended_by: str | None = None
         self.deadline: float | None = None
         self._bye_sent = False
-        #: Highest RSeq of a reliable 1xx we PRACKed (RFC 3262 §4).
-        self._rseq: int | None = None
-        #: The early dialog of the reliable 1xx (PRACKs only), and the highest CSeq we used in any dialog.
-        self._early: Dialog | None = None
-        self._local_cseq = self.invite.cseq[0]
+        #: PRACKs for the intercom's reliable 1xx (RFC 3262 §4).
+        self._pracks = ReliableProvisionalAcks(self.invite, config.contact)
         self.timeline: list[dict[str, Any]] = []
         self._actions: list[ce.CallAction] = []
 
@@ -155,8 +151,11 @@ class Talkdown:
             if self.leg.state is LegState.CALLING:
                 self.leg.state = LegState.EARLY
                 self._log(now, "talkdown-ringing", status=response.status)
-            if response.status > 100 and requires_100rel(response) and self.ended_at is None:
-                self._prack(response, now)
+            prack = self._pracks.receive(response) if self.ended_at is None else None
+            if prack is not None:
+                self._actions.append(ce.SendRequest("hp", prack, self.leg.dest))
+            elif self._pracks.malformed:
+                self._log(now, "talkdown-bad-1xx", why=self._pracks.malformed)
             return
         if response.status >= 300:
             if self.ended_at is None:
@@ -165,9 +164,8 @@ class Talkdown:
             return
         try:
             if self.dialog is None:
-                dialog = Dialog.from_uac(self.invite, response, self.config.contact)
                 # After PRACKs in the early dialog our CSeq goes on from theirs (§12.2.1.1: it only rises).
-                self.dialog = replace(dialog, local_cseq=max(dialog.local_cseq, self._local_cseq))
+                self.dialog = self._pracks.confirmed(Dialog.from_uac(self.invite, response, self.config.contact))
         except RemoteProtocolError as exc:
             # Neither ACK nor BYE can be sent without a dialog: the attempt is over.
             self._log(now, "talkdown-bad-answer", why=str(exc))
@@ -193,31 +191,6 @@ class Talkdown:
         self._log(now, "talkdown-answered")
         self._actions.append(ce.ConnectMedia("op", negotiated))
         self._actions.append(ce.PlayPrompt("op", f"warning-{self.warning}", report=True))
-
-    def _prack(self, response: Response, now: float) -> None:
-        """PRACK a reliable 1xx (RFC 3262 §4), once per RSeq, in the early dialog it creates."""
-        rseq_text = (response.headers.get("RSeq") or "").strip()
-        if not rseq_text.isdigit():
-            self._log(now, "talkdown-bad-1xx", why="reliable 1xx without a valid RSeq")
-            return
-        rseq = int(rseq_text)
-        if self._rseq is not None and rseq <= self._rseq:
-            return  # a retransmission of one we PRACKed already
-        try:
-            early = Dialog.from_uac(self.invite, response, self.config.contact)
-        except RemoteProtocolError as exc:
-            self._log(now, "talkdown-bad-1xx", why=str(exc))
-            return
-        # The early dialog only carries the PRACKs; the 2xx makes the dialog that ACK and BYE use (its
-        # Contact and route set are the ones that count).  Our CSeq must keep rising across both.
-        if self._early is not None and self._early.id == early.id:
-            early = self._early
-        self._early, prack = early.create_request(
-            "PRACK", (("RAck", f"{rseq} {self.invite.cseq[0]} {self.invite.method}"),),
-            cseq=max(early.local_cseq, self._local_cseq) + 1)
-        self._local_cseq = prack.cseq[0]
-        self._rseq = rseq
-        self._actions.append(ce.SendRequest("hp", prack, self.leg.dest))
 
     def _bye(self, now: float, why: str, outcome: str | None = None) -> None:
         if self.dialog is not None:

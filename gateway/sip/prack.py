@@ -1,6 +1,7 @@
-"""RFC 3262 reliable provisional responses, UAS side (sans-IO).
+"""RFC 3262 reliable provisional responses (sans-IO): :class:`ReliableProvisionals` for the UAS side (our
+183 to a help point), :class:`ReliableProvisionalAcks` for the UAC side (our INVITEs: talk-down, operators).
 
-Rules:
+Rules of the UAS side:
 
 * A 1xx (other than 100) answering an INVITE whose ``Require`` lists ``100rel`` is sent reliably (§3): it
   carries ``Require: 100rel`` and an ``RSeq`` (the first one random in [1, 2**31 - 1], §3, then one higher
@@ -21,8 +22,10 @@ Like the rest of ``gateway.sip``: no I/O, every entry point takes ``now``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from .dialog import Dialog
+from .errors import RemoteProtocolError
 from .message import Request, Response
 
 #: The option tag (RFC 3262 §10).
@@ -143,3 +146,53 @@ class ReliableProvisionals:
     def stop(self) -> None:
         """The final response went out: no more retransmissions (a late PRACK is still answered)."""
         self._pending = None
+
+
+class ReliableProvisionalAcks:
+    """The UAC side of RFC 3262 for one INVITE we sent (§4): the PRACK for each reliable 1xx.
+
+    ``receive(response)`` returns the PRACK to send for a reliable 1xx (``Require: 100rel`` and a new
+    ``RSeq``), or None: an unreliable 1xx, a retransmission (an ``RSeq`` not above the last one PRACKed: our
+    PRACK's own transaction retransmits it) or a malformed one (``malformed`` says why).  The PRACK goes in
+    the early dialog the 1xx creates.  ``confirmed(dialog)`` gives the dialog of the 2xx a local CSeq above
+    every PRACK's (§12.2.1.1: it only rises), so the ACK and BYE that follow are in order.
+    """
+
+    def __init__(self, invite: Request, local_contact: str) -> None:
+        self.invite = invite
+        self.local_contact = local_contact
+        self._rseq: int | None = None
+        self._early: Dialog | None = None
+        self._local_cseq = invite.cseq[0]
+        #: Why the last reliable 1xx got no PRACK, when it was malformed (for the timeline).
+        self.malformed: str | None = None
+
+    def receive(self, response: Response) -> Request | None:
+        """The PRACK for *response* (a 1xx to our INVITE), or None."""
+        self.malformed = None
+        if not 100 < response.status < 200 or not requires_100rel(response):
+            return None
+        rseq_text = (response.headers.get("RSeq") or "").strip()
+        if not rseq_text.isdigit():
+            self.malformed = "reliable 1xx without a valid RSeq"
+            return None
+        rseq = int(rseq_text)
+        if self._rseq is not None and rseq <= self._rseq:
+            return None
+        try:
+            early = Dialog.from_uac(self.invite, response, self.local_contact)
+        except RemoteProtocolError as exc:
+            self.malformed = str(exc)
+            return None
+        if self._early is not None and self._early.id == early.id:
+            early = self._early
+        rack = f"{rseq} {self.invite.cseq[0]} {self.invite.method}"
+        self._early, prack = early.create_request(
+            "PRACK", (("RAck", rack),), cseq=max(early.local_cseq, self._local_cseq) + 1)
+        self._local_cseq = prack.cseq[0]
+        self._rseq = rseq
+        return prack
+
+    def confirmed(self, dialog: Dialog) -> Dialog:
+        """*dialog* (made from the 2xx) with a local CSeq above the PRACKs'."""
+        return replace(dialog, local_cseq=max(dialog.local_cseq, self._local_cseq))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from test_call import INVITE, info, make_call, of, respond
 
 from gateway.calls import events as ce
-from gateway.sip.message import Headers, Request
+from gateway.sip.message import Headers, Request, build_response
 
 REQUIRING = INVITE.replace(b"Supported: timer\r\n", b"Supported: timer, 100rel\r\nRequire: 100rel\r\n")
 SUPPORTING = INVITE.replace(b"Supported: timer\r\n", b"Supported: timer, 100rel\r\n")
@@ -108,3 +108,39 @@ def test_an_invite_that_only_supports_100rel_gets_the_plain_183_and_a_prack_gets
     assert "100rel" not in (progress.headers.get("Require") or "")
     assert [r.status for r in hp_responses(prack(call, "1 1 INVITE", 0.1), "ptx")] == [481]
     assert [r.status for r in hp_responses(answer_and_confirm(call, 1.0))] == [200]
+
+
+def reliable_1xx(call, leg_id, status, rseq, now):
+    leg = call.legs[leg_id]
+    resp = build_response(leg.invite, status, to_tag=f"op-{leg_id}", headers=(
+        ("Contact", f"<{leg.invite.uri}>"), ("Require", "100rel"), ("RSeq", str(rseq))))
+    return call.handle(ce.LegResponded(leg_id, resp), now)
+
+
+def test_operator_invites_support_100rel_and_a_reliable_180_is_pracked_then_cseq_goes_on():
+    call = make_call()
+    invites = of(call.start(0.0), ce.SendRequest)
+    assert all("100rel" in i.request.headers.get("Supported") for i in invites)  # else a 421 from such phones
+    actions = reliable_1xx(call, "council-cctv-1#1", 180, 5, 0.2)
+    (prack,) = [a for a in of(actions, ce.SendRequest) if a.request.method == "PRACK"]
+    assert prack.leg == "council-cctv-1#1" and prack.request.headers.get("RAck") == "5 1 INVITE"
+    assert prack.request.cseq == (2, "PRACK") and prack.request.to.tag == "op-council-cctv-1#1"
+    assert "leg-ringing" in [e["event"] for e in call.timeline]
+    assert not [a for a in of(reliable_1xx(call, "council-cctv-1#1", 180, 5, 0.7), ce.SendRequest)
+                if a.request.method == "PRACK"]  # a retransmission: no second PRACK
+    # The PRACK's own answer and timeout are not the leg's fate.
+    leg = call.legs["council-cctv-1#1"]
+    assert call.handle(ce.LegTimedOut("council-cctv-1#1", False, method="PRACK"), 0.8) == []
+    assert leg.state.value == "early"
+    respond(call, "council-cctv-1#1", 200, 1.0, body=b"ANSWER-OP")
+    assert leg.dialog is not None and leg.dialog.local_cseq == 2  # the next in-dialog request is CSeq 3
+    actions = call.handle(ce.CallerCancelled(), 2.0)
+    byes = [a.request for a in of(actions, ce.SendRequest) if a.request.method == "BYE"]
+    assert [b.cseq for b in byes if b.call_id == leg.invite.call_id] == [(3, "BYE")]
+
+
+def test_a_cancelled_leg_gets_no_prack():
+    call = make_call()
+    call.start(0.0)
+    call.handle(ce.CallerCancelled(), 0.1)
+    assert not of(reliable_1xx(call, "council-cctv-1#1", 183, 9, 0.2), ce.SendRequest)
