@@ -18,6 +18,8 @@ Many help-point intercoms embed PJSIP; this file drives the gateway with it, run
 4. Over TCP, with RFC 4028 session timers at PJSIP's smallest interval (Session-Expires = Min-SE = 90 s, the
    floor PJSIP enforces): PJSIP refreshes after 45 s, the gateway answers the refresh 200 and the call stays
    up past it, with audio both ways (the operator, a SIPp UAS, echoes PJSIP's tone back).
+5. PJSIP as the operator's softphone, requiring 100rel: the gateway's INVITE supports it, the reliable 180
+   is PRACKed, the SIPp help point is bridged to it with audio both ways.
 """
 
 from __future__ import annotations
