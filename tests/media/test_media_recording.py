@@ -6,7 +6,6 @@ import hashlib
 import os
 import resource
 import struct
-import threading
 import wave
 from pathlib import Path
 
@@ -414,20 +413,20 @@ def test_seal_file_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: p
     assert len(synced) >= 3  # the recording, the .sha256 before its rename, and the folder after it
 
 
-def test_shared_writer_seals_on_its_sealing_threads_and_close_waits_for_them(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine's writer hands each seal (three fsyncs) to its sealing threads, so a busy gateway's
-    recordings are sealed as fast as they end instead of queueing in memory behind one fsync at a time;
-    every seal still gives the file's real SHA-256 and its .sha256, and close() returns only when the
-    seals handed over are done."""
-    threads: set[str] = set()
-    real_seal = StereoRecorder._seal
-
-    def seal(self: StereoRecorder, stop_writer: bool) -> None:
-        threads.add(threading.current_thread().name)
-        real_seal(self, stop_writer)
-
-    monkeypatch.setattr(StereoRecorder, "_seal", seal)
+@pytest.mark.skipif(ports._SYNCFS is None, reason="no syncfs (not Linux/glibc): recordings are fsync'd one by one")
+def test_shared_writer_seals_in_batches_with_two_filesystem_syncs(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's writer seals the recordings that end together in one batch: two syncfs in all (the
+    files and their .sha256, then the renames) instead of three fsyncs each, so a busy gateway's recordings
+    are sealed as fast as they end; every seal still gives the file's real SHA-256 and its .sha256."""
+    syncs: list[Path] = []
+    batches: list[int] = []
+    fsyncs: list[int] = []
+    real_sync, real_batch, real_fsync = ports._sync_filesystem, DiskWriter._seal_batch, os.fsync
+    monkeypatch.setattr(ports, "_sync_filesystem", lambda folder: (syncs.append(folder), real_sync(folder)))
+    monkeypatch.setattr(DiskWriter, "_seal_batch",
+                        lambda self, recs: (batches.append(len(recs)), real_batch(self, recs)))
+    monkeypatch.setattr(ports.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
     writer = DiskWriter(poll_interval=0.01)
     recs = [StereoRecorder(tmp_path / f"r{i}.wav", writer=writer) for i in range(40)]
     for rec in recs:
@@ -435,19 +434,21 @@ def test_shared_writer_seals_on_its_sealing_threads_and_close_waits_for_them(
             rec.push(LEFT, bytes([0x10 + n]) * 160, "PCMU")
             rec.tick()
     futures = [rec.seal_start() for rec in recs]
+    for future in futures:
+        future.result(timeout=10)
     writer.close()
-    assert all(f.done() for f in futures)  # close() waited for the sealing threads
     for rec, future in zip(recs, futures, strict=True):
         digest = hashlib.sha256(rec.path.read_bytes()).hexdigest()
         assert future.result(0) == digest
         assert Path(f"{rec.path}.sha256").read_text() == f"{digest}  {rec.path.name}\n"
         with wave.open(str(rec.path)) as w:
             assert w.getnframes() == rec.aligner.frames * 160 > 0
-    assert threads and all(name.startswith("media-sealer") for name in threads)
+    assert not list(tmp_path.glob("*.tmp"))
+    assert sum(batches) == 40 and len(syncs) == 2 * len(batches) and fsyncs == []
 
 
-def test_a_seal_that_raises_on_a_sealing_thread_fails_alone(tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.skipif(ports._SYNCFS is None, reason="no syncfs: no batched seals")
+def test_a_seal_that_raises_in_a_batch_fails_alone(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     writer = DiskWriter(poll_interval=0.01)
     bad = StereoRecorder(tmp_path / "bad.wav", writer=writer)
     good = StereoRecorder(tmp_path / "good.wav", writer=writer)
@@ -455,13 +456,43 @@ def test_a_seal_that_raises_on_a_sealing_thread_fails_alone(tmp_path: Path,
     def boom(*args: object) -> None:
         raise RuntimeError("bug")
 
-    bad._seal = boom  # type: ignore[method-assign]
+    bad._seal_stage = boom  # type: ignore[method-assign]
     for rec in (bad, good):
         rec.push(LEFT, b"\x10" * 160, "PCMU")
         rec.tick()
+    futures = [bad.seal_start(), good.seal_start()]
     with pytest.raises(MediaError, match="bad.wav"):
-        bad.seal_start().result(timeout=10)
-    assert good.seal_start().result(timeout=10) == hashlib.sha256((tmp_path / "good.wav").read_bytes()).hexdigest()
+        futures[0].result(timeout=10)
+    assert futures[1].result(timeout=10) == hashlib.sha256((tmp_path / "good.wav").read_bytes()).hexdigest()
     writer.close()
     assert writer.errors == 1 and "bad.wav: seal failed" in caplog.text
     assert bad._file is None
+
+
+@pytest.mark.skipif(ports._SYNCFS is None, reason="no syncfs: no batched seals")
+def test_a_failed_filesystem_sync_fails_the_batch_and_the_writer_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk could not make the batch durable: every seal of it fails (gateway_recordings_failed_total;
+    start-up recovery hashes and links the files), no .sha256 claims a seal, and later recordings seal."""
+    fail = [True]
+    real_sync = ports._sync_filesystem
+
+    def sync(folder: Path) -> None:
+        if fail[0]:
+            raise OSError(5, "Input/output error")
+        real_sync(folder)
+
+    monkeypatch.setattr(ports, "_sync_filesystem", sync)
+    writer = DiskWriter(poll_interval=0.01)
+    first = [StereoRecorder(tmp_path / f"a{i}.wav", writer=writer) for i in range(3)]
+    for rec in first:
+        rec.tick()
+    for future in [rec.seal_start() for rec in first]:
+        with pytest.raises(MediaError, match="cannot seal recording"):
+            future.result(timeout=10)
+    assert not list(tmp_path.glob("a*.wav.sha256"))
+    fail[0] = False
+    later = StereoRecorder(tmp_path / "later.wav", writer=writer)
+    later.tick()
+    assert later.seal_start().result(timeout=10) == hashlib.sha256((tmp_path / "later.wav").read_bytes()).hexdigest()
+    writer.close()
