@@ -270,6 +270,10 @@ def _cmd_dialplan_simulate(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------- parser
 
 
+#: The subcommands (an option given before one of them is pointed after it).
+_COMMANDS = ("serve", "check-config", "credentials", "db", "tokens", "recordings", "dialplan")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for tests and documentation)."""
     common = _Parser(add_help=False)
@@ -387,6 +391,13 @@ def _setup_logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit status."""
     parser = build_parser()
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given and given[0].split("=", 1)[0] in ("--config", "--log-level"):
+        # `gateway --config FILE check-config`: argparse would call FILE an invalid command.
+        command = next((a for a in given if a in _COMMANDS), "COMMAND")
+        print(f"gateway: error: {given[0].split('=', 1)[0]} goes after the command: "
+              f"gateway {command} {' '.join(a for a in given if a != command)}", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed on one line

@@ -276,3 +276,24 @@ def test_dialplan_simulate(dialplan_root: Path) -> None:
     result = gateway(dialplan_root, "dialplan", "simulate", *args)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1].endswith("done: answered by police-control-1")
+
+
+@pytest.mark.parametrize("first", [("--config", "sip-config/gateway.yaml"), ("--config=sip-config/gateway.yaml",),
+                                   ("--log-level", "DEBUG")])
+def test_an_option_before_the_command_says_where_it_goes(root: Path, first: tuple[str, ...]) -> None:
+    """`gateway --config FILE check-config` is what many tools take; ours wants the option after the
+    command, and says so instead of calling the file name an invalid command."""
+    result = gateway(root, *first, "check-config")
+    assert result.returncode == 2
+    line = one_line(result.stderr)
+    assert "after the command" in line and "gateway check-config " in line
+    assert "invalid choice" not in result.stderr
+
+
+def test_the_command_list_used_for_that_message_is_the_parsers() -> None:
+    import argparse
+
+    from gateway.__main__ import _COMMANDS, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert tuple(sub.choices) == _COMMANDS
