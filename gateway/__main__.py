@@ -165,10 +165,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     _, inventory = _load_with_inventory(args)
     positions = sum(len(room.positions) for room in inventory.rooms)
-    print(
-        f"OK: {len(inventory.help_points)} help points, {positions} positions in {len(inventory.rooms)} rooms"
-    )
+    print(f"OK: {_count(len(inventory.help_points), 'help point')}, {_count(positions, 'position')} in "
+          f"{_count(len(inventory.rooms), 'room')}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _cmd_credentials_set(args: argparse.Namespace) -> int:

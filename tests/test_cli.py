@@ -297,3 +297,10 @@ def test_the_command_list_used_for_that_message_is_the_parsers() -> None:
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert tuple(sub.choices) == _COMMANDS
+
+
+def test_check_config_counts_read_right_for_one() -> None:
+    from gateway.__main__ import _count
+
+    assert [_count(1, "help point"), _count(0, "room"), _count(3, "position")] == [
+        "1 help point", "0 rooms", "3 positions"]
