@@ -105,19 +105,26 @@ class WavPlayer:
         return payload, pcm
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Write a small file so that a crash leaves either no file or all of it: a temporary file, fsync'd,
-    renamed over ``path``, and the folder fsync'd (the rename and the recording's own entry on disk)."""
+def write_staged(path: Path, data: bytes, *, sync: bool) -> Path:
+    """Write ``data`` whole to ``path`` + ``.tmp`` (fsync'd when ``sync``); returns that name, for the caller
+    to rename over ``path`` once it is durable."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    return tmp
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write a small file so that a crash leaves either no file or all of it: a temporary file, fsync'd,
+    renamed over ``path``, and the folder fsync'd (the rename and the recording's own entry on disk)."""
+    os.replace(write_staged(path, data, sync=True), path)
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
@@ -324,12 +331,7 @@ class DiskWriter:
         self.errors += 1
         log.exception("recording %s: %s failed; this recording stops, the others go on", recorder.path, what)
         self._open.pop(recorder, None)
-        f, recorder._file = recorder._file, None
-        if f is not None:
-            try:
-                f.close()
-            except OSError:
-                pass
+        recorder._drop_file()
         if not recorder._done.done():
             recorder._done.set_exception(MediaError(f"{recorder.path}: recording failed in {what}"))
 
@@ -686,7 +688,7 @@ class StereoRecorder:
             if self._file is not None:
                 self._finish_file()
                 self._close_and_hash()
-                write_durably(Path(f"{self.path}.sha256"), f"{self.sha256}  {self.path.name}\n".encode())
+                write_durably(*self._sha256_file())
                 self._seal_done()
         except OSError as exc:
             self._seal_failed(exc)
@@ -715,15 +717,20 @@ class StereoRecorder:
             return None
         self._finish_file(sync=False)
         self._close_and_hash()
-        tmp = Path(f"{self.path}.sha256.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(f"{self.sha256}  {self.path.name}\n".encode())
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        return tmp
+        return write_staged(*self._sha256_file(), sync=False)
+
+    def _sha256_file(self) -> tuple[Path, bytes]:
+        """The ``.sha256`` beside the recording and its line (``sha256sum -c`` format)."""
+        return Path(f"{self.path}.sha256"), f"{self.sha256}  {self.path.name}\n".encode()
+
+    def _drop_file(self) -> None:
+        """Close the open file, if any, after a failure (a second error closing it changes nothing)."""
+        f, self._file = self._file, None
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
 
     def _seal_done(self) -> None:
         # The loop thread no longer touches the counter: the audio the disk lost is reported with the audio
@@ -733,12 +740,7 @@ class StereoRecorder:
             self._done.set_result(self.sha256)
 
     def _seal_failed(self, exc: OSError) -> None:
-        f, self._file = self._file, None
-        if f is not None:
-            try:
-                f.close()
-            except OSError:
-                pass
+        self._drop_file()
         if not self._done.done():
             self._done.set_exception(MediaError(f"{self.path}: cannot seal recording: {exc}"))
 
