@@ -315,6 +315,19 @@ def rms(pcm: bytes) -> int:
     return int(audioop.rms(pcm, 2))
 
 
+def tone_wav(path: Path, seconds: float = 20.0, hz: float = 440.0, rate: int = 8000) -> Path:
+    """A mono 16-bit sine: a peer's 'voice', easy to find in a recording."""
+    samples = array.array(
+        "h", (int(8000 * math.sin(2 * math.pi * hz * n / rate)) for n in range(int(rate * seconds)))
+    )
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return path
+
+
 def read_wav_mono(path: Path) -> bytes:
     """16-bit mono PCM of a WAV file (prompts are 8 kHz mono 16-bit)."""
     with wave.open(str(path)) as w:

@@ -41,24 +41,12 @@ from calls_harness import (
     make_dialplan,
     sha256_file,
 )
+from media_harness import tone_wav
 from sip_harness import LOOPBACK, GatewayProcess, demo_password, free_port, query_bindings, wait_for
 
 pytestmark = pytest.mark.integration
 
 OPERATOR = COUNCIL[0]
-
-
-def tone_wav(path: Path, seconds: float = 20.0, hz: float = 440.0, rate: int = 8000) -> Path:
-    """A mono 16-bit sine: the operator's 'voice', easy to find in the recording."""
-    samples = array.array(
-        "h", (int(8000 * math.sin(2 * math.pi * hz * n / rate)) for n in range(int(rate * seconds)))
-    )
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-    return path
 
 
 def bound_contacts(gw: GatewayProcess, user: str) -> list[str]:

@@ -58,6 +58,7 @@ from calls_harness import (
     register,
     sha256_file,
 )
+from media_harness import tone_wav
 from sip_harness import LOOPBACK, demo_password, wait_for
 
 pytestmark = [
@@ -77,19 +78,6 @@ PLAN = make_dialplan(ring_timeout=8, connect_timeout=4, confirm_within=5, police
 
 
 # ------------------------------------------------------------------------------------------- audio
-
-
-def tone_wav(path: Path, hz: float, seconds: float = 30.0, rate: int = 8000) -> Path:
-    """A mono 16-bit sine."""
-    samples = array.array(
-        "h", (int(8000 * math.sin(2 * math.pi * hz * n / rate)) for n in range(int(rate * seconds)))
-    )
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-    return path
 
 
 @dataclass
@@ -368,11 +356,11 @@ def test_pjsip_help_point_registers_calls_and_is_bridged_with_audio_both_ways(
 
     # baresip 1.0 (libre) fails any challenge list holding SHA-256 (see test_calls_peers): MD5 only here.
     gw = start_gateway(tmp_path / "gw", PLAN, closing, algorithms=("MD5",))
-    phone = closing(Baresip(tmp_path / "baresip", gw, OPERATOR, tone_wav(tmp_path / "op.wav", OP_TONE)))
+    phone = closing(Baresip(tmp_path / "baresip", gw, OPERATOR, tone_wav(tmp_path / "op.wav", 30.0, OP_TONE)))
     assert wait_for(lambda: bool(bound_contacts(gw, OPERATOR)), 15, 0.3), (
         f"baresip did not register\n{phone.log()[-2000:]}")
     token = api_token(gw)
-    peer = closing(PjsipPeer(tmp_path / "pjsip", gw, HELP_POINT, play=str(tone_wav(tmp_path / "hp.wav", HP_TONE)),
+    peer = closing(PjsipPeer(tmp_path / "pjsip", gw, HELP_POINT, play=str(tone_wav(tmp_path / "hp.wav", 30.0, HP_TONE)),
                              record=str(tmp_path / "pjsip-heard.wav")))
     registered(peer)
     press(peer, gw)
@@ -517,7 +505,7 @@ def test_pjsip_over_tcp_refreshes_its_session_and_the_call_stays_up(
     gw = start_gateway(tmp_path / "gw", PLAN, closing)
     op = closing(echoing_operator(sipp, gw, tmp_path))
     peer = closing(PjsipPeer(tmp_path / "pjsip", gw, HELP_POINT, transport="tcp", timer="optional",
-                             session_expires=90, min_se=90, play=str(tone_wav(tmp_path / "hp.wav", HP_TONE)),
+                             session_expires=90, min_se=90, play=str(tone_wav(tmp_path / "hp.wav", 30.0, HP_TONE)),
                              record=str(tmp_path / "heard.wav")))
     peer.context.append(lambda: sipp_flow(op))
     registered(peer)
@@ -566,7 +554,7 @@ def test_pjsip_operator_requiring_100rel_answers_and_is_bridged(
                                                       police_ring_timeout=8),
                        closing, algorithms=("MD5", "SHA-256"))  # SIPp computes MD5 only
     phone = closing(PjsipPeer(tmp_path / "pjsip", gw, OPERATOR, auto_answer=True, prack="mandatory",
-                              answer_after_ms=500, play=str(tone_wav(tmp_path / "op.wav", OP_TONE)),
+                              answer_after_ms=500, play=str(tone_wav(tmp_path / "op.wav", 30.0, OP_TONE)),
                               record=str(tmp_path / "op-heard.wav")))
     registered(phone)
     hp = closing(calling_help_point(sipp, gw, tmp_path, 3000))

@@ -1,4 +1,5 @@
-"""ops/prometheus/alerts.yml: valid for promtool, unit-tested by promtool, and every metric it uses exists."""
+"""ops/prometheus/alerts.yml and ops/ha/alerts.yml: valid for promtool, unit-tested by promtool (the gateway's
+alerts; split brain and no active node for the HA pair), and every metric they use exists."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from gateway import metrics
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "ops" / "prometheus" / "alerts.yml"
 RULE_TESTS = Path(__file__).with_name("alerts_test.yml")
+HA_RULES = ROOT / "ops" / "ha" / "alerts.yml"
+HA_RULE_TESTS = Path(__file__).with_name("ha_alerts_test.yml")
+RULE_SETS = pytest.mark.parametrize(("rules", "rule_tests"), [(RULES, RULE_TESTS), (HA_RULES, HA_RULE_TESTS)],
+                                    ids=["gateway", "ha"])
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not found: install Debian package `prometheus` (apt-get install -y prometheus)")
@@ -29,17 +34,25 @@ def exported_names() -> set[str]:
 
 
 @needs_promtool
-def test_promtool_check_rules() -> None:
-    result = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+@RULE_SETS
+def test_promtool_check_rules(rules: Path, rule_tests: Path) -> None:
+    result = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
 @needs_promtool
-def test_promtool_rule_unit_tests() -> None:
-    result = subprocess.run([PROMTOOL, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True,
+@RULE_SETS
+def test_promtool_rule_unit_tests(rules: Path, rule_tests: Path) -> None:
+    result = subprocess.run([PROMTOOL, "test", "rules", str(rule_tests)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_ha_notify_script_writes_the_metric_the_ha_rules_read() -> None:
+    notify = (ROOT / "ops" / "ha" / "helppoint-notify.sh").read_text()
+    assert "helppoint_ha_master $master" in notify and "helppoint_ha.prom" in notify
+    assert "helppoint_ha_master" in HA_RULES.read_text()
 
 
 def test_every_gateway_metric_in_the_rules_exists() -> None:

@@ -12,25 +12,17 @@ the activations *it* marked interrupted, which B had already done, so the answer
 from __future__ import annotations
 
 import hashlib
-import wave
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from test_records_review import stereo_wav
 
 from gateway.config import RecordsConfig
 from gateway.service_records import start_records
 from gateway.store import Store
 
 T0 = 1_793_534_400.0  # 2026-11-01T12:00:00Z
-
-
-def _wav(path: Path, seconds: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(2)
-        wav.setsampwidth(2)
-        wav.setframerate(8000)
-        wav.writeframes(b"\x01\x00" * 2 * int(8000 * seconds))
 
 
 class _Journal:
@@ -74,10 +66,10 @@ async def test_a_node_that_rejoins_recovers_what_only_its_journal_and_disk_hold(
     # ... what only A has: the first call's end in its journal, its sealed recording; the second's partial WAV.
     a.summaries.docs.append(_ended("ended-on-a"))
     sealed = a_dir / "recordings" / "ended-on-a.wav"
-    _wav(sealed, 2.5)
+    stereo_wav(sealed, 2.5)
     digest = hashlib.sha256(sealed.read_bytes()).hexdigest()
     Path(f"{sealed}.sha256").write_text(f"{digest}  ended-on-a.wav\n")
-    _wav(a_dir / "recordings" / "up-on-a.wav", 1.0)
+    stereo_wav(a_dir / "recordings" / "up-on-a.wav", 1.0)
 
     # Node B takes over: its start marks both interrupted; it has nothing of them.
     b = _node(store, tmp_path / "node-b", _Journal())

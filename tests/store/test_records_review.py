@@ -191,7 +191,8 @@ async def test_retention_keeps_evidence_held_or_reclassified_after_the_run_chose
 # -- start-up: recordings of activations a crash left in progress -------------------------------------------
 
 
-def _wav(path: Path, seconds: float) -> None:
+def stereo_wav(path: Path, seconds: float) -> None:
+    """A stereo 8 kHz 16-bit WAV of ``seconds`` (a recording left on disk)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(2)
@@ -216,7 +217,7 @@ async def test_a_recording_sealed_before_the_crash_is_linked_to_the_interrupted_
     first.started("crash", "hp-outram", T0, "town", 3, None, None)
     await first.flush()
     path = tmp_path / "recordings" / "crash.wav"
-    _wav(path, 2.5)
+    stereo_wav(path, 2.5)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     Path(f"{path}.sha256").write_text(f"{digest}  crash.wav\n")
 
@@ -238,7 +239,7 @@ async def test_start_up_recovery_does_not_link_a_recording_twice(store: Store, t
     await first.start()
     first.started("linked", "hp-outram", T0, "town", 3, None, None)
     path = tmp_path / "recordings" / "linked.wav"
-    _wav(path, 1.0)
+    stereo_wav(path, 1.0)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     Path(f"{path}.sha256").write_text(f"{digest}  linked.wav\n")
     first.recording("linked", str(path), 1.0, digest, path.stat().st_size)
