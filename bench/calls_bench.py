@@ -271,8 +271,8 @@ def run_rate(
         rss1 = rss_mib(gw.proc.pid)  # type: ignore[union-attr]
         # Every call is recorded (from the 183): how far the sealing of recordings (fsync, SHA-256) lags the
         # calls, i.e. how many finished recordings wait in memory when the help point's SIPp is done.
-        t_end = time.monotonic()
-        while time.monotonic() - t_end < 60 and gw.metric("gateway_recordings_written_total") - sealed0 < ok_calls(step):
+        t_end, recorded = time.monotonic(), ok_calls(step)  # SIPp is done: its count is final
+        while time.monotonic() - t_end < 60 and gw.metric("gateway_recordings_written_total") - sealed0 < recorded:
             time.sleep(0.2)
         sealed_lag = time.monotonic() - t_end
         sealed = gw.metric("gateway_recordings_written_total") - sealed0
