@@ -29,6 +29,11 @@ Digest is MD5-first (``registrar.algorithms: [MD5, SHA-256]``) because SIPp 3.6.
   sends both from the same event-loop step, and calls are 10 ms apart at 100 cps); calls that cannot be
   paired that way are counted as "unpaired" in the note, not guessed.
 
+* Reference, in the same command (``--no-reference`` skips it): after the gateway's runs, the same offered
+  rates and call counts go from SIPp's built-in ``uac`` scenario through Kamailio (a transaction-stateful
+  proxy in C that record-routes; ``apt-get install -y kamailio``) to SIPp's ``uas``, so the gateway's calls/s
+  can be read against what this machine gives a C proxy doing less work at that moment.
+
 Everything stays on 127.0.0.1; every SIPp run is bounded by -m, -timeout and coreutils timeout, and tcpdump by
 coreutils timeout too.
 """
@@ -333,6 +338,112 @@ def run_rate(
     return row, step
 
 
+# -------------------------------------------------------------------------------------- reference
+
+#: The reference run's Kamailio: a transaction-stateful proxy (tm) that record-routes and relays every new
+#: request to the SIPp UAS; in-dialog requests follow the Route set.  No registrar, no authentication, no
+#: media, no records: far less work than the gateway does per call, in C.  Kamailio 5.6 (Debian bookworm).
+KAMAILIO_CFG = """#!KAMAILIO
+debug=0
+log_stderror=yes
+children={children}
+auto_aliases=no
+listen=udp:{host}:{port}
+mpath="{modules}"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route()) {{ t_relay(); exit; }}
+        if (is_method("ACK") && t_check_trans()) {{ t_relay(); }}
+        exit;
+    }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
+    t_check_trans();
+    if (is_method("INVITE")) {{ record_route(); }}
+    $du = "sip:{host}:{uas_port}";
+    t_relay();
+}}
+"""
+
+
+def kamailio_modules() -> str | None:
+    """Kamailio's module folder (Debian's multiarch path, or the build's default), or None."""
+    for folder in sorted(Path("/usr/lib").glob("*/kamailio/modules")) + [Path("/usr/lib/kamailio/modules"),
+                                                                         Path("/usr/local/lib64/kamailio/modules")]:
+        if (folder / "tm.so").exists():
+            return str(folder)
+    return None
+
+
+def reference_row(sipp: str, work: Path, rate: int, calls: int, limit: int) -> Row:
+    """The same SIPp load through Kamailio instead of the gateway (SIPp's built-in uac -> uas scenarios), in
+    the same command, so the gateway's calls/s can be read against what this machine gives a C proxy now."""
+    kamailio, modules = shutil.which("kamailio"), kamailio_modules()
+    name = "reference: SIPp uac -> Kamailio (tm, record-route) -> SIPp uas"
+    if kamailio is None or modules is None:
+        return Row(name, f"{rate}/s x {calls}", "-", "-", "kamailio missing (apt-get install -y kamailio)")
+    step = work / f"kamailio-{rate}"
+    run = 1
+    while step.exists():
+        run += 1
+        step = work / f"kamailio-{rate}-{run}"
+    step.mkdir(parents=True)
+    port, uas_port = free_port(), free_port()
+    (step / "kamailio.cfg").write_text(KAMAILIO_CFG.format(children=os.cpu_count() or 2, host=LOOPBACK,
+                                                          port=port, modules=modules, uas_port=uas_port))
+    budget = int(calls / rate) + 40
+    kam = subprocess.Popen(
+        ["timeout", "-k", "5", str(budget + 30), kamailio, "-f", str(step / "kamailio.cfg"), "-DD", "-E",
+         "-m", "64", "-M", "8", "-Y", str(step)],
+        cwd=step, stdout=subprocess.DEVNULL, stderr=open(step / "kamailio.log", "w"),  # noqa: SIM115
+    )
+    uas = None
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # wait for Kamailio's UDP listener
+            out = subprocess.run(["ss", "-uln", f"sport = :{port}"], capture_output=True, text=True).stdout
+            if f":{port}" in out or kam.poll() is not None:
+                break
+            time.sleep(0.05)
+        if kam.poll() is not None:
+            return Row(name, f"{rate}/s x {calls}", "-", "-", "kamailio did not start",
+                       note=(step / "kamailio.log").read_text()[-300:])
+        common = ["-i", LOOPBACK, "-m", str(calls), "-nostdin", "-timeout", f"{budget}s", "-max_recv_loops", "10000"]
+        uas = subprocess.Popen(["timeout", "-k", "5", str(budget + 10), sipp, "-sn", "uas", "-p", str(uas_port),
+                                *common], cwd=step, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        busy0 = machine_busy_seconds()
+        t0 = time.monotonic()
+        subprocess.run(["timeout", "-k", "5", str(budget + 10), sipp, f"{LOOPBACK}:{port}", "-sn", "uac",
+                        "-p", str(free_port()), "-r", str(rate), "-l", str(limit), *common, "-trace_stat",
+                        "-stf", str(step / "stats.csv"), "-fd", "1"],
+                       cwd=step, capture_output=True, timeout=budget + 30, check=False)
+        wall = time.monotonic() - t0
+        busy = machine_busy_seconds() - busy0
+    finally:
+        for proc in (uas, kam):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    stats = last_stats(step / "stats.csv") if (step / "stats.csv").exists() else {}
+    ok = int(stats.get("SuccessfulCall(C)", 0))
+    elapsed = _hms(stats["ElapsedTime(C)"]) if stats else wall
+    return Row(name, f"{rate}/s x {calls}", str(ok), stats.get("FailedCall(C)", "?"),
+               f"{ok / elapsed if elapsed else 0:.0f} calls/s",
+               note=f"machine CPU {100 * busy / wall:.0f}% (of 1 core, {os.cpu_count()} cores: Kamailio and both "
+                    f"SIPp), SIPp retrans {stats.get('Retransmissions(C)', '?')}")
+
+
 # ------------------------------------------------------------------------------------------- pcap
 
 
@@ -455,6 +566,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=400, help="SIPp -l: calls in flight at most")
     ap.add_argument("--pdd-calls", type=int, default=1000, help="calls in the captured 100/s run (0: skip)")
     ap.add_argument("--workdir", help="keep SIPp files, the capture and the gateway log here")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the reference runs through Kamailio (one per rate, after the gateway's)")
     args = ap.parse_args()
     sipp = shutil.which("sipp")
     if sipp is None:
@@ -489,6 +602,11 @@ def main() -> int:
             errors = [ln for ln in gw.log_text().splitlines() if " ERROR " in ln]
             if errors:
                 print(f"gateway logged {len(errors)} ERROR lines, first: {errors[0]}", file=sys.stderr)
+        if not args.no_reference:
+            for rate in [int(r) for r in args.rates.split(",") if r.strip()]:
+                rows.append(reference_row(sipp, work / "reference", rate, args.calls, args.limit))
+                print(f"  reference {rows[-1].offered}: {rows[-1].ok} ok, {rows[-1].failed} failed, "
+                      f"{rows[-1].result}", file=sys.stderr)
     print_table(rows)
     return 0
 

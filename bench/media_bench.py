@@ -12,6 +12,12 @@ evenly over each 20 ms interval (phones are not synchronised).  The send time (n
 the first 16 payload bytes as nibbles chosen to survive PCMU<->PCMA transcoding, so the receiver
 measures each packet's one-way time through the gateway.
 
+Before each gateway run, the same traffic goes through a *reference relay* pinned to the same core: a bare
+epoll relay in C (bench/ref_relay.c, compiled with gcc at run time; a Python one without gcc) that only
+copies each datagram to the other leg's peer (no clock, no recording, no RTCP).  Its latency is what this
+machine, at this moment, does to any relay on that core, so a tail that both show is the machine's and the
+gateway's own share is the difference (``--no-reference`` skips it).
+
 Reported: packets lost (sent by a peer and not relayed to the other, after a drain), one-way latency
 p50/p99 through the gateway, the same for a direct peer->peer baseline at the same packet rate (the
 difference is the gateway's added latency; also without the first second of traffic, when every call's
@@ -78,16 +84,16 @@ def unstamp(payload: bytes, codec: str) -> int:
     return int(payload[:16].translate(DECODE[codec]).translate(HEX), 16)
 
 
-def run_delay_s() -> float:
-    """Seconds this process spent runnable but waiting for a CPU (/proc/self/schedstat, field 2)."""
+def run_delay_s(pid: int | str = "self") -> float:
+    """Seconds a process spent runnable but waiting for a CPU (/proc/PID/schedstat, field 2)."""
     try:
-        return int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
         return float("nan")
 
 
-def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_kib(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
@@ -161,6 +167,127 @@ async def serve(args: argparse.Namespace) -> None:
     result["recorded_s"] = sum(r.duration for r in recorders) / max(1, len(recorders))
     await engine.close()
     say(result)
+
+
+def serve_reference(args: argparse.Namespace) -> None:
+    """The same JSON protocol as :func:`serve`, but a bare relay: one socket per leg, one ``epoll``, each
+    datagram read and sent to the other leg's peer (payload transcoded by table when the codecs differ, the
+    RTP header untouched), no clock, no recording.  Pinned to the gateway's core, it shows what this machine
+    does to the latency of *any* relay on that core, so the gateway's own share can be told from it."""
+    import select
+
+    def say(obj: dict) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    def read() -> dict:
+        return json.loads(sys.stdin.readline())
+
+    socks = []
+    for i in range(2 * args.calls):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((HOST, args.port_base + 2 * i))
+        s.setblocking(False)
+        socks.append(s)
+    say({"legs": [[socks[2 * i].getsockname()[1], socks[2 * i + 1].getsockname()[1]] for i in range(args.calls)]})
+    setup = read()
+    route: dict[int, tuple[Callable[..., object], socket.socket, tuple[str, int], bytes | None]] = {}
+    for i, (hp, op) in enumerate(setup["peers"]):
+        a, b = socks[2 * i], socks[2 * i + 1]
+        table = None if hp[1] == op[1] else (g711.ULAW_TO_ALAW if hp[1] == "PCMU" else g711.ALAW_TO_ULAW)
+        back = None if table is None else (g711.ALAW_TO_ULAW if hp[1] == "PCMU" else g711.ULAW_TO_ALAW)
+        route[a.fileno()] = (a.recv, b, (HOST, op[0]), table)
+        route[b.fileno()] = (b.recv, a, (HOST, hp[0]), back)
+    native = _build_reference_relay()
+    if native is not None:
+        _relay_natively(native, route, say, read)
+        return
+    ep = select.epoll()
+    for fd in route:
+        ep.register(fd, select.EPOLLIN)
+    ep.register(0, select.EPOLLIN)
+    say({"bridged": True})
+    read()  # go
+    cpu0, wall0, wait0, rss0 = time.process_time(), time.monotonic(), run_delay_s(), rss_kib()
+    relayed = 0
+    stdin_lines = 0
+    while stdin_lines < 2:  # "sent", then "stop"
+        for fd, _ in ep.poll():
+            if fd == 0:
+                line = sys.stdin.readline()
+                stdin_lines += 1
+                if stdin_lines == 1:
+                    cpu1, wall1, wait1 = time.process_time(), time.monotonic(), run_delay_s()
+                if not line:
+                    stdin_lines = 2
+                continue
+            recv, out, dest, table = route[fd]
+            while True:
+                try:
+                    data = recv(2048)
+                except BlockingIOError:
+                    break
+                if table is not None:
+                    data = data[:12] + data[12:].translate(table)
+                out.sendto(data, dest)
+                relayed += 1
+    say(_reference_result(cpu1 - cpu0, wall1 - wall0, wait1 - wait0, rss0, rss_kib(), relayed, "Python"))
+
+
+def _reference_result(cpu_s: float, wall_s: float, wait_s: float, rss0: int, rss1: int, relayed: int,
+                      kind: str) -> dict:
+    return {"cpu_s": cpu_s, "wall_s": wall_s, "runq_wait_s": wait_s, "rss0_kib": rss0, "rss1_kib": rss1,
+            "relayed": relayed, "in": relayed, "generated": 0, "rx_lost": 0, "send_errors": 0, "ticks_skipped": 0,
+            "late_ticks": 0, "max_lateness_ms": 0.0, "disk_dropped": 0, "seal_s": 0.0, "recorded_s": 0.0,
+            "kind": kind}
+
+
+def _build_reference_relay() -> str | None:
+    """bench/ref_relay.c compiled into a temporary folder (gcc -O2), or None without gcc (the Python relay
+    is used instead, and the note says which one ran)."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        return None
+    out = os.path.join(tempfile.mkdtemp(prefix="ref-relay-"), "ref_relay")
+    done = subprocess.run([gcc, "-O2", "-o", out, str(Path(__file__).with_name("ref_relay.c"))],
+                          capture_output=True, text=True, timeout=120)
+    return out if done.returncode == 0 else None
+
+
+def _relay_natively(binary: str, route: dict, say: Callable[[dict], None], read: Callable[[], dict]) -> None:
+    tables = (g711.ULAW_TO_ALAW + g711.ALAW_TO_ULAW).hex()
+    kinds = {None: 0, g711.ULAW_TO_ALAW: 1, g711.ALAW_TO_ULAW: 2}
+    lines = [tables] + [f"{fd} {out.fileno()} {dest[1]} {kinds[table]}" for fd, (_, out, dest, table) in route.items()]
+    # The relay inherits this process's core (taskset) and the bound sockets.
+    child = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             pass_fds=tuple(route))
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        child.stdin.write("\n".join(lines) + "\nend\n")
+        child.stdin.flush()
+        child.stdout.readline()  # ready
+        say({"bridged": True})
+        read()  # go
+        wall0, wait0 = time.monotonic(), run_delay_s(child.pid)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        cpu0 = float(child.stdout.readline())
+        read()  # sent
+        child.stdin.write("sent\n")
+        child.stdin.flush()
+        cpu1 = float(child.stdout.readline())
+        wall1, wait1 = time.monotonic(), run_delay_s(child.pid)
+        rss = rss_kib(child.pid)
+        read()  # stop
+        child.stdin.write("stop\n")
+        child.stdin.flush()
+        relayed = int(child.stdout.readline())
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        shutil.rmtree(os.path.dirname(binary), ignore_errors=True)
+    say(_reference_result(cpu1 - cpu0, wall1 - wall0, wait1 - wait0, rss, rss, relayed, "C"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -293,10 +420,11 @@ def baseline(calls: int, duration: float) -> dict:
     return result
 
 
-def bench(calls: int, duration: float, record: bool, transcode: float, port_base: int) -> dict:
-    record_dir = tempfile.mkdtemp(prefix="media-bench-") if record else ""
+def bench(calls: int, duration: float, record: bool, transcode: float, port_base: int, *,
+          reference: bool = False) -> dict:
+    record_dir = tempfile.mkdtemp(prefix="media-bench-") if record and not reference else ""
     cmd = [sys.executable, __file__, "--serve", "--calls", str(calls), "--port-base", str(port_base),
-           "--record-dir", record_dir]
+           "--record-dir", record_dir, *(["--reference"] if reference else [])]
     if shutil.which("taskset"):
         cmd = ["taskset", "-c", "0", *cmd]
     gw = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -342,11 +470,16 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="bridge without recorders")
     parser.add_argument("--transcode", type=float, default=0.5, help="fraction of calls PCMU<->PCMA")
     parser.add_argument("--port-base", type=int, default=30000)
+    parser.add_argument("--no-reference", action="store_true", help="skip the bare reference relay run")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--record-dir", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         args.calls = int(args.calls)
+        if args.reference:
+            serve_reference(args)
+            return
         try:
             import uvloop
             uvloop.install()
@@ -366,6 +499,8 @@ def main() -> None:
     print(header)
     for calls in (int(c) for c in args.calls.split(",")):
         base = baseline(calls, min(args.duration, 5.0))
+        ref = None if args.no_reference else bench(calls, args.duration, False, args.transcode, args.port_base,
+                                                   reference=True)
         r = bench(calls, args.duration, not args.no_record, args.transcode, args.port_base)
         lat, blat = r["latencies"], base["latencies"]
         p50, p99, b50, b99 = (percentile(lat, 0.5), percentile(lat, 0.99), percentile(blat, 0.5),
@@ -385,6 +520,14 @@ def main() -> None:
               flush=True)
         print("#   one-way p99 ms by second of the run (gateway): "
               + " ".join(f"{p:.1f}" for p in r["p99_by_second"]), flush=True)
+        if ref is not None:
+            rl = ref["latencies"]
+            print(f"#   reference relay ({ref['kind']}, bare epoll relay, same core, same traffic, no clock or recording): lost "
+                  f"{ref['sent'] - ref['received']} p50 {percentile(rl, 0.5):.3f} p99 {percentile(rl, 0.99):.3f} "
+                  f"(added over direct: p99 {percentile(rl, 0.99) - b99:.3f}, after 1st s "
+                  f"{percentile(ref['steady'], 0.99) - percentile(base['steady'], 0.99):.3f}) CPU "
+                  f"{100 * ref['cpu_s'] / ref['wall_s']:.1f}%; by second: "
+                  + " ".join(f"{p:.1f}" for p in ref["p99_by_second"]), flush=True)
 
 
 if __name__ == "__main__":
