@@ -104,6 +104,28 @@ def loop_run_delay_seconds(pid: int) -> float:
         return float("nan")
 
 
+def thread_id(pid: int, name: str) -> int | None:
+    """The id of *pid*'s thread whose kernel name is *name* (the gateway names its writer threads), or None."""
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if (task / "comm").read_text().strip() == name:
+                return int(task.name)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def thread_cpu_and_wait(pid: int, tid: int | None) -> tuple[float, float]:
+    """(CPU seconds, seconds runnable but waiting for a CPU) of one thread; NaNs when it cannot be read."""
+    if tid is None:
+        return float("nan"), float("nan")
+    try:
+        wait = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1]) / 1e9
+        return thread_cpu_seconds(pid, tid), wait
+    except (OSError, IndexError, ValueError):
+        return float("nan"), float("nan")
+
+
 def rss_mib(pid: int) -> float:
     """Resident set size of *pid* in MiB (VmRSS), NaN when it cannot be read."""
     try:
@@ -227,6 +249,8 @@ def run_rate(
         cpu0 = cpu_seconds(gw.proc.pid)  # type: ignore[union-attr]
         loop0 = thread_cpu_seconds(gw.proc.pid)  # type: ignore[union-attr]
         wait0 = loop_run_delay_seconds(gw.proc.pid)  # type: ignore[union-attr]
+        writer = thread_id(gw.proc.pid, "gw-disk-writer")  # type: ignore[union-attr]
+        writer_cpu0, writer_wait0 = thread_cpu_and_wait(gw.proc.pid, writer)  # type: ignore[union-attr]
         busy0, kids0 = machine_busy_seconds(), children_cpu_seconds()
         drops0 = udp_rcvbuf_errors()
         t0 = time.monotonic()
@@ -264,6 +288,7 @@ def run_rate(
         cpu = cpu_seconds(gw.proc.pid) - cpu0  # type: ignore[union-attr]
         loop_cpu = thread_cpu_seconds(gw.proc.pid) - loop0  # type: ignore[union-attr]
         loop_wait = loop_run_delay_seconds(gw.proc.pid) - wait0  # type: ignore[union-attr]
+        writer_cpu1, writer_wait1 = thread_cpu_and_wait(gw.proc.pid, writer)  # type: ignore[union-attr]
         busy = machine_busy_seconds() - busy0
         hp_cpu = children_cpu_seconds() - kids0  # the help point SIPp (waited for); the UAS is counted below
         drops = udp_rcvbuf_errors() - drops0
@@ -321,7 +346,8 @@ def run_rate(
         f"journal: {answered:.0f} answered / {ended:.0f} ended, "
         f"SIPp retrans {stats.get('Retransmissions(C)', '?')}, UDP rcvbuf drops {drops}, "
         f"gateway RSS {rss0:.0f} -> {rss1:.0f} MiB, recordings sealed {sealed_at_end:.0f} when SIPp ended, "
-        f"{sealed:.0f} {sealed_lag:.1f} s later"
+        f"{sealed:.0f} {sealed_lag:.1f} s later (disk-writer thread CPU {100 * (writer_cpu1 - writer_cpu0) / wall:.0f}%, "
+        f"waited for a CPU {100 * (writer_wait1 - writer_wait0) / wall:.0f}%)"
     )
     if hp_proc.returncode not in (0, 1):
         note += f", sipp exit {hp_proc.returncode}"

@@ -11,6 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from gateway.media.ports import name_native_thread
+
 from .events import CallSummary
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,9 @@ class SummaryLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal",
+                                                             initializer=name_native_thread,
+                                                             initargs=("gw-journal",))
         self._lock = threading.Lock()
         #: Lines queued for the writer thread, in order (lines whose write failed wait here for the next one).
         self._pending: list[str] = []

@@ -6,6 +6,7 @@ import hashlib
 import os
 import resource
 import struct
+import time
 import wave
 from pathlib import Path
 
@@ -496,3 +497,25 @@ def test_a_failed_filesystem_sync_fails_the_batch_and_the_writer_goes_on(
     later.tick()
     assert later.seal_start().result(timeout=10) == hashlib.sha256((tmp_path / "later.wav").read_bytes()).hexdigest()
     writer.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir() or ports._PRCTL is None, reason="Linux only")
+def test_writer_and_journal_threads_are_named_for_top_and_perf(tmp_path: Path) -> None:
+    """Ops tell the gateway's threads apart in ``top -H``/``ps -L``/``perf`` by their kernel names."""
+    from gateway.calls.journal import SummaryLog
+
+    def native_names() -> set[str]:
+        return {(task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()}
+
+    writer = DiskWriter()
+    journal = SummaryLog(tmp_path / "activations.jsonl")
+    try:
+        journal.append({"id": "a1"})  # the executor starts its thread (and names it) on the first job
+        journal._thread.submit(lambda: None).result(10)
+        deadline = time.monotonic() + 10  # the writer thread names itself first thing, but asynchronously
+        while not {"gw-disk-writer", "gw-journal"} <= (names := native_names()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert {"gw-disk-writer", "gw-journal"} <= names, names
+    finally:
+        journal.close()
+        writer.close()
