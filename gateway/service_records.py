@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import tempfile
 import wave
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway import metrics
 from gateway.api import Services
-from gateway.api.errors import ApiError
-from gateway.dialplan import check_command, simulate_command
+from gateway.api.errors import ApiError, FieldError
+from gateway.dialplan import DialplanSet, Inventory, SimulationInputError, check_command, simulate_files
 from gateway.media.errors import MediaError
 from gateway.media.ports import write_durably
 from gateway.media.wav import repair_wav
@@ -154,7 +154,14 @@ def api_services(gw: Gateway) -> Services:
         try:
             return gw.start_talkdown(help_point, warning, times)
         except LookupError as exc:
-            raise KeyError(str(exc).strip("'")) from exc
+            problem = str(exc.args[0]) if exc.args else "help point unavailable"
+            if gw.draining or gw.media is None or gw.media_factory is None:
+                raise ApiError(503, f"talk-down not started: {problem}") from exc
+            known = any(hp.id == help_point for hp in gw.inventory.help_points)
+            # Unknown: 404; known but unreachable (not registered, no static_uri): 409.
+            raise FieldError("help_point", problem, 409 if known else 404) from exc
+        except ValueError as exc:  # the route's schema bounds `times`: what is left is a missing warning prompt
+            raise FieldError("warning", str(exc)) from exc
         except MediaError as exc:  # every RTP port in use: try again shortly, not an internal error
             raise ApiError(503, f"talk-down not started: {exc}") from exc
 
@@ -168,19 +175,32 @@ def api_services(gw: Gateway) -> Services:
             code, lines = check_command([candidate], gw.dialplan_inventory)
         return {"ok": code == 0, "lines": [line.replace(str(candidate), "<posted>") for line in lines]}
 
-    def simulate(help_point: str, at: str | None, outcomes: dict[str, str]) -> dict[str, Any]:
-        if gw.dialplans is None or gw.dialplans.for_help_point(help_point) is None:
-            raise KeyError(f"no dialplan serves help point {help_point!r}")
-        code, lines = simulate_command(
-            [gw.config.dialplans_dir], gw.dialplan_inventory, help_point=help_point,
-            at=at or datetime.now(UTC).isoformat(timespec="minutes"),
-            outcomes=[f"{key}={value}" for key, value in outcomes.items()])
-        if code == 2:
-            raise ValueError("; ".join(lines))
-        return {"ok": code == 0, "lines": lines}
-
     return Services(
         health=gw.health, records=gw.records, play_warning=gw.calls.play_warning, start_talkdown=talkdown,
-        help_point_status=gw.help_point_status, check_dialplans=check, simulate_dialplan=simulate,
+        help_point_status=gw.help_point_status, check_dialplans=check,
+        simulate_dialplan=dialplan_simulator(gw.config.dialplans_dir, gw.dialplan_inventory, lambda: gw.dialplans),
         reload_dialplans=gw.reload_dialplans_report,
     )
+
+
+def dialplan_simulator(dialplans_dir: str | Path, inventory: Inventory, in_force: Callable[[], DialplanSet | None],
+                       ) -> Callable[[str, str | None, dict[str, str]], dict[str, Any]]:
+    """The API's ``simulate_dialplan``: the files in ``dialplans_dir`` simulated for a help point that the
+    dialplans ``in_force`` serve; each argument it cannot use is a :class:`FieldError` naming it."""
+
+    def simulate(help_point: str, at: str | None, outcomes: dict[str, str]) -> dict[str, Any]:
+        dialplans = in_force()
+        if dialplans is None or dialplans.for_help_point(help_point) is None:
+            raise FieldError("help_point", f"no dialplan serves help point {help_point!r}", 404)
+        when = datetime.fromisoformat(at) if at else datetime.now(UTC).replace(second=0, microsecond=0)
+        try:
+            code, lines = simulate_files([dialplans_dir], inventory, help_point=help_point, at=when,
+                                         outcomes=outcomes)
+        except SimulationInputError as exc:
+            if exc.argument == "help_point":
+                raise FieldError("help_point", exc.problem, 404) from exc
+            field = f"outcomes.{exc.keys[0]}" if exc.keys else exc.argument
+            raise FieldError(field, exc.problem) from exc
+        return {"ok": code == 0, "lines": lines}
+
+    return simulate

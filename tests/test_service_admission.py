@@ -278,6 +278,45 @@ async def test_a_talkdown_with_every_rtp_port_in_use_is_refused_with_503(tmp_pat
         _close(gateway)
 
 
+async def test_a_refused_talkdown_names_the_field_or_says_the_gateway_cannot(tmp_path):
+    """The API's talk-down names the body field a refusal is about (unknown help point 404, a known one
+    that cannot be called 409, a warning without its prompt 400); a gateway that cannot call now is 503."""
+    from gateway.api.errors import ApiError, FieldError
+    from gateway.service_records import api_services
+
+    class NoStore:
+        async def get_credentials(self, username, realm):
+            return None
+
+    gateway, _ = _gateway(tmp_path, NoStore())
+
+    class Plane:
+        prompts = {"warning-1": object()}
+
+    gateway.media_factory = lambda activation_id, runner: pytest.fail("no media for a refused talk-down")
+    hp = next(h for h in gateway.inventory.help_points if h.static_uri is None)
+    try:
+        talkdown = api_services(gateway).start_talkdown
+        with pytest.raises(ApiError) as refused:
+            talkdown(hp.id, 1, 1)  # no media plane
+        assert refused.value.status == 503
+        gateway.media = Plane()  # type: ignore[assignment]
+        cases = [("hp-nowhere", 1, "help_point", 404, "unknown help point 'hp-nowhere'"),
+                 (hp.id, 1, "help_point", 409, f"help point '{hp.id}' is not registered and has no static_uri"),
+                 (hp.id, 2, "warning", 400, "no prompt warning-2")]
+        for help_point, warning, argument, status, problem in cases:
+            with pytest.raises(FieldError) as named:
+                talkdown(help_point, warning, 1)
+            assert (named.value.argument, named.value.status, named.value.problem) == (argument, status, problem)
+        gateway.draining = True
+        with pytest.raises(ApiError) as refused:
+            talkdown(hp.id, 1, 1)
+        assert refused.value.status == 503 and "shutting down" in refused.value.message
+        assert gateway.calls.active == 0
+    finally:
+        _close(gateway)
+
+
 async def test_sighup_leaves_a_trace_in_the_log_even_when_nothing_changed(tmp_path, caplog):
     """`systemctl reload` (SIGHUP) with no dialplan change must still say what it did, or ops cannot tell
     from the journal that the reload ran."""

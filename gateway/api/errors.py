@@ -1,7 +1,9 @@
 """API errors: one JSON shape, ``{"error": "...", "detail": ...}``, and the middleware that guarantees it.
 
 Handlers raise :class:`ApiError` (or its helpers); the service functions the API calls may raise it
-too, to choose a status.  ``KeyError`` from a service function means 404, ``ValueError`` 400.
+too, to choose a status, or :class:`FieldError` to name the argument that is wrong.  A bad-input error
+names its field in ``detail``: ``{"field": "body.outcomes.council-cctv", "problem": "..."}``.
+``KeyError`` from a service function means 404, ``ValueError`` 400.
 Anything else unexpected is logged with its traceback and answered 500 in the same JSON shape,
 but input alone must never get there: the tests fuzz every route to prove it.
 """
@@ -34,9 +36,32 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+class FieldError(ValueError):
+    """What a service function raises about one of its arguments, so the API can name the field.
+
+    ``argument`` is the parameter's name, which is the request body field's name too (``help_point``),
+    with a key after a dot (``outcomes.council-cctv``).  ``status``: 400 for a value that cannot be
+    used, 404 for a well-formed name of something that does not exist, 409 for something that exists
+    but cannot be used now.
+    """
+
+    def __init__(self, argument: str, problem: str, status: int = 400) -> None:
+        super().__init__(problem)
+        self.argument = argument
+        self.problem = problem
+        self.status = status
+
+
 def bad_input(field: str, problem: str) -> ApiError:
     """400 naming the field (``body.warning``, ``query.limit``, ``path.id``) and what is wrong."""
     return ApiError(400, f"invalid {field}: {problem}", {"field": field, "problem": problem})
+
+
+def field_error(status: int, field: str, problem: str) -> ApiError:
+    """``status`` with the detail of :func:`bad_input`; a 404 or 409 says just the problem in ``error``."""
+    if status == 400:
+        return bad_input(field, problem)
+    return ApiError(status, problem, {"field": field, "problem": problem})
 
 
 def not_found(what: str) -> ApiError:

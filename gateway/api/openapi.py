@@ -39,8 +39,15 @@ _ACTIVATION_PROPS: dict[str, Schema] = {
 }
 
 COMPONENTS: dict[str, Schema] = {
-    "Error": {"type": "object", "required": ["error", "detail"],
-              "properties": {"error": {"type": "string"}, "detail": {}}},
+    "Error": {"type": "object", "required": ["error", "detail"], "properties": {
+        "error": {"type": "string"},
+        "detail": {"description": "an object or null; for an error about the request's input (every 400, and a "
+                                  "404 or 409 about a body field) a FieldProblem",
+                   "anyOf": [{"$ref": "#/components/schemas/FieldProblem"}, {}]}}},
+    "FieldProblem": {"type": "object", "required": ["field", "problem"], "properties": {
+        "field": {"type": "string", "description": "body.<name> (a key of an object after a dot), query.<name> "
+                                                   "or path.<name>, e.g. body.outcomes.council-cctv"},
+        "problem": {"type": "string", "description": "what is wrong with it"}}},
     "Activation": {"type": "object", "required": list(_ACTIVATION_PROPS), "properties": _ACTIVATION_PROPS},
     "ActivationDetail": {"allOf": [{"$ref": "#/components/schemas/Activation"}, {
         "type": "object", "required": ["timeline", "recordings", "repeats"],
@@ -79,7 +86,7 @@ COMPONENTS: dict[str, Schema] = {
 }
 
 _ERRORS = {
-    400: "invalid input: `detail.field` names it",
+    400: "invalid input: `detail.field` names it, `detail.problem` says why",
     401: "missing, malformed, unknown or revoked token",
     403: "the token's role may not do this",
     404: "no such thing",

@@ -26,7 +26,7 @@ from gateway.records import CLASSIFICATIONS, OUTCOMES, UNCLASSIFIED, Role, reten
 from gateway.store.models import ActivationRow, AuditRow, RecordingRow
 from gateway.store.records import ActivationFilter, Records, TokenInfo
 
-from .errors import ApiError, bad_input, not_found
+from .errors import ApiError, FieldError, bad_input, field_error, not_found
 from .schema import Schema, check_query, check_text, read_json
 from .services import Services
 
@@ -83,16 +83,27 @@ class Route:
     audited: bool = False
 
 
-async def _call(function: Callable[..., Any] | None, what: str, *args: Any) -> Any:
-    """Call a service function (plain or async); map its KeyError/ValueError to 404/400."""
+#: Longest field name an error echoes (a key of ``outcomes`` may be anything the body holds).
+_MAX_FIELD = 120
+
+
+async def _call(function: Callable[..., Any] | None, what: str, *args: Any, missing: str | None = None) -> Any:
+    """Call a service function (plain or async) and map its errors.
+
+    :class:`FieldError` names ``body.<argument>``; ``KeyError`` is a 404, naming ``missing`` when the
+    route knows which field named the missing thing; ``ValueError`` is a 400.
+    """
     if function is None:
         raise ApiError(503, f"{what} is not available in this gateway")
     try:
         result = function(*args)
         if inspect.isawaitable(result):
             result = await result
+    except FieldError as exc:
+        raise field_error(exc.status, f"body.{exc.argument}"[:_MAX_FIELD], exc.problem) from None
     except KeyError as exc:
-        raise ApiError(404, str(exc.args[0]) if exc.args else f"{what}: not found") from None
+        message = str(exc.args[0]) if exc.args else f"{what}: not found"
+        raise (field_error(404, missing, message) if missing else ApiError(404, message)) from None
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     return result
@@ -280,7 +291,7 @@ async def start_talkdown(ctx: Context) -> web.Response:
     times = body.get("times", 1)
     try:
         activation_id = await _call(ctx.services.start_talkdown, "talk-down", body["help_point"],
-                                    body["warning"], times)
+                                    body["warning"], times, missing="body.help_point")
     except ApiError as exc:  # refused (unknown help point, no free RTP port, ...): the attempt is audited too
         await ctx.audit("talkdown.start", body["help_point"],
                         {"warning": body["warning"], "times": times, "started": False, "error": exc.message})
@@ -311,7 +322,7 @@ async def simulate_dialplan(ctx: Context) -> web.Response:
     body = ctx.body
     at = body["at"].isoformat() if isinstance(body.get("at"), datetime) else None
     result = await _call(ctx.services.simulate_dialplan, "dialplan simulation", body["help_point"], at,
-                         dict(body.get("outcomes") or {}))
+                         dict(body.get("outcomes") or {}), missing="body.help_point")
     return web.json_response(result)
 
 
@@ -395,7 +406,10 @@ ROUTES: tuple[Route, ...] = (
           body={"type": "object", "additionalProperties": False, "required": ["help_point", "warning"],
                 "properties": {"help_point": _ID, "warning": _WARNING,
                                "times": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1}}},
-          responses={202: ("the talk-down call started", _ref("Talkdown"))}),
+          responses={202: ("the talk-down call started", _ref("Talkdown")),
+                     404: ("unknown help point (`detail.field` body.help_point)", _ref("Error")),
+                     409: ("the help point cannot be called now: not registered, no static_uri "
+                           "(`detail.field` body.help_point), or busy", _ref("Error"))}),
     Route("GET", "/api/help-points", "list_help_points", "Help points and their liveness", help_points,
           Role.OPERATOR, responses={200: ("every help point", _ref("HelpPointList"))}),
     Route("POST", "/api/dialplans/check", "check_dialplans", "Validate a dialplan (or the files in force)",
@@ -411,7 +425,11 @@ ROUTES: tuple[Route, ...] = (
                                "outcomes": {"type": "object", "description": "room or position -> script "
                                             "(answer, busy@5, timeout,answer...)",
                                             "additionalProperties": {"type": "string", "maxLength": 200}}}},
-          responses={200: ("the simulated steps", _ref("DialplanResult"))}),
+          description="Every bad input names its field: `body.at` (no zone, or a year outside 2-9998), "
+                      "`body.outcomes.<key>` (not a room, position or dialled number of the dialplans, or a "
+                      "script that does not parse), `body.help_point` (404 when no dialplan serves it).",
+          responses={200: ("the simulated steps", _ref("DialplanResult")),
+                     404: ("no dialplan serves the help point (`detail.field` body.help_point)", _ref("Error"))}),
     Route("POST", "/api/dialplans/reload", "reload_dialplans", "Validate and apply the dialplan files",
           reload_dialplans, Role.OPS, audited=True,
           responses={200: ("applied", _ref("DialplanResult")),

@@ -61,7 +61,7 @@ from .model import (
     TimelineEntry,
     cause_for_status,
 )
-from .simulate import check_command, simulate, simulate_command
+from .simulate import SimulationInputError, check_command, simulate, simulate_command, simulate_files
 
 __all__ = [
     "CAUSES", "Action", "Answered", "Bridge", "CallerHungUp", "CancelTargets", "Cause", "Confirmed",
@@ -69,8 +69,8 @@ __all__ = [
     "DialplanSyntaxError", "DialplanValidationError", "DigitReceived", "Done", "Event", "FailedOver",
     "Finished", "InvalidDialplanError", "Inventory", "LegAnswered", "LegEnded", "LegFailed", "LegProgressed",
     "Offered", "Plan", "PlayMessage", "PlayPrompt", "Problem", "PromptFinished", "PromptPlayed",
-    "RequireConfirm", "Retried", "RingStarted", "RingTargets", "RoomClosed", "TimelineEntry",
+    "RequireConfirm", "Retried", "RingStarted", "RingTargets", "RoomClosed", "SimulationInputError", "TimelineEntry",
     "cause_for_status", "check_command", "dialplan_paths", "load_dialplan", "load_dialplan_set",
     "load_dialplans", "parse_dialplan", "reload", "served_help_points", "simulate", "simulate_command",
-    "timeline_to_builtins", "validate_dialplan",
+    "simulate_files", "timeline_to_builtins", "validate_dialplan",
 ]

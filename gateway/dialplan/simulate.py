@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import heapq
 import itertools
+import math
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -45,6 +46,7 @@ from .model import (
     Answered,
     Cause,
     Confirmed,
+    DialplanError,
     FailedOver,
     Finished,
     InvalidDialplanError,
@@ -60,7 +62,7 @@ from .model import (
 )
 from .schedule import describe
 
-__all__ = ["check_command", "parse_outcome", "simulate", "simulate_command"]
+__all__ = ["SimulationInputError", "check_command", "parse_outcome", "simulate", "simulate_command", "simulate_files"]
 
 _FAILURES: dict[str, Cause] = {
     "busy": "busy", "decline": "decline", "server_error": "server_error", "unreachable": "unreachable",
@@ -68,6 +70,24 @@ _FAILURES: dict[str, Cause] = {
 _KINDS = ("answer", "answer-unconfirmed", "timeout", "no-response", *_FAILURES)
 _DEFAULT_DELAY = {"answer": 3.0, "answer-unconfirmed": 3.0}
 _CONFIRM_DELAY = 1.0
+#: Years of ``at`` the simulator takes: a day's margin from the calendar's ends for zones and schedules.
+_YEARS = (2, 9998)
+
+
+class SimulationInputError(DialplanError):
+    """A simulation argument the simulator cannot use, named so a caller can point at it.
+
+    ``argument`` is ``help_point``, ``at`` or ``outcomes``; for ``outcomes``, ``keys`` are the offending
+    rooms, positions or numbers (the one whose script is bad, or every unknown one, in the given order).
+    ``unknown`` is true when the value is well formed but names nothing the dialplans know.
+    """
+
+    def __init__(self, argument: str, problem: str, keys: Sequence[str] = (), *, unknown: bool = False) -> None:
+        super().__init__(problem)
+        self.argument = argument
+        self.problem = problem
+        self.keys: tuple[str, ...] = tuple(keys)
+        self.unknown = unknown
 
 
 def parse_outcome(spec: str) -> tuple[tuple[str, float], ...]:
@@ -81,6 +101,8 @@ def parse_outcome(spec: str) -> tuple[tuple[str, float], ...]:
             seconds = float(delay) if delay else _DEFAULT_DELAY.get(kind, 0.0)
         except ValueError:
             raise ValueError(f"bad delay `{delay}` in `{part}`") from None
+        if not math.isfinite(seconds):  # nan would never compare due: the simulation would never end
+            raise ValueError(f"bad delay `{delay}` in `{part}` (not a finite number of seconds)")
         if seconds < 0:
             raise ValueError(f"negative delay in `{part}`")
         scripts.append((kind, seconds))
@@ -289,11 +311,36 @@ def simulate_command(paths: Iterable[str | Path], inventory: Inventory, *, help_
         key, sep, spec = item.partition("=")
         if not sep or not key:
             return 2, [f"error: --outcome {item!r} must look like room-or-position=busy"]
+        scripts[key] = spec
+    try:
+        return simulate_files(paths, inventory, help_point=help_point, at=when, outcomes=scripts, horizon=horizon)
+    except SimulationInputError as exc:
+        if exc.argument == "help_point":
+            return 1, [f"error: help point {help_point} is not served by any dialplan"]
+        if exc.argument == "at":
+            return 2, [f"error: --at {at!r}: {exc.problem}"]
+        if exc.unknown:
+            return 2, [f"error: --outcome for unknown room, position or number: {', '.join(exc.keys)}"]
+        item = f"{exc.keys[0]}={scripts[exc.keys[0]]}"
+        return 2, [f"error: --outcome {item!r}: {exc.problem}"]
+
+
+def simulate_files(paths: Iterable[str | Path], inventory: Inventory, *, help_point: str,
+                   at: datetime.datetime, outcomes: Mapping[str, str],
+                   horizon: float = 300.0) -> tuple[int, list[str]]:
+    """Simulate a press of ``help_point`` at ``at`` (aware) through the dialplan files at ``paths``.
+
+    Returns ``(0, lines)``, or ``(1, problems)`` when the files are not a valid dialplan set.  Raises
+    :class:`SimulationInputError` naming the first argument it cannot use, checked in this order: ``at``,
+    each outcome script, the outcome keys (rooms, positions and dialled numbers), the help point.
+    """
+    if not _YEARS[0] <= at.year <= _YEARS[1]:
+        raise SimulationInputError("at", f"must be in the years {_YEARS[0]} to {_YEARS[1]} (got {at.year})")
+    for key, spec in outcomes.items():
         try:
             parse_outcome(spec)
         except ValueError as exc:
-            return 2, [f"error: --outcome {item!r}: {exc}"]
-        scripts[key] = spec
+            raise SimulationInputError("outcomes", str(exc), [key]) from None
     try:
         dialplans = load_dialplan_set(dialplan_paths(paths), inventory)
     except InvalidDialplanError as exc:
@@ -301,9 +348,12 @@ def simulate_command(paths: Iterable[str | Path], inventory: Inventory, *, help_
     known = set(inventory.rooms) | inventory.known_positions | {
         step.dial.number for dp in dialplans.dialplans for step in dp.steps if step.dial is not None
     } | {room for dp in dialplans.dialplans for room in dp.rooms}
-    unknown = sorted(set(scripts) - known)
+    unknown = [key for key in outcomes if key not in known]
     if unknown:
-        return 2, [f"error: --outcome for unknown room, position or number: {', '.join(unknown)}"]
+        rooms = sorted(set(inventory.rooms) | {room for dp in dialplans.dialplans for room in dp.rooms})
+        raise SimulationInputError("outcomes", "not a room, position or dialled number of the dialplans "
+                                   f"(rooms: {', '.join(rooms[:20])}{', ...' if len(rooms) > 20 else ''})",
+                                   unknown, unknown=True)
     if dialplans.for_help_point(help_point) is None:
-        return 1, [f"error: help point {help_point} is not served by any dialplan"]
-    return 0, simulate(dialplans, help_point, when, scripts, horizon=horizon)
+        raise SimulationInputError("help_point", f"no dialplan serves help point {help_point!r}", unknown=True)
+    return 0, simulate(dialplans, help_point, at, outcomes, horizon=horizon)

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.api import ApiError, Services
+from gateway.api import ApiError, FieldError, Services
 from gateway.store import ActivationWriter, Records
 
 PG_HOST, PG_PORT, PG_DATABASE = "127.0.0.1", 5432, "test"
@@ -61,8 +61,9 @@ class Fakes:
         self.calls.append(("simulate", help_point, at, outcomes))
         if help_point not in self.help_points:
             raise KeyError(f"help point `{help_point}` is not served by any dialplan")
-        if any(v == "bogus" for v in outcomes.values()):
-            raise ValueError("unknown outcome script bogus")
+        for key, script in outcomes.items():
+            if script == "bogus":
+                raise FieldError(f"outcomes.{key}", "unknown outcome script bogus")
         return {"ok": True, "lines": ["+0.000s offered"]}
 
     def reload_dialplans(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,10 +12,13 @@ from apihelp import ROLES, T0, Fakes, auth, seed, services_for
 
 from gateway.api import create_app
 from gateway.api.routes import ROUTES
+from gateway.dialplan import Inventory, load_dialplan_set
 from gateway.records import role_allows
+from gateway.service_records import dialplan_simulator
 from gateway.store import Records, Store
 
 Client = TestClient[Any, Any]
+SUTTON = Path(__file__).resolve().parents[2] / "dialplans" / "sutton.yaml"
 
 
 async def test_health_and_metrics_still_work_with_a_bare_health_function() -> None:
@@ -314,6 +318,7 @@ async def test_talkdown(client: Client, records: Records, fakes: Fakes, tokens: 
     response = await client.post("/api/talkdown", json={"help_point": "hp-nowhere", "warning": 1},
                                  headers=headers)
     assert response.status == 404 and "hp-nowhere" in (await response.json())["error"]
+    assert (await response.json())["detail"] == {"field": "body.help_point", "problem": "unknown help point hp-nowhere"}
     response = await client.post("/api/talkdown", json={"help_point": "hp-outram", "warning": 1, "times": 11},
                                  headers=headers)
     assert response.status == 400 and (await response.json())["detail"]["field"] == "body.times"
@@ -358,9 +363,12 @@ async def test_dialplan_routes(client: Client, records: Records, fakes: Fakes, t
     assert fakes.calls[-1] == ("simulate", "hp-outram", "2026-11-01T23:30:00+00:00", {"council": "busy"})
     response = await client.post("/api/dialplans/simulate", json={"help_point": "hp-x"}, headers=headers)
     assert response.status == 404
+    assert (await response.json())["detail"]["field"] == "body.help_point"
     response = await client.post("/api/dialplans/simulate", headers=headers,
                                  json={"help_point": "hp-outram", "outcomes": {"council": "bogus"}})
     assert response.status == 400 and "bogus" in (await response.json())["error"]
+    assert (await response.json())["detail"] == {"field": "body.outcomes.council",
+                                                 "problem": "unknown outcome script bogus"}
     response = await client.post("/api/dialplans/reload", headers=headers)
     assert response.status == 200 and (await response.json())["version"] == 4
     fakes.reload_ok = False
@@ -369,6 +377,84 @@ async def test_dialplan_routes(client: Client, records: Records, fakes: Fakes, t
     assert (await response.json())["detail"]["lines"] == ["x.yaml: broken"]
     rows, _ = await records.list_audit(action="dialplan.reload")
     assert [r.detail["applied"] for r in rows] == [False, True]
+
+
+SIM_INVENTORY = Inventory(
+    help_points={"hp-outram-street": ("sutton", "town-centre"), "hp-portland-square": ("sutton", "town-centre"),
+                 "hp-old-market-place": ("sutton",), "hp-blackwellgate": ("darlington",)},
+    rooms={"council-cctv": ("council-cctv-1", "council-cctv-2"), "police-control": ("police-control-1",)},
+    prompts=frozenset({"connecting", "call-recorded", "all-rooms-unavailable", "warning-1", "warning-2"}),
+    positions=frozenset({"duty-manager"}))
+OUTCOME_KINDS = "answer, answer-unconfirmed, timeout, no-response, busy, decline, server_error, unreachable"
+ROOMS = "(rooms: council-cctv, police-control)"
+
+
+@pytest.fixture
+async def simulating(records: Records, fakes: Fakes) -> Any:
+    """The application with the gateway's own simulate service over the demo dialplan (not a fake)."""
+    in_force = load_dialplan_set([SUTTON], SIM_INVENTORY)
+    app = create_app(services_for(records, fakes, simulate_dialplan=dialplan_simulator(
+        SUTTON, SIM_INVENTORY, lambda: in_force)))
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+@pytest.mark.parametrize("body, status, field, problem", [
+    ({"help_point": "hp-nowhere"}, 404, "body.help_point", "no dialplan serves help point 'hp-nowhere'"),
+    ({"help_point": "hp-blackwellgate"}, 404, "body.help_point", "no dialplan serves help point 'hp-blackwellgate'"),
+    ({}, 400, "body.help_point", "is required"),
+    ({"help_point": 7}, 400, "body.help_point", "must be a string (got a number)"),
+    ({"help_point": ""}, 400, "body.help_point", "must not be empty"),
+    ({"help_point": "hp-outram-street", "at": "yesterday"}, 400, "body.at",
+     "must be an ISO 8601 date-time with a zone (Invalid isoformat string: 'yesterday')"),
+    ({"help_point": "hp-outram-street", "at": "2026-11-22T02:10"}, 400, "body.at",
+     "must be an ISO 8601 date-time with a zone (needs a time zone, e.g. 2026-11-01T12:00:00Z)"),
+    ({"help_point": "hp-outram-street", "at": 1793534400}, 400, "body.at", "must be a string (got a number)"),
+    ({"help_point": "hp-outram-street", "at": "0001-01-01T00:00:00Z"}, 400, "body.at",
+     "must be in the years 2 to 9998 (got 1)"),
+    ({"help_point": "hp-outram-street", "at": "9999-12-31T23:59:00Z"}, 400, "body.at",
+     "must be in the years 2 to 9998 (got 9999)"),
+    ({"help_point": "hp-outram-street", "outcomes": {"fire-control": "busy"}}, 400, "body.outcomes.fire-control",
+     f"not a room, position or dialled number of the dialplans {ROOMS}"),
+    ({"help_point": "hp-outram-street", "outcomes": {"police-control": "busy", "": "busy"}}, 400, "body.outcomes.",
+     f"not a room, position or dialled number of the dialplans {ROOMS}"),
+    ({"help_point": "hp-outram-street", "outcomes": {"police-control": "busy", "council-cctv": "bizzy"}}, 400,
+     "body.outcomes.council-cctv", f"unknown outcome `bizzy` (expected one of {OUTCOME_KINDS})"),
+    ({"help_point": "hp-outram-street", "outcomes": {"council-cctv": ""}}, 400, "body.outcomes.council-cctv",
+     f"unknown outcome `` (expected one of {OUTCOME_KINDS})"),
+    ({"help_point": "hp-outram-street", "outcomes": {"council-cctv": "busy@soon"}}, 400,
+     "body.outcomes.council-cctv", "bad delay `soon` in `busy@soon`"),
+    ({"help_point": "hp-outram-street", "outcomes": {"council-cctv": "answer@nan"}}, 400,
+     "body.outcomes.council-cctv", "bad delay `nan` in `answer@nan` (not a finite number of seconds)"),
+    ({"help_point": "hp-outram-street", "outcomes": {"council-cctv": "busy@-1"}}, 400,
+     "body.outcomes.council-cctv", "negative delay in `busy@-1`"),
+    ({"help_point": "hp-outram-street", "outcomes": {"council-cctv": 486}}, 400, "body.outcomes.council-cctv",
+     "must be a string (got a number)"),
+    ({"help_point": "hp-outram-street", "outcomes": ["council-cctv=busy"]}, 400, "body.outcomes",
+     "must be an object (got an array)"),
+    ({"help_point": "hp-outram-street", "outcome": {"council-cctv": "busy"}}, 400, "body.outcome",
+     "unknown field (allowed: help_point, at, outcomes)"),
+])
+async def test_simulate_names_the_bad_field(simulating: Client, tokens: dict[str, str], body: dict[str, Any],
+                                           status: int, field: str, problem: str) -> None:
+    """Every bad input of the simulation, found by the route's schema or by the simulator itself, names
+    its field and says why, in the one error shape."""
+    response = await simulating.post("/api/dialplans/simulate", json=body, headers=auth(tokens["ops"]))
+    doc = await response.json()
+    assert response.status == status, doc
+    assert doc["detail"] == {"field": field, "problem": problem}
+    assert doc["error"] == (f"invalid {field}: {problem}" if status == 400 else problem)
+
+
+async def test_simulate_with_the_real_simulator_still_simulates(simulating: Client, tokens: dict[str, str]) -> None:
+    response = await simulating.post("/api/dialplans/simulate", headers=auth(tokens["ops"]), json={
+        "help_point": "hp-portland-square", "at": "2026-11-22T02:10:00Z",
+        "outcomes": {"council-cctv": "busy", "police-control": "answer"}})
+    doc = await response.json()
+    assert response.status == 200 and doc["ok"] is True, doc
+    assert doc["lines"][0] == ("+0.000s offered by hp-portland-square: dialplan sutton v1, "
+                               "at 2026-11-22T02:10+00:00 (Sunday)")
+    assert doc["lines"][-1].endswith("done: answered by police-control-1")
 
 
 async def test_audit_log_needs_auditor_and_pages(client: Client, records: Records,

@@ -7,7 +7,14 @@ import datetime
 import pytest
 from dialplan_fixtures import INVENTORY, SUTTON
 
-from gateway.dialplan import check_command, load_dialplan_set, simulate, simulate_command
+from gateway.dialplan import (
+    SimulationInputError,
+    check_command,
+    load_dialplan_set,
+    simulate,
+    simulate_command,
+    simulate_files,
+)
 from gateway.dialplan.simulate import parse_outcome
 
 POLICE = "ring police-control [police-control-1] parallel ring_timeout=30s connect_timeout=4s confirm=1 within 10s"
@@ -109,6 +116,39 @@ def test_parse_outcome() -> None:
         parse_outcome("busy@soon")
 
 
+@pytest.mark.parametrize("delay", ["nan", "inf", "-inf", "NaN"])
+def test_parse_outcome_refuses_delays_that_are_not_finite(delay: str) -> None:
+    """`answer@nan` never compares due, so the simulation never ended (the API's event loop with it)."""
+    with pytest.raises(ValueError, match="not a finite number of seconds"):
+        parse_outcome(f"answer@{delay}")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument", "keys", "unknown", "problem"),
+    [
+        ({"at": datetime.datetime(1, 1, 1, tzinfo=datetime.UTC)}, "at", (), False,
+         "must be in the years 2 to 9998 (got 1)"),
+        ({"at": datetime.datetime(9999, 12, 31, 23, 59, tzinfo=datetime.UTC)}, "at", (), False,
+         "must be in the years 2 to 9998 (got 9999)"),
+        ({"outcomes": {"police-control": "busy", "council-cctv": "answer@nan"}}, "outcomes", ("council-cctv",), False,
+         "bad delay `nan` in `answer@nan` (not a finite number of seconds)"),
+        ({"outcomes": {"fire-control": "busy", "police-control": "busy", "coastguard": "timeout"}}, "outcomes",
+         ("fire-control", "coastguard"), True,
+         "not a room, position or dialled number of the dialplans (rooms: council-cctv, police-control)"),
+        ({"help_point": "hp-blackwellgate"}, "help_point", (), True,
+         "no dialplan serves help point 'hp-blackwellgate'"),
+    ],
+)
+def test_simulate_files_names_the_argument_it_cannot_use(kwargs: dict[str, object], argument: str,
+                                                         keys: tuple[str, ...], unknown: bool, problem: str) -> None:
+    arguments: dict[str, object] = {"help_point": "hp-portland-square", "outcomes": {},
+                                    "at": datetime.datetime(2026, 11, 22, 2, 10, tzinfo=datetime.UTC)} | kwargs
+    with pytest.raises(SimulationInputError) as refused:
+        simulate_files([SUTTON], INVENTORY, **arguments)  # type: ignore[arg-type]
+    assert (refused.value.argument, refused.value.keys, refused.value.unknown) == (argument, keys, unknown)
+    assert refused.value.problem == problem
+
+
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
@@ -123,6 +163,11 @@ def test_parse_outcome() -> None:
                                                    "fire-control"])),
         ({"help_point": "hp-blackwellgate"}, (1, ["error: help point hp-blackwellgate is not served by any "
                                                   "dialplan"])),
+        ({"at": "0001-01-01T00:00"}, (2, ["error: --at '0001-01-01T00:00': must be in the years 2 to 9998 (got 1)"])),
+        ({"outcomes": ["police-control=answer@nan"]}, (2, ["error: --outcome 'police-control=answer@nan': bad delay "
+                                                           "`nan` in `answer@nan` (not a finite number of seconds)"])),
+        ({"outcomes": ["fire-control=busy", "coastguard=busy"]}, (2, [
+            "error: --outcome for unknown room, position or number: fire-control, coastguard"])),
     ],
 )
 def test_simulate_command_errors(kwargs: dict[str, object], expected: tuple[int, list[str]]) -> None:
