@@ -68,6 +68,7 @@ from sip_harness import (  # noqa: E402
     free_port,
     percentile,
     print_markdown_table,
+    sipp_elapsed,
     thread_cpu_seconds,
     udp_rcvbuf_errors,
 )
@@ -146,13 +147,6 @@ def ok_calls(step: Path) -> int:
     """Successful calls SIPp (the help point) counted in a run's step folder so far."""
     stats = last_stats(step / "hp" / "stats.csv") if (step / "hp" / "stats.csv").exists() else {}
     return int(stats.get("SuccessfulCall(C)", 0))
-
-
-def _hms(value: str) -> float:
-    parts = value.strip().split(":")
-    h, m, s = int(parts[0]), int(parts[1]), int(parts[2])
-    us = int(parts[3]) if len(parts) > 3 else 0
-    return h * 3600 + m * 60 + s + us / 1e6
 
 
 def sipp_argv(
@@ -336,7 +330,7 @@ def run_rate(
     stats = last_stats(step / "hp" / "stats.csv")
     ok = int(stats.get("SuccessfulCall(C)", 0))
     failed = int(stats.get("FailedCall(C)", 0))
-    elapsed = _hms(stats["ElapsedTime(C)"]) if stats else wall
+    elapsed = sipp_elapsed(stats) if stats else wall
     cps = ok / elapsed if elapsed else 0.0
     peers = "SIPp+tcpdump" if capture else "SIPp"
     note = (
@@ -367,7 +361,7 @@ def run_rate(
 # -------------------------------------------------------------------------------------- reference
 
 #: The reference run's Kamailio: a transaction-stateful proxy (tm) that record-routes and relays every new
-#: request to the SIPp UAS; in-dialog requests follow the Route set.  No registrar, no authentication, no
+#: request to the SIPp UAS, and every in-dialog request too.  No registrar, no authentication, no
 #: media, no records: far less work than the gateway does per call, in C.  Kamailio 5.6 (Debian bookworm).
 KAMAILIO_CFG = """#!KAMAILIO
 debug=0
@@ -386,8 +380,14 @@ loadmodule "textops.so"
 request_route {{
     if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
     if (has_totag()) {{
-        if (loose_route()) {{ t_relay(); exit; }}
-        if (is_method("ACK") && t_check_trans()) {{ t_relay(); }}
+        # SIPp's built-in uas does not echo Record-Route: in-dialog requests come without a Route set and
+        # go to the UAS too; the ACK of a 2xx statelessly (it is no transaction), the rest through tm.
+        if (!loose_route()) {{ $du = "sip:{host}:{uas_port}"; }}
+        if (is_method("ACK")) {{
+            if (t_check_trans()) {{ t_relay(); }} else {{ forward(); }}
+            exit;
+        }}
+        t_relay();
         exit;
     }}
     if (is_method("CANCEL")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
@@ -406,6 +406,19 @@ def kamailio_modules() -> str | None:
         if (folder / "tm.so").exists():
             return str(folder)
     return None
+
+
+def kamailio_cpu_seconds() -> float:
+    """User + system CPU seconds of every running kamailio process (the reference run's only ones)."""
+    total = 0.0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().strip() == "kamailio":
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 def reference_row(sipp: str, work: Path, rate: int, calls: int, limit: int) -> Row:
@@ -445,14 +458,15 @@ def reference_row(sipp: str, work: Path, rate: int, calls: int, limit: int) -> R
         uas = subprocess.Popen(["timeout", "-k", "5", str(budget + 10), sipp, "-sn", "uas", "-p", str(uas_port),
                                 *common], cwd=step, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        busy0 = machine_busy_seconds()
+        busy0, kids0, kam0 = machine_busy_seconds(), children_cpu_seconds(), kamailio_cpu_seconds()
         t0 = time.monotonic()
         subprocess.run(["timeout", "-k", "5", str(budget + 10), sipp, f"{LOOPBACK}:{port}", "-sn", "uac",
                         "-p", str(free_port()), "-r", str(rate), "-l", str(limit), *common, "-trace_stat",
                         "-stf", str(step / "stats.csv"), "-fd", "1"],
                        cwd=step, capture_output=True, timeout=budget + 30, check=False)
         wall = time.monotonic() - t0
-        busy = machine_busy_seconds() - busy0
+        busy, kam_cpu = machine_busy_seconds() - busy0, kamailio_cpu_seconds() - kam0
+        uac_cpu = children_cpu_seconds() - kids0
     finally:
         for proc in (uas, kam):
             if proc is not None and proc.poll() is None:
@@ -463,11 +477,12 @@ def reference_row(sipp: str, work: Path, rate: int, calls: int, limit: int) -> R
                     proc.kill()
     stats = last_stats(step / "stats.csv") if (step / "stats.csv").exists() else {}
     ok = int(stats.get("SuccessfulCall(C)", 0))
-    elapsed = _hms(stats["ElapsedTime(C)"]) if stats else wall
+    elapsed = sipp_elapsed(stats) if stats else wall
     return Row(name, f"{rate}/s x {calls}", str(ok), stats.get("FailedCall(C)", "?"),
                f"{ok / elapsed if elapsed else 0:.0f} calls/s",
-               note=f"machine CPU {100 * busy / wall:.0f}% (of 1 core, {os.cpu_count()} cores: Kamailio and both "
-                    f"SIPp), SIPp retrans {stats.get('Retransmissions(C)', '?')}")
+               note=f"Kamailio CPU {100 * kam_cpu / wall:.0f}%, SIPp uac {100 * uac_cpu / wall:.0f}%, whole machine "
+                    f"{100 * busy / wall:.0f}% (of 1 core, {os.cpu_count()} cores) over {wall:.1f} s, SIPp retrans "
+                    f"{stats.get('Retransmissions(C)', '?')}")
 
 
 # ------------------------------------------------------------------------------------------- pcap

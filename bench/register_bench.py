@@ -45,6 +45,7 @@ from sip_harness import (  # noqa: E402
     free_port,
     percentile,
     print_markdown_table,
+    sipp_elapsed,
     udp_rcvbuf_errors,
 )
 
@@ -186,7 +187,7 @@ def run_rate(sipp: str, gw: GatewayProcess, work: Path, rate: int, calls: int, l
         last = list(csv.DictReader(fh, delimiter=";"))[-1]
     ok = int(last["SuccessfulCall(C)"])
     failed = int(last["FailedCall(C)"])
-    elapsed = _hms(last["ElapsedTime(C)"])
+    elapsed = sipp_elapsed(last)
     rtts: dict[str, list[float]] = {"1": [], "2": []}
     for rtt_file in step.glob("*_rtt.csv"):
         with open(rtt_file, newline="") as fh:
@@ -216,14 +217,6 @@ def run_rate(sipp: str, gw: GatewayProcess, work: Path, rate: int, calls: int, l
         p99,
         note,
     )
-
-
-def _hms(value: str) -> float:
-    # "00:00:08:123456" or "00:00:08"
-    parts = value.strip().split(":")
-    h, m, s = int(parts[0]), int(parts[1]), int(parts[2])
-    us = int(parts[3]) if len(parts) > 3 else 0
-    return h * 3600 + m * 60 + s + us / 1e6
 
 
 def bench_parser(seconds: float = 2.0, max_iter: int = 500_000) -> list[Row]:

@@ -828,6 +828,21 @@ def udp_rcvbuf_errors() -> int:
         return -1
 
 
+def sipp_elapsed(stats: dict[str, str]) -> float:
+    """Seconds from a SIPp statistics row's StartTime to its CurrentTime (``-trace_stat`` CSV), to the
+    microsecond: its ElapsedTime(C) column counts whole seconds, which would make a 5.9 s run of 1,500 calls
+    read as 300 calls/s."""
+
+    def epoch(field: str) -> float:
+        return float(stats[field].split()[-1])  # "2026-12-04\t15:00:15.178305\t1796396415.178305"
+
+    try:
+        return epoch("CurrentTime") - epoch("StartTime")
+    except (KeyError, ValueError, IndexError):  # another SIPp's columns: its whole seconds, then
+        h, m, sec, *us = (int(x) for x in stats["ElapsedTime(C)"].strip().split(":"))
+        return h * 3600 + m * 60 + sec + (us[0] / 1e6 if us else 0.0)
+
+
 def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (nearest rank) of ``values``; NaN when empty (benchmarks)."""
     if not values:
