@@ -18,6 +18,7 @@ Rules (aioquic ``QuicConnection`` style):
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import os
 import weakref
@@ -227,6 +228,8 @@ class SipEndpoint:
         self._accepted: dict[tuple[str, int], str] = {}
         # CANCELs we must hold until a provisional arrives (§9.1).
         self._pending_cancel: dict[str, Request] = {}
+        # Keys the branch of each ACK we send for a 2xx (see send_stateless): unguessable, like a token.
+        self._ack_branch_key = os.urandom(16)
         # Server transactions of requests without To tag, by what §8.2.2.2 compares to find merged ones.
         self._merge: dict[tuple[str, str | None, int, str], str] = {}
 
@@ -471,11 +474,28 @@ class SipEndpoint:
         self._apply(tx, tx.send_response(response, now))
 
     def send_stateless(self, message: Request | Response, dest: Peer) -> None:
-        """Send outside any transaction (the ACK for a 2xx gets a fresh Via branch)."""
+        """Send outside any transaction: the ACK for a 2xx (§13.2.2.4), with a Via added.
+
+        The ACK is a transaction of its own (a branch of its own), yet §13.2.2.4 passes *the* ACK to the
+        transport again for each retransmission of its 2xx.  So its branch is derived from what names that
+        2xx (Call-ID, tags, CSeq number), keyed with a secret of this endpoint: a 2xx that came again (we
+        were slow to ACK it) gets the same ACK, byte for byte, which a peer absorbs as a copy where a new
+        branch would be a second ACK (SIPp aborts the call on it); another INVITE's or another fork's 2xx
+        gets another branch.  Any other request gets a fresh branch.
+        """
         if isinstance(message, Request):
-            branch = MAGIC_COOKIE + self.config.token()
+            if message.method == "ACK":
+                branch = MAGIC_COOKIE + self._ack_branch(message)
+            else:
+                branch = MAGIC_COOKIE + self.config.token()
             message = message.with_headers(message.headers.add("Via", self._via_for(dest[0], branch), first=True))
         self._out.append((bytes(message), dest))
+
+    def _ack_branch(self, ack: Request) -> str:
+        """The same branch for every copy of the ACK of one 2xx (see :meth:`send_stateless`)."""
+        names = "\0".join((ack.call_id, ack.from_.tag or "", ack.to.tag or "", str(ack.cseq[0])))
+        return hashlib.blake2b(names.encode("utf-8", "surrogateescape"), key=self._ack_branch_key,
+                               digest_size=12).hexdigest()
 
     def send_cancel(self, invite_transaction: str, now: float, reason: str | None = None) -> None:
         """CANCEL a pending client INVITE (§9.1): sent once a provisional has arrived.

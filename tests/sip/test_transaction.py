@@ -167,6 +167,28 @@ def test_2xx_is_retransmitted_until_the_ack_arrives():
     assert ikey.startswith("c|")
 
 
+def test_the_ack_sent_again_for_a_retransmitted_2xx_is_the_same_ack():
+    """RFC 3261 §13.2.2.4: the ACK is passed to the transport again for each retransmission of its 2xx.
+
+    It is the same request each time (its branch too): a peer sees copies of one ACK, never a second one
+    (SIPp aborts the call on such an "unexpected" ACK).  Another INVITE's 2xx (CSeq) or another fork's
+    (To tag) gets an ACK of its own.
+    """
+    a = make(A)
+
+    def ack(cseq: int = 1, to_tag: str = "b1") -> bytes:
+        message = request("ACK", cseq)
+        message = message.with_headers(message.headers.replace("To", f"<sip:bob@127.0.0.2>;tag={to_tag}"))
+        a.send_stateless(message, B)
+        (datagram,) = a.datagrams_to_send(0.0)
+        return datagram[0]
+
+    first = ack()
+    assert ack() == first  # the 2xx came again: the same ACK, byte for byte
+    branches = {parse_message(data).top_via.branch for data in (first, ack(2), ack(1, "b2"))}
+    assert len(branches) == 3 and all(b.startswith("z9hG4bK") for b in branches)
+
+
 def test_cancel_waits_for_provisional_then_487():
     a, b = make(A), make(B)
     ikey = a.send_request(request("INVITE"), B, 0.0)
