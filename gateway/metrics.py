@@ -105,6 +105,13 @@ EVENT_LOOP_LAG = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=REGISTRY,
 )
 
+CALL_TIMERS_STALLED = Counter(
+    "gateway_call_timers_stalled_total",
+    "Call timers (ring, connect, confirm...) that fired more than 0.25 s late, the event loop having been "
+    "stalled: each waited for the messages that arrived meanwhile before it decided its call",
+    registry=REGISTRY,
+)
+
 ACTIVATIONS_STARTED = Counter(
     "gateway_activations_started_total", "Help-point activations admitted (one per press)", registry=REGISTRY,
 )

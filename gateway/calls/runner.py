@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gateway import metrics
 from gateway.sip import events as ev
 from gateway.sip.endpoint import RandomTokens, SipEndpoint
 from gateway.sip.message import Request, build_response
@@ -44,6 +45,14 @@ log = logging.getLogger(__name__)
 LINGER = 32.0
 
 #: RFC 3326 Reason of everything a tear-down after a bug sends.
+#: A call's timer that fires this many seconds late means the event loop was stalled (the VM paused, the host
+#: overloaded, the process stopped): the responses and requests that arrived meanwhile (a 180, the operator's
+#: 200, the confirm digit, a CANCEL) wait in the sockets, and the timer would otherwise decide the call before
+#: them (ring and connect timeouts would fail over from a room that has answered).  Such a timer waits
+#: ``STALL_DEFER`` seconds once, so that the loop reads its sockets first; its call is then decided on all it
+#: was sent.
+STALL_GRACE = 0.25
+STALL_DEFER = 0.02
 INTERNAL_ERROR_REASON = 'SIP;cause=500;text="Gateway internal error"'
 
 
@@ -93,6 +102,10 @@ class CallRunner:
         self._by_client_tx: dict[str, tuple[str, str, str]] = {}  # tx -> (call id, leg, method)
         self._by_dialog: dict[tuple[str, str], tuple[str, str]] = {}  # (Call-ID, our tag) -> (call, side)
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: Call id -> the instant its timer was due when it fired stalled and was deferred (see STALL_GRACE).
+        self._deferred: dict[str, float] = {}
+        #: Timers deferred after a stall (see STALL_GRACE), for the logs and tests.
+        self.stalled_timers = 0
         #: Every index key a call owns, so forgetting a call costs O(its keys), not O(all calls).
         self._keys: dict[str, set[tuple[str, Any]]] = {}
         #: What each call has put on the wire, for a tear-down after a bug.
@@ -295,15 +308,34 @@ class CallRunner:
                 return  # already armed for that instant: keep the handle
             del self._timers[call.id]
             handle.cancel()
+        if self._deferred.get(call.id, at) != at:  # a deferred timer the call has since moved: new timer
+            del self._deferred[call.id]
         if at is not None:
             self._timers[call.id] = self.loop.call_at(at, self._fire, call.id)
 
     def _fire(self, call_id: str) -> None:
         self._timers.pop(call_id, None)
         call = self.calls.get(call_id)
-        if call is not None:
-            self._run(call, lambda: call.handle_timer(self.loop.time()))
-            self.transmit_soon()
+        if call is None:
+            self._deferred.pop(call_id, None)
+            return
+        now = self.loop.time()
+        due = self._deferred.pop(call_id, None)
+        if due is None:
+            try:
+                due = call.get_timer()
+            except Exception:  # the call's bug: handle_timer below meets it under the call's own catch-all
+                due = None
+            if due is not None and now - due > STALL_GRACE:
+                self.stalled_timers += 1
+                metrics.CALL_TIMERS_STALLED.inc()
+                log.warning("call %s: its timer fired %.2f s late (the event loop was stalled); the messages "
+                            "that arrived meanwhile are read first", call_id, now - due)
+                self._deferred[call_id] = due
+                self._timers[call_id] = self.loop.call_later(STALL_DEFER, self._fire, call_id)
+                return
+        self._run(call, lambda: call.handle_timer(self.loop.time()))
+        self.transmit_soon()
 
     def _index_dialog(self, key: tuple[str, str], call_id: str, side: str) -> None:
         self._by_dialog[key] = (call_id, side)
@@ -323,6 +355,7 @@ class CallRunner:
         handle = self._timers.pop(call.id, None)
         if handle is not None:
             handle.cancel()
+        self._deferred.pop(call.id, None)
         for kind, key in self._keys.pop(call.id, ()):
             index: dict[Any, Any] = self._by_dialog if kind == "dialog" else self._by_client_tx
             owner = index.get(key)

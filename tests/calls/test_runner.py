@@ -5,11 +5,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from test_call import make_call  # noqa: I001  (sibling test module)
 from test_talkdown import make as make_talkdown
 
+from gateway import metrics
 from gateway.calls import events as ce
-from gateway.calls.runner import INTERNAL_ERROR_REASON, CallRunner
+from gateway.calls.runner import INTERNAL_ERROR_REASON, STALL_DEFER, CallRunner
 from gateway.sip import events as ev
 from gateway.sip.message import Headers, Request, build_response
 
@@ -426,3 +428,57 @@ async def test_a_records_failure_when_a_call_starts_does_not_stop_the_call() -> 
     runner.add(make_call(), ScriptedMedia())  # type: ignore[arg-type]
     assert wire.sent[0] == ("response", "stx-1", 183) and wire.sent[1][0] == "INVITE"
     assert runner.active == 1
+
+
+async def test_a_timer_that_fires_after_a_stall_lets_the_answer_that_arrived_meanwhile_decide_the_call() -> None:
+    """The event loop stalled (a VM pause) across the council's ring timeout while the operator answered: the
+    200 waits in the socket, and the loop runs its due timers before it reads sockets.  The ring timeout used
+    to fail over from the room that had answered (CANCEL, then ACK and BYE to the operator who picked up);
+    now the stalled timer waits for one pass over the sockets and the answer decides the call."""
+    h = Harness(make_call())
+    h.ringing_council()
+    call_id = h.call.id
+    assert h.runner._timers[call_id].when() == 20.0  # the council's ring timeout
+    counted = metrics.CALL_TIMERS_STALLED._value.get()
+    h.loop.now = 21.5  # the loop comes back 1.5 s late: the timer first
+    h.runner._fire(call_id)
+    assert h.wire.sent == [] and h.runner.stalled_timers == 1
+    assert metrics.CALL_TIMERS_STALLED._value.get() == counted + 1
+    assert h.runner._timers[call_id].when() == pytest.approx(21.5 + STALL_DEFER)
+    h.leg_responds("council-cctv-1#1", 200, 21.5)  # then what waited in the socket
+    legs = h.call.legs
+    assert ("ACK", legs["council-cctv-1#1"].invite.call_id, 1) in h.wire.sent
+    assert not [s for s in h.wire.sent if s[0] in ("CANCEL", "BYE") and s[1] == legs["council-cctv-1#1"].invite_tx]
+    assert not any(s[0] == "INVITE" for s in h.wire.sent)  # no failover to the police room
+    assert [e["event"] for e in h.call.timeline[-2:]] == ["leg-answered", "confirm-requested"]
+    # The other council phone still rings past its ring timeout: the re-armed timer, after the sockets, ends
+    # only that ringing (not a second deferral), and the answered phone goes on to its confirm digit.
+    h.wire.sent.clear()
+    h.loop.now = 21.5 + STALL_DEFER
+    h.runner._fire(call_id)
+    assert h.wire.sent == [("CANCEL", legs["council-cctv-2#2"].invite_tx, 'SIP;cause=480;text="Ring timeout"')]
+    assert h.runner.stalled_timers == 1 and call_id not in h.runner._deferred
+    assert h.runner._timers[call_id].when() == 31.5  # confirm within 10 s of the answer
+    h.operator_confirms("council-cctv-1#1", 22.0)
+    assert h.wire.sent[-1] == ("response", "stx-1", 200)
+
+
+async def test_a_stalled_timer_is_deferred_once_then_fires_and_an_on_time_one_is_not_deferred() -> None:
+    h = Harness(make_call())
+    h.ringing_council()
+    call_id = h.call.id
+    h.loop.now = 20.2  # late, but within STALL_GRACE: fires at once
+    h.runner._fire(call_id)
+    assert h.runner.stalled_timers == 0
+    assert [s[0] for s in h.wire.sent].count("CANCEL") == 2  # the ring timeout: both council phones
+
+    h = Harness(make_call())
+    h.ringing_council()
+    call_id = h.call.id
+    h.loop.now = 23.0
+    h.runner._fire(call_id)  # stalled: deferred
+    assert h.wire.sent == [] and h.runner.stalled_timers == 1
+    h.loop.now = 23.0 + STALL_DEFER
+    h.runner._fire(call_id)  # nothing arrived meanwhile: the ring timeout now decides, without a second wait
+    assert h.runner.stalled_timers == 1
+    assert [s[0] for s in h.wire.sent].count("CANCEL") == 2 and call_id not in h.runner._deferred
