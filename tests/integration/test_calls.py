@@ -13,6 +13,7 @@ journalled in ``activations.jsonl`` (outcome, timeline), the recording's hash an
 from __future__ import annotations
 
 import shutil
+import signal
 import sqlite3
 import time
 import wave
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from calls_harness import (
+    CALL_SCENARIOS,
     COUNCIL,
     HELP_POINT,
     POLICE,
@@ -578,3 +580,31 @@ def test_unacked_200_is_retransmitted_then_hung_up(env: Env) -> None:
     got(done(c1, env.gw), "BYE")
     act = env.activation()
     assert act["ended_by"] == "gateway", act
+
+
+def test_a_gateway_stalled_across_the_ring_timeout_takes_the_answer_that_waited(env: Env, tmp_path: Path) -> None:
+    """The gateway process is stopped (SIGSTOP, as a VM pause or a starved host would) from just after the
+    council phone rings until after its ring timeout; the phone answers meanwhile, so its 200 waits in the
+    socket when the gateway resumes with the ring timeout already due.  The timer must not fail over from the
+    room that answered: it waits for the socket, and the council operator gets the call and confirms it."""
+    late = tmp_path / "op_answer_late.xml"  # op_answer.xml, answering 2 s after it rings
+    late.write_text((CALL_SCENARIOS / "op_answer.xml").read_text().replace(
+        '<pause milliseconds="300"/>', '<pause milliseconds="2000"/>'))
+    op = env.operator(str(late), COUNCIL[0])
+    hp = env.help_point("hp_call.xml", hold_ms=1000)
+    assert wait_for(lambda: op.received("INVITE"), 10), f"the council phone never rang:\n{env.gw.log_tail()}"
+    time.sleep(0.3)  # its 180 (sent at once) reaches the gateway: the 3 s ring timeout runs
+    assert env.gw.proc is not None
+    env.gw.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(RING_TIMEOUT + 0.5)  # the 200 comes at 2 s, the ring timeout is due at 3 s
+    finally:
+        env.gw.proc.send_signal(signal.SIGCONT)
+    done(hp, env.gw)
+    done(op, env.gw)
+    act = env.activation()
+    assert act["outcome"] == "answered" and act["answered_by"] == COUNCIL[0], act["timeline"]
+    assert not [e for e in events(act, "leg-cancelled") if e["leg"].startswith(COUNCIL[0])], act["timeline"]
+    assert not [e for e in events(act, "leg-started") if e["target"] == POLICE], act["timeline"]
+    assert env.gw.metric("gateway_call_timers_stalled_total") >= 1, env.gw.log_tail()
+    assert "(the event loop was stalled)" in env.gw.log_text()
