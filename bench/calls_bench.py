@@ -460,7 +460,7 @@ def reference_row(sipp: str, work: Path, rate: int, calls: int, limit: int) -> R
         uas = subprocess.Popen(["timeout", "-k", "5", str(budget + 10), sipp, "-sn", "uas", "-p", str(uas_port),
                                 *common], cwd=step, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        busy0, kids0, kam0 = machine_busy_seconds(), children_cpu_seconds(), kamailio_cpu_seconds()
+        kids0, kam0 = children_cpu_seconds(), kamailio_cpu_seconds()
         t0 = time.monotonic()
         subprocess.run(["timeout", "-k", "5", str(budget + 10), sipp, f"{LOOPBACK}:{port}",
                         "-sf", str(CALL_SCENARIOS / "ref_uac.xml"),
@@ -468,7 +468,7 @@ def reference_row(sipp: str, work: Path, rate: int, calls: int, limit: int) -> R
                         "-stf", str(step / "stats.csv"), "-fd", "1", "-trace_err", "-error_file", str(step / "errors.log")],
                        cwd=step, capture_output=True, timeout=budget + 30, check=False)
         wall = time.monotonic() - t0
-        busy, kam_cpu = machine_busy_seconds() - busy0, kamailio_cpu_seconds() - kam0
+        kam_cpu = kamailio_cpu_seconds() - kam0
         uac_cpu = children_cpu_seconds() - kids0
     finally:
         for proc in (uas, kam):
@@ -483,9 +483,8 @@ def reference_row(sipp: str, work: Path, rate: int, calls: int, limit: int) -> R
     elapsed = sipp_elapsed(stats) if stats else wall
     return Row(name, f"{rate}/s x {calls}", str(ok), stats.get("FailedCall(C)", "?"),
                f"{ok / elapsed if elapsed else 0:.0f} calls/s",
-               note=f"Kamailio CPU {100 * kam_cpu / wall:.0f}%, SIPp uac {100 * uac_cpu / wall:.0f}%, whole machine "
-                    f"{100 * busy / wall:.0f}% (of 1 core, {os.cpu_count()} cores) over {wall:.1f} s, SIPp retrans "
-                    f"{stats.get('Retransmissions(C)', '?')}")
+               note=f"Kamailio CPU {100 * kam_cpu / wall:.0f}%, SIPp caller {100 * uac_cpu / wall:.0f}% (of 1 core, "
+                    f"{os.cpu_count()} cores) over {wall:.1f} s, SIPp retrans {stats.get('Retransmissions(C)', '?')}")
 
 
 # ------------------------------------------------------------------------------------------- pcap
