@@ -124,9 +124,14 @@ def _kind(value: Any) -> str:
 
 
 async def read_json(request: Any, schema: Schema | None) -> Any:
-    """The request's JSON body checked against ``schema`` (``{}`` when the route takes none and none came)."""
+    """The request's JSON body checked against ``schema`` (``{}`` when the route takes none and none, or ``{}``,
+    came)."""
     raw = await request.read()  # aiohttp answers 413 past client_max_size
     if schema is None:
+        # A body sent where none is read would be silently ignored (a client sure it asked for something):
+        # nothing but an empty one, or an empty JSON object, is taken.
+        if raw.strip() and raw.strip() != b"{}":
+            raise bad_input("body", "this request takes no body (send none, or {})")
         return {}
     if not raw.strip():
         if schema.get("required"):

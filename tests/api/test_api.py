@@ -369,7 +369,12 @@ async def test_dialplan_routes(client: Client, records: Records, fakes: Fakes, t
     assert response.status == 400 and "bogus" in (await response.json())["error"]
     assert (await response.json())["detail"] == {"field": "body.outcomes.council",
                                                  "problem": "unknown outcome script bogus"}
-    response = await client.post("/api/dialplans/reload", headers=headers)
+    # A body where the request takes none is refused, not ignored (a client sure it asked for something):
+    response = await client.post("/api/dialplans/reload", json={"files": ["x.yaml"]}, headers=headers)
+    assert response.status == 400
+    assert (await response.json())["detail"] == {"field": "body",
+                                                 "problem": "this request takes no body (send none, or {})"}
+    response = await client.post("/api/dialplans/reload", json={}, headers=headers)
     assert response.status == 200 and (await response.json())["version"] == 4
     fakes.reload_ok = False
     response = await client.post("/api/dialplans/reload", headers=headers)
