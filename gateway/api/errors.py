@@ -64,9 +64,9 @@ def field_error(status: int, field: str, problem: str) -> ApiError:
     return ApiError(status, problem, {"field": field, "problem": problem})
 
 
-def not_found(what: str) -> ApiError:
-    """404 for a thing that does not exist."""
-    return ApiError(404, f"{what} not found")
+def not_found(what: str, field: str = "path.id") -> ApiError:
+    """404 for a thing that does not exist, naming the input (``field``) that named it."""
+    return field_error(404, field, f"{what} not found")
 
 
 def error_response(status: int, message: str, detail: Any = None,

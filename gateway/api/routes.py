@@ -200,7 +200,7 @@ async def download_recording(ctx: Context) -> web.StreamResponse:
     recording = await ctx.records.get_recording(activation_id, ctx.query.get("recording_id"))
     if recording is None:
         await ctx.audit("recording.download", activation_id, {"result": "not-found"})
-        raise not_found("recording")
+        raise not_found("recording", "query.recording_id" if "recording_id" in ctx.query else "path.id")
     base = {"recording_id": recording.id, "sha256": recording.sha256, "size": recording.size}
     if recording.deleted_at is not None:
         await ctx.audit("recording.download", activation_id, {**base, "result": "deleted"})
@@ -281,7 +281,7 @@ async def play_warning(ctx: Context) -> web.Response:
         raise
     await ctx.audit("call.warning", activation_id[:MAX_ID], {"warning": warning, "played": played})
     if not played:
-        raise ApiError(404, "no live call with this activation id")
+        raise field_error(404, "path.activation_id", "no live call with this activation id")
     return web.json_response({"activation_id": activation_id, "warning": warning, "playing": True})
 
 

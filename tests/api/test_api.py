@@ -225,9 +225,16 @@ async def test_get_activation_with_timeline_recordings_and_repeats(client: Clien
     assert doc["recordings"][0]["sha256"] == "ab" * 32 and "path" not in doc["recordings"][0]
     again = await (await client.get("/api/activations/again", headers=auth(tokens["operator"]))).json()
     assert again["linked_to"] == "first"
+    # A recording that is not there names what named it: the activation (path) or the recording id (query).
+    for url, field in (("/api/activations/again/recording", "path.id"),
+                       ("/api/activations/first/recording?recording_id=999", "query.recording_id")):
+        response = await client.get(url, headers=auth(tokens["auditor"]))
+        assert response.status == 404, url
+        assert (await response.json())["detail"] == {"field": field, "problem": "recording not found"}, url
     for missing in ("nope", "x" * 300):
         response = await client.get(f"/api/activations/{missing}", headers=auth(tokens["operator"]))
         assert response.status == 404 and (await response.json())["error"] == "activation not found"
+        assert (await response.json())["detail"] == {"field": "path.id", "problem": "activation not found"}
 
 
 async def test_classify_is_audited(client: Client, records: Records, tokens: dict[str, str]) -> None:
@@ -267,7 +274,7 @@ async def test_classify_unknown_activation_is_404_and_huge_body_413(client: Clie
                                                                     tokens: dict[str, str]) -> None:
     response = await client.post("/api/activations/nope/classification", json={"classification": "test"},
                                  headers=auth(tokens["operator"]))
-    assert response.status == 404
+    assert response.status == 404 and (await response.json())["detail"]["field"] == "path.id"
     response = await client.post("/api/activations/nope/classification", data=b"{" + b" " * (2 << 20) + b"}",
                                  headers=auth(tokens["operator"]))
     assert response.status == 413
@@ -300,6 +307,8 @@ async def test_warning_into_a_live_call(client: Client, records: Records, fakes:
     assert response.status == 200 and (await response.json())["playing"] is True
     response = await client.post("/api/calls/gone/warning", json={"warning": 1}, headers=headers)
     assert response.status == 404
+    assert (await response.json())["detail"] == {"field": "path.activation_id",
+                                                 "problem": "no live call with this activation id"}
     response = await client.post("/api/calls/live-1/warning", json={"warning": 3}, headers=headers)
     assert response.status == 400 and (await response.json())["detail"]["field"] == "body.warning"
     response = await client.post("/api/calls/live-1/warning", json={"warning": True}, headers=headers)
