@@ -27,6 +27,19 @@ def _invite(hp_user: str, realm: str, branch: str = "z9hG4bKadm1", call_id: str 
     ).encode()
 
 
+class NoStore:
+    """A store that knows no credentials (these tests never authenticate a help point)."""
+
+    async def get_credentials(self, username, realm):
+        return None
+
+
+class WarningPlane:
+    """A media plane with warning 1's prompt only (what the talk-down checks before it calls)."""
+
+    prompts = {"warning-1": object()}
+
+
 def _gateway(tmp_path: Path, store: object) -> tuple[Gateway, list[bytes]]:
     config = load_config(ROOT / "sip-config" / "gateway.yaml", env={"GATEWAY_DATA_DIR": str(tmp_path)})
     gateway = Gateway(config, load_inventory(config), store)  # type: ignore[arg-type]
@@ -82,10 +95,6 @@ async def test_an_invite_admitted_after_the_drain_began_gets_503_and_starts_no_c
     already have ended the calls still up (stop_all) and be closing the journal, the database writer and the
     sockets: a call started then would never be ended or recorded.  It is refused like any INVITE received
     while draining (503 with Retry-After), and no call starts."""
-    class NoStore:
-        async def get_credentials(self, username, realm):
-            return None
-
     gateway, sent = _gateway(tmp_path, NoStore())
     started: list[object] = []
     gateway.calls.add = lambda call, media: started.append(call)  # type: ignore[method-assign]
@@ -118,17 +127,10 @@ def _admitted_event(gateway: Gateway, hp):  # type: ignore[no-untyped-def]
 async def test_no_talkdown_starts_while_the_gateway_drains(tmp_path):
     """A talk-down asked for over HTTP during the drain (the API is served until the very end) would be a
     call started after stop_all: never ended, never recorded.  It is refused."""
-    class NoStore:
-        async def get_credentials(self, username, realm):
-            return None
-
     gateway, _ = _gateway(tmp_path, NoStore())
     gateway.media_factory = lambda activation_id, runner: pytest.fail("no media for a refused talk-down")
 
-    class Plane:
-        prompts = {"warning-1": object()}
-
-    gateway.media = Plane()  # type: ignore[assignment]
+    gateway.media = WarningPlane()  # type: ignore[assignment]
     hp = gateway.inventory.help_points[0]
     try:
         gateway.draining = True
@@ -193,10 +195,6 @@ async def test_drain_ends_and_the_journal_is_closed_when_the_database_hangs(tmp_
         async def close(self) -> None:
             await never.wait()
 
-    class NoStore:
-        async def get_credentials(self, username, realm):
-            return None
-
     gateway, _ = _gateway(tmp_path, NoStore())
     gateway.config = msgspec.structs.replace(gateway.config, drain_timeout=0.05)
     gateway.activations = HungWriter()  # type: ignore[assignment]
@@ -215,10 +213,6 @@ async def test_a_press_refused_for_want_of_rtp_ports_is_still_an_activation_reco
     """Every RTP port is in use: the help point gets 503 with Retry-After (it tries again), and the press is
     journalled as a failed activation ended by the gateway, with the reason, not only logged."""
     from gateway.media.errors import MediaError
-
-    class NoStore:
-        async def get_credentials(self, username, realm):
-            return None
 
     gateway, sent = _gateway(tmp_path, NoStore())
 
@@ -248,19 +242,12 @@ async def test_a_talkdown_with_every_rtp_port_in_use_is_refused_with_503(tmp_pat
     from gateway.media.errors import MediaError
     from gateway.service_records import api_services
 
-    class NoStore:
-        async def get_credentials(self, username, realm):
-            return None
-
     gateway, _ = _gateway(tmp_path, NoStore())
-
-    class Plane:
-        prompts = {"warning-1": object()}
 
     def exhausted(activation_id, runner):
         raise MediaError("no free RTP port pair")
 
-    gateway.media = Plane()  # type: ignore[assignment]
+    gateway.media = WarningPlane()  # type: ignore[assignment]
     gateway.media_factory = exhausted
     hp = next(h for h in gateway.inventory.help_points)
     import msgspec
@@ -284,14 +271,7 @@ async def test_a_refused_talkdown_names_the_field_or_says_the_gateway_cannot(tmp
     from gateway.api.errors import ApiError, FieldError
     from gateway.service_records import api_services
 
-    class NoStore:
-        async def get_credentials(self, username, realm):
-            return None
-
     gateway, _ = _gateway(tmp_path, NoStore())
-
-    class Plane:
-        prompts = {"warning-1": object()}
 
     gateway.media_factory = lambda activation_id, runner: pytest.fail("no media for a refused talk-down")
     hp = next(h for h in gateway.inventory.help_points if h.static_uri is None)
@@ -300,7 +280,7 @@ async def test_a_refused_talkdown_names_the_field_or_says_the_gateway_cannot(tmp
         with pytest.raises(ApiError) as refused:
             talkdown(hp.id, 1, 1)  # no media plane
         assert refused.value.status == 503
-        gateway.media = Plane()  # type: ignore[assignment]
+        gateway.media = WarningPlane()  # type: ignore[assignment]
         cases = [("hp-nowhere", 1, "help_point", 404, "unknown help point 'hp-nowhere'"),
                  (hp.id, 1, "help_point", 409, f"help point '{hp.id}' is not registered and has no static_uri"),
                  (hp.id, 2, "warning", 400, "no prompt warning-2")]
@@ -320,10 +300,6 @@ async def test_a_refused_talkdown_names_the_field_or_says_the_gateway_cannot(tmp
 async def test_sighup_leaves_a_trace_in_the_log_even_when_nothing_changed(tmp_path, caplog):
     """`systemctl reload` (SIGHUP) with no dialplan change must still say what it did, or ops cannot tell
     from the journal that the reload ran."""
-
-    class NoStore:
-        async def get_credentials(self, username, realm):
-            return None
 
     gateway, _sent = _gateway(tmp_path, NoStore())
     try:
@@ -345,10 +321,6 @@ async def test_bindings_loaded_at_start_make_their_sources_known_at_once(tmp_pat
 
     from gateway.registrar.persistence import from_stored
     from gateway.store.repository import StoredBinding
-
-    class NoStore:
-        async def get_credentials(self, username, realm):
-            return None
 
     gateway, _sent = _gateway(tmp_path, NoStore())
     try:

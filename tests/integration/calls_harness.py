@@ -55,6 +55,7 @@ from sip_harness import (
     digest_register,
     free_port,
     parse_trace,
+    stop_process,
 )
 
 CALL_SCENARIOS = SCENARIOS / "calls"
@@ -368,14 +369,8 @@ class SippAgent:
 
     def stop(self) -> None:
         """Stop this SIPp (its coreutils ``timeout`` wrapper and SIPp, by pid)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()  # `timeout` passes SIGTERM on to SIPp
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)  # `timeout` passes SIGTERM on to SIPp
 
     def result(self) -> SippResult:
         assert self.proc is not None

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from calls_harness import HELP_POINT, CallGateway, SippAgent, check_dialplan, register
-from sip_harness import SippResult
+from sip_harness import SippResult, stop_process
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -231,12 +231,7 @@ class LoopbackCapture:
         """Stop tcpdump (SIGINT to its ``timeout`` wrapper's child group by pid), parse the file."""
         if self.proc is not None and self.proc.poll() is None:
             time.sleep(0.3)  # let the last packets reach the file
-            self.proc.send_signal(signal.SIGINT)  # `timeout` forwards it to tcpdump, which flushes and exits
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            stop_process(self.proc, signal.SIGINT, 10)  # `timeout` forwards it to tcpdump: it flushes, exits
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         for line in text.splitlines():
             if "dropped by kernel" in line:

@@ -65,6 +65,19 @@ def read_realm(config: Path = CONFIG) -> str:
     return str(realm) if realm else "helppoint.local"
 
 
+def stop_process(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
+    """Send ``sig`` to ``proc`` if it still runs, wait ``timeout`` s for it, then SIGKILL it (and wait 5 s);
+    its exit code.  Peers run under coreutils ``timeout``, which passes the signal on."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
 def free_port() -> int:
     """A port free for both UDP and TCP on loopback (the SIP listener binds both)."""
     for _ in range(50):
@@ -383,13 +396,7 @@ class GatewayProcess:
         """SIGTERM, wait; returns the exit code (SIGKILL and -9 if it does not exit in time)."""
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        code = self.proc.returncode
+        code = stop_process(self.proc, signal.SIGTERM, timeout)
         self.exit_codes.append(code)
         if self._log_file:
             self._log_file.close()

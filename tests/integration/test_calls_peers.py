@@ -42,7 +42,15 @@ from calls_harness import (
     sha256_file,
 )
 from media_harness import tone_wav
-from sip_harness import LOOPBACK, GatewayProcess, demo_password, free_port, query_bindings, wait_for
+from sip_harness import (
+    LOOPBACK,
+    GatewayProcess,
+    demo_password,
+    free_port,
+    query_bindings,
+    stop_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -179,13 +187,7 @@ class Baresip:
 
     def stop(self) -> None:
         self._stop.set()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._thread.join(2)
 
 

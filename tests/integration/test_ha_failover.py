@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 import yaml
 from calls_harness import POLICE, SippAgent, first_at, make_dialplan, write_config
-from sip_harness import PYTHON, ROOT
+from sip_harness import PYTHON, ROOT, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -315,13 +315,8 @@ class Rig:
                 agent.stop()
         for node in self.nodes.values():
             proc = node.keepalived
-            if proc is not None and proc.poll() is None:
-                proc.terminate()  # keepalived's STOP notify stops the gateway too
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            if proc is not None:
+                stop_process(proc, signal.SIGTERM, 15)  # keepalived's STOP notify stops the gateway too
             pid = node.gateway_pid()
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):

@@ -31,6 +31,7 @@ import math
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -59,7 +60,7 @@ from calls_harness import (
     sha256_file,
 )
 from media_harness import tone_wav
-from sip_harness import LOOPBACK, demo_password, wait_for
+from sip_harness import LOOPBACK, demo_password, stop_process, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -265,12 +266,7 @@ class PjsipPeer:
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
-                self.proc.terminate()  # coreutils timeout passes SIGTERM on (and SIGKILL 5 s later)
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
+                stop_process(self.proc, signal.SIGTERM, 10)  # coreutils timeout passes SIGTERM on
         self._reader.join(2)
         return self.proc.returncode
 
