@@ -97,11 +97,12 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def loop_run_delay_seconds(pid: int) -> float:
-    """Seconds the gateway's event-loop thread was runnable but waiting for a CPU (schedstat field 2): a
-    loop that waits here is short of CPU because of other processes, not saturated by its own work."""
+def loop_run_delay_seconds(pid: int, tid: int | None = None) -> float:
+    """Seconds a thread of *pid* (default: the event loop's, whose id is the process id) was runnable but
+    waiting for a CPU (schedstat field 2): a loop that waits here is short of CPU because of other
+    processes, not saturated by its own work."""
     try:
-        return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[1]) / 1e9
+        return int(Path(f"/proc/{pid}/task/{pid if tid is None else tid}/schedstat").read_text().split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
         return float("nan")
 
@@ -122,8 +123,7 @@ def thread_cpu_and_wait(pid: int, tid: int | None) -> tuple[float, float]:
     if tid is None:
         return float("nan"), float("nan")
     try:
-        wait = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1]) / 1e9
-        return thread_cpu_seconds(pid, tid), wait
+        return thread_cpu_seconds(pid, tid), loop_run_delay_seconds(pid, tid)
     except (OSError, IndexError, ValueError):
         return float("nan"), float("nan")
 
@@ -415,8 +415,7 @@ def kamailio_cpu_seconds() -> float:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             if (proc / "comm").read_text().strip() == "kamailio":
-                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                total += cpu_seconds(int(proc.name))
         except (OSError, ValueError, IndexError):
             continue
     return total
