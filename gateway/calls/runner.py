@@ -44,7 +44,6 @@ log = logging.getLogger(__name__)
 #: Seconds an ended call keeps receiving late messages (64 * T1).
 LINGER = 32.0
 
-#: RFC 3326 Reason of everything a tear-down after a bug sends.
 #: A call's timer that fires this many seconds late means the event loop was stalled (the VM paused, the host
 #: overloaded, the process stopped): the responses and requests that arrived meanwhile (a 180, the operator's
 #: 200, the confirm digit, a CANCEL) wait in the sockets, and the timer would otherwise decide the call before
@@ -53,6 +52,8 @@ LINGER = 32.0
 #: was sent.
 STALL_GRACE = 0.25
 STALL_DEFER = 0.02
+
+#: RFC 3326 Reason of everything a tear-down after a bug sends.
 INTERNAL_ERROR_REASON = 'SIP;cause=500;text="Gateway internal error"'
 
 
