@@ -432,6 +432,37 @@ async def test_released_ports_are_pooled_and_reused_only_after_a_quiet_spell(fas
         await eng.close()
 
 
+async def test_a_full_pool_hands_out_its_oldest_quiet_pair_instead_of_binding_a_new_one() -> None:
+    """Calls ending faster than ``reuse_quiet`` fill the pool: the pair the next release would close is
+    reused (quiet a quarter of ``reuse_quiet`` at least) rather than closed while a new pair is bound."""
+    clock = FakeClock()
+    peer = await make_peer()
+    eng = MediaEngine(HOST, 41600, 41619, clock=clock, start_clock=False, reuse_quiet=2.0, idle_max=2)
+    try:
+        legs = [eng.allocate_leg() for _ in range(3)]
+        ports = [leg.local_port for leg in legs]
+        for leg in legs[:2]:
+            leg.close()
+        assert [e.port for e in eng._idle] == ports[:2]  # full: two pairs, neither quiet for 2 s yet
+        clock.now += 0.3  # under a quarter of reuse_quiet: a new pair is bound
+        fresh = eng.allocate_leg()
+        assert fresh.local_port not in ports and len(eng._idle) == 2
+        clock.now += 0.3  # 0.6 s: the oldest pair is taken (drained as any pooled pair), nothing is bound
+        reused = eng.allocate_leg()
+        assert reused.local_port == ports[0] and reused._rtp is legs[0]._rtp
+        assert [e.port for e in eng._idle] == ports[1:2]
+        # A pooled pair that just received a stray is not quiet: with the pool full again, a new pair.
+        legs[2].close()
+        assert [e.port for e in eng._idle] == [ports[1], ports[2]]
+        peer.send(ports[1], voice(2, "PCMU"), 0)
+        await until(lambda: eng._idle[0].strays == 1)
+        other = eng.allocate_leg()
+        assert other.local_port not in ports
+    finally:
+        peer.transport.close()
+        await eng.close()
+
+
 async def test_pool_is_bounded_and_closed_with_the_engine() -> None:
     import socket
 
