@@ -141,9 +141,9 @@ async def serve(args: argparse.Namespace) -> None:
             recorders.append(rec)
         engine.bridge(a, b, rec)
     # As `gateway serve` does once it is ready (gateway/service.py): long-lived objects out of the cyclic
-    # collector's sight, young generation collected less often.
+    # collector's sight, and no automatic collections.
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    gc.disable()
     say({"bridged": True})
     await lines.get()  # go
     cpu0, wall0, wait0 = time.process_time(), time.monotonic(), run_delay_s()

@@ -4,10 +4,14 @@ Every call leaves a few hundred container objects alive for its whole life plus 
 (the Call, its messages, dialogs, transactions, media legs).  CPython's cyclic collector walks every
 one of them again in each full (generation 2) collection; at a couple of hundred calls per second
 that is a million objects and a pause of half a second or more, long enough for SIPp and real
-intercoms to retransmit and for the gateway to fall behind.  The gateway therefore:
+intercoms to retransmit and for the gateway to fall behind.  Its young-generation collections walk
+them too, while they are alive, for nothing (4 % of the event loop's time at 300 calls/s, in pauses of
+10-30 ms).  A call leaves no reference cycles (tests/store/test_records.py and the README say how that
+is checked), so its garbage is freed by reference counting alone, and the gateway therefore:
 
-* freezes the heap (``gc.freeze()``) every ``freeze_interval`` seconds, so the automatic collections
-  only ever walk objects younger than that; frozen objects are still freed by reference counting;
+* runs with the automatic collections off (``gc.disable()``, in ``gateway serve``);
+* freezes the heap (``gc.freeze()``) every ``freeze_interval`` seconds, so that a collection started by
+  anything else walks only what is younger; frozen objects are still freed by reference counting;
 * collects in full (``gc.unfreeze(); gc.collect(); gc.freeze()``) at the first quiet moment (no new
   call for ``quiet_after`` seconds) once ``quiet_interval`` seconds have passed since the last full collection and at least
   ``min_growth`` objects were frozen since, which reclaims reference cycles that became garbage while

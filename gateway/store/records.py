@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
 import msgspec
-from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import metrics
@@ -84,6 +84,17 @@ _ENDED_FIELDS = ("outcome", "answered_by", "answered_room", "ended_by", "duratio
 _ACTIVATIONS = cast(Table, ActivationRow.__table__)
 _EVENTS = cast(Table, ActivationEventRow.__table__)
 _RECORDINGS = cast(Table, RecordingRow.__table__)
+
+# The writer's queries, built once with an expanding ``ids`` parameter: a statement built per batch
+# (``column.in_(list)``) leaves a reference cycle of SQLAlchemy objects behind each time, which only the cyclic
+# garbage collector frees, and the gateway runs without it (see HeapPolicy in gateway/calls/heap.py).
+_EXISTING_ACTIVATIONS = select(ActivationRow.id).where(ActivationRow.id.in_(bindparam("ids", expanding=True)))
+_LINKED_RECORDINGS = select(RecordingRow.activation_id, RecordingRow.path).where(
+    RecordingRow.activation_id.in_(bindparam("ids", expanding=True)))
+_LIVE_RECORDINGS_WITH_ACTIVATION = (
+    select(RecordingRow, ActivationRow)
+    .join(ActivationRow, ActivationRow.id == RecordingRow.activation_id)
+    .where(RecordingRow.activation_id.in_(bindparam("ids", expanding=True)), RecordingRow.deleted_at.is_(None)))
 _ACTIVATION_COLUMNS = tuple(_ACTIVATIONS.columns.keys())
 #: Longest text each bounded activation column holds (PostgreSQL refuses more; SQLite keeps anything).
 _ACTIVATION_LENGTHS = {c.name: c.type.length for c in _ACTIVATIONS.columns
@@ -334,8 +345,7 @@ class Records:
                 ended[values["id"]] = values
         async with self._session(f"writing {len(ops)} activation records") as session:
             if ended:
-                existing = set((await session.scalars(
-                    select(ActivationRow.id).where(ActivationRow.id.in_(list(ended))))).all())
+                existing = set((await session.scalars(_EXISTING_ACTIVATIONS, {"ids": list(ended)})).all())
                 for aid in [aid for aid in ended if aid not in existing]:
                     inserts[aid] = ended.pop(aid)
             if inserts:
@@ -349,9 +359,8 @@ class Records:
                 await session.execute(_EVENTS.insert(), events)
             if recordings:
                 # A batch retried after a commit whose acknowledgement was lost must not link a file twice.
-                query = select(RecordingRow.activation_id, RecordingRow.path).where(
-                    RecordingRow.activation_id.in_({r["activation_id"] for r in recordings}))
-                linked = {(aid, path) for aid, path in (await session.execute(query)).all()}
+                ids = list({r["activation_id"] for r in recordings})
+                linked = {(aid, path) for aid, path in (await session.execute(_LINKED_RECORDINGS, {"ids": ids})).all()}
                 recordings = [r for r in recordings if (r["activation_id"], r["path"]) not in linked]
             if recordings:
                 await session.execute(_RECORDINGS.insert(), recordings)
@@ -362,10 +371,8 @@ class Records:
 
     async def _refresh_retention(self, session: AsyncSession, activation_ids: Iterable[str]) -> None:
         """Recompute ``retention_until`` of the live recordings of these activations."""
-        query = (select(RecordingRow, ActivationRow)
-                 .join(ActivationRow, ActivationRow.id == RecordingRow.activation_id)
-                 .where(RecordingRow.activation_id.in_(list(activation_ids)), RecordingRow.deleted_at.is_(None)))
-        for recording, activation in (await session.execute(query)).all():
+        rows = await session.execute(_LIVE_RECORDINGS_WITH_ACTIVATION, {"ids": list(activation_ids)})
+        for recording, activation in rows.all():
             recording.retention_until = retention_until(
                 activation.started_at, activation.classification, activation.outcome, activation.hold,
                 self.retention)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
@@ -97,6 +98,42 @@ async def test_started_events_ended_make_one_record(store: Store) -> None:
     assert row.started_at == NOW and row.ended_at == NOW + timedelta(seconds=42.5)
     assert await events_of(store, "a1") == [(0, 0.0, "offered", {}), (1, 2.0, "ringing", {"leg": "x"}),
                                             (2, 42.5, "ended", {"by": "hp"})]
+
+
+async def test_the_write_path_leaves_no_reference_cycles_behind(store: Store) -> None:
+    """`gateway serve` runs with the cyclic garbage collector off (gateway/calls/heap.py): what the writer
+    builds for each batch (statements, bind parameters) must be freed by reference counting alone."""
+    records = Records(store)
+    writer = ActivationWriter(records, clock=lambda: T0)
+    await writer.start()
+
+    async def one_call(aid: str) -> None:
+        writer.started(aid, "hp-outram", T0, "town", 3, None, None)
+        writer.event(aid, {"t": 0.0, "event": "offered"})
+        await writer.flush()  # the end comes in a later batch: the existing-row query and the update
+        writer.ended(summary(aid, T0))
+        writer.recording(aid, f"/rec/{aid}.wav", 42.5, "ab" * 32, 1000)
+        await writer.flush()
+
+    await one_call("warm-up")  # first executions compile and cache statements: kept, not garbage
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for n in range(5):
+            await one_call(f"a{n}")
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [o for o in gc.garbage if type(o).__module__.startswith("sqlalchemy.sql")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if enabled:
+            gc.enable()
+    await writer.close()
+    assert [type(o).__name__ for o in left] == []
+    detail = await records.get_activation("a4")
+    assert detail is not None and detail.activation.outcome == "answered" and len(detail.recordings) == 1
 
 
 async def test_ended_alone_creates_the_record_with_its_timeline(store: Store) -> None:
