@@ -105,15 +105,19 @@ class WavPlayer:
         return payload, pcm
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_staged(path: Path, data: bytes, *, sync: bool) -> Path:
     """Write ``data`` whole to ``path`` + ``.tmp`` (fsync'd when ``sync``); returns that name, for the caller
     to rename over ``path`` once it is durable."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
         if sync:
             os.fsync(fd)
     finally:
@@ -558,9 +562,12 @@ class StereoRecorder:
             if folder not in self.writer._folders:
                 folder.mkdir(parents=True, exist_ok=True)
                 self.writer._folders.add(folder)
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed in _seal
-            self._file.write(wav_header(0))
-            self._file.flush()
+            # Unbuffered and read-write: the header and audio go straight to the descriptor (as every batched
+            # write does), and the seal hashes the file through it.  Each system call here lets the event loop's
+            # thread take the interpreter lock and then take it back: a buffered ``open`` also asks for the
+            # file's size, position and terminal status, and a second ``open`` for the hash did it all again.
+            self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed in _seal
+            _write_all(self._file.fileno(), wav_header(0))
         except OSError as exc:
             log.error("recording %s: cannot open: %s", self.path, exc)
             self._done.set_exception(MediaError(f"{self.path}: cannot open recording: {exc}"))
@@ -600,7 +607,7 @@ class StereoRecorder:
         data = b"".join(frames)
         fd = f.fileno()
         try:
-            # Straight to the file descriptor (the header went through the buffer and was flushed).
+            # Straight to the file descriptor (the file is unbuffered).
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
@@ -673,7 +680,6 @@ class StereoRecorder:
         f = self._file
         assert f is not None
         self._since_patch = 0
-        f.flush()
         fd = f.fileno()
         os.pwrite(fd, struct.pack("<I", 36 + self._data_bytes), 4)
         os.pwrite(fd, struct.pack("<I", self._data_bytes), 40)
@@ -721,16 +727,17 @@ class StereoRecorder:
             self.writer._wake.set()
 
     def _close_and_hash(self) -> None:
+        """Hash the finished file as it is on disk (read back through its descriptor), then close it."""
         f = self._file
         assert f is not None
-        f.close()
-        self._file = None
         digest = hashlib.sha256()
         size = 0
-        with open(self.path, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
+        fd = f.fileno()
+        while chunk := os.pread(fd, 1 << 20, size):
+            digest.update(chunk)
+            size += len(chunk)
+        self._file = None
+        f.close()
         self.sha256 = digest.hexdigest()
         self.size = size
 
