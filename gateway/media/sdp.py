@@ -32,6 +32,7 @@ or nowhere when that is past 65535) and an unusable ``a=ptime`` counts as absent
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from dataclasses import dataclass, field, replace
@@ -51,6 +52,7 @@ _MEDIA_BEFORE_C = "i"
 _MAX_PT = 127  # RTP payload types are 7 bits (RFC 3550 §5.1)
 _MAX_PORT = 65535
 _MAX_PTIME = 1000  # ms; a longer a=ptime (or 0) is no packet time: the default applies
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _ADDRESS_TYPES: dict[str, type[ipaddress.IPv4Address] | type[ipaddress.IPv6Address]] = {
     "IP4": ipaddress.IPv4Address, "IP6": ipaddress.IPv6Address}
 
@@ -431,18 +433,26 @@ def _negotiated(sd: SessionDescription, m: MediaDescription, codec: str, pt: str
 def _check_family(local: str | None, theirs: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
     """:class:`SdpNegotiationError` when the remote address is of the other IP version than our media address
     (our socket could never send to it); a hold address (0.0.0.0, ::) is fine, nothing is sent."""
-    try:
-        ours = ipaddress.ip_address(local or "")
-    except ValueError:
+    ours = _own_address(local or "")
+    if ours is None:
         return  # no literal of ours to compare with
     if not theirs.is_unspecified and theirs.version != ours.version:
         raise SdpNegotiationError(f"c= address {theirs} is IPv{theirs.version}, and this gateway's media is on "
                                   f"IPv{ours.version} ({ours})")
 
+@functools.lru_cache(maxsize=8)
+def _own_address(local: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Our media address as an IP literal, or None (parsed once: it is the same for every call)."""
+    try:
+        return ipaddress.ip_address(local)
+    except ValueError:
+        return None
+
+
 def _check_unicast(theirs: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
     """Our RTP and RTCP never go to a group or a broadcast address: a call has one peer, and a hostile SDP
     must not make the gateway spray keep-alives and relayed audio at a whole network."""
-    if theirs.is_multicast or theirs == ipaddress.IPv4Address("255.255.255.255"):
+    if theirs.is_multicast or theirs == _BROADCAST:
         raise SdpNegotiationError(f"c= address {theirs} is not a unicast address")
 
 
