@@ -59,6 +59,30 @@ _FAST = fast.load()
 #: Every due recording's frames, size patch and fsync in one call that releases the GIL once (C), or None.
 _WRITE_BATCH: Callable[[list[tuple[int, list[bytes], bytes | None, bool]]], list[tuple[int, int]]] | None = \
     _FAST.write_batch if _FAST is not None else None
+#: A recording's file created with its header, read back for the hash at the seal, its ``.sha256`` written: each
+#: in one call that releases the GIL once (C), or None (Python, a system call and a GIL hand-over per step).
+_CREATE_FILE: Callable[[bytes, bytes, int], int] | None = getattr(_FAST, "create_file", None)
+_SEAL_READ: Callable[[int, bytes, int], bytes | None] | None = getattr(_FAST, "seal_read", None)
+_WRITE_NEW: Callable[[bytes, bytes, int], None] | None = getattr(_FAST, "write_new", None)
+#: Recordings up to this size are read back whole in one call for the hash; longer ones in 1 MiB reads.
+_SEAL_READ_MAX = 8 << 20
+
+
+class _Descriptor:
+    """An open file known by its descriptor alone: all a recorder needs of a file object (``fileno``, ``close``)."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 def _decode(payload: bytes, lo: bytes, hi: bytes) -> bytes:
@@ -566,8 +590,11 @@ class StereoRecorder:
             # write does), and the seal hashes the file through it.  Each system call here lets the event loop's
             # thread take the interpreter lock and then take it back: a buffered ``open`` also asks for the
             # file's size, position and terminal status, and a second ``open`` for the hash did it all again.
-            self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed in _seal
-            _write_all(self._file.fileno(), wav_header(0))
+            if _CREATE_FILE is not None:
+                self._file = _Descriptor(_CREATE_FILE(os.fsencode(self.path), wav_header(0), 0o666))
+            else:
+                self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed in _seal
+                _write_all(self._file.fileno(), wav_header(0))
         except OSError as exc:
             log.error("recording %s: cannot open: %s", self.path, exc)
             self._done.set_exception(MediaError(f"{self.path}: cannot open recording: {exc}"))
@@ -744,11 +771,29 @@ class StereoRecorder:
     def _seal_stage(self) -> Path | None:
         """A batched seal's first half (DiskWriter._seal_batch): sizes patched, file closed and hashed, the
         ``.sha256`` written under a temporary name; nothing synced yet.  None when there is nothing to seal."""
-        if self._file is None:
+        f = self._file
+        if f is None:
             return None
-        self._finish_file(sync=False)
-        self._close_and_hash()
-        return write_staged(*self._sha256_file(), sync=False)
+        if _SEAL_READ is None or self._write_errors or not isinstance(f, _Descriptor):
+            self._finish_file(sync=False)
+            self._close_and_hash()
+        else:  # the same steps, the system calls in two runs (patch, read back, close; then the .sha256)
+            patch = struct.pack("<II", 36 + self._data_bytes, self._data_bytes)
+            self._since_patch = 0
+            data = _SEAL_READ(f.fileno(), patch, _SEAL_READ_MAX)
+            if data is None:  # a long recording: hashed in 1 MiB reads
+                self._close_and_hash()
+            else:
+                self._file = None
+                f.fd = -1  # closed by seal_read: never closed again (the number may be another file's by now)
+                self.sha256 = hashlib.sha256(data).hexdigest()
+                self.size = len(data)
+        path, line = self._sha256_file()
+        if _WRITE_NEW is None:
+            return write_staged(path, line, sync=False)
+        tmp = path.with_name(path.name + ".tmp")
+        _WRITE_NEW(os.fsencode(tmp), line, 0o644)
+        return tmp
 
     def _sha256_file(self) -> tuple[Path, bytes]:
         """The ``.sha256`` beside the recording and its line (``sha256sum -c`` format)."""

@@ -415,11 +415,21 @@ def test_seal_file_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.skipif(ports._SYNCFS is None, reason="no syncfs (not Linux/glibc): recordings are fsync'd one by one")
-def test_shared_writer_seals_in_batches_with_two_filesystem_syncs(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("file_calls", ["C", "C-long-recordings", "Python"])
+def test_shared_writer_seals_in_batches_with_two_filesystem_syncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 file_calls: str) -> None:
     """The engine's writer seals the recordings that end together in one batch: two syncfs in all (the
     files and their .sha256, then the renames) instead of three fsyncs each, so a busy gateway's recordings
-    are sealed as fast as they end; every seal still gives the file's real SHA-256 and its .sha256."""
+    are sealed as fast as they end; every seal still gives the file's real SHA-256 and its .sha256.  The same
+    with the files created, read back and sealed by the C module (one GIL release per step), by it for files
+    too long to read back whole (hashed in 1 MiB reads then), and by Python alone."""
+    if file_calls == "Python":
+        for name in ("_CREATE_FILE", "_SEAL_READ", "_WRITE_NEW"):
+            monkeypatch.setattr(ports, name, None)
+    elif ports._SEAL_READ is None:
+        pytest.skip("the C module is not built")
+    elif file_calls == "C-long-recordings":
+        monkeypatch.setattr(ports, "_SEAL_READ_MAX", 100)
     syncs: list[Path] = []
     batches: list[int] = []
     fsyncs: list[int] = []
@@ -428,6 +438,7 @@ def test_shared_writer_seals_in_batches_with_two_filesystem_syncs(tmp_path: Path
     monkeypatch.setattr(DiskWriter, "_seal_batch",
                         lambda self, recs: (batches.append(len(recs)), real_batch(self, recs)))
     monkeypatch.setattr(ports.os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    open_fds = len(os.listdir("/proc/self/fd"))
     writer = DiskWriter(poll_interval=0.01)
     recs = [StereoRecorder(tmp_path / f"r{i}.wav", writer=writer) for i in range(40)]
     for rec in recs:
@@ -446,6 +457,7 @@ def test_shared_writer_seals_in_batches_with_two_filesystem_syncs(tmp_path: Path
             assert w.getnframes() == rec.aligner.frames * 160 > 0
     assert not list(tmp_path.glob("*.tmp"))
     assert sum(batches) == 40 and len(syncs) == 2 * len(batches) and fsyncs == []
+    assert len(os.listdir("/proc/self/fd")) == open_fds  # every recording's file closed once
 
 
 @pytest.mark.skipif(ports._SYNCFS is None, reason="no syncfs: no batched seals")
