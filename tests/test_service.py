@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gateway.calls.events import CallSummary
 from gateway.registrar.bindings import Source
 from gateway.service import SummaryLog, contact_destination
@@ -217,6 +219,7 @@ def test_summary_log_write_failure_leaves_no_torn_line_and_retries_the_lines(tmp
             return self.file.write(data)
 
     monkeypatch.setattr(journal, "open", DiskFull, raising=False)
+    monkeypatch.setattr(journal, "_APPEND_DURABLY", None)  # the Python path (the C one: the next test)
     path = tmp_path / "activations.jsonl"
     log = SummaryLog(path)
     first = CallSummary("act-1", "hp-x", 1.0, "answered", "op-1", "room", "hp", 2.0, 1.0, "dp", 1, [])
@@ -228,6 +231,37 @@ def test_summary_log_write_failure_leaves_no_torn_line_and_retries_the_lines(tmp
     docs = [json.loads(line) for line in lines]  # every line whole
     assert [d.get("activation_id") or d["recording"]["activation_id"] for d in docs] == ["act-1", "act-1"]
     assert "recording" in docs[1]
+
+
+def test_the_c_append_cuts_a_torn_write_back(tmp_path):
+    """The journal's append in C (one GIL release for open, write, fsync, close) meets a real partial write:
+    a file size limit (RLIMIT_FSIZE, in a child process) lets the kernel take part of the line, then refuses
+    the rest with EFBIG.  The file is cut back to the last whole line and the error is raised."""
+    import errno
+    import subprocess
+    import sys
+
+    from gateway.calls import journal
+
+    if journal._APPEND_DURABLY is None:
+        pytest.skip("the C module is not built")
+    path = tmp_path / "activations.jsonl"
+    child = (
+        "import resource, signal, sys\n"
+        "from gateway.media import _fastrtp\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "path = sys.argv[1].encode()\n"
+        "_fastrtp.append_durably(path, b'{\"first\": 1}\\n')\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    _fastrtp.append_durably(path, b'{\"second\": \"a line longer than the disk takes\"}\\n')\n"
+        "except OSError as exc:\n"
+        "    print(exc.errno)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", child, str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(errno.EFBIG)
+    assert path.read_bytes() == b'{"first": 1}\n'
 
 
 def test_the_journal_tail_skips_a_cut_first_line_and_a_torn_one(tmp_path):

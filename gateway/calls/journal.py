@@ -11,11 +11,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from gateway.media import fast
 from gateway.media.ports import name_native_thread
 
 from .events import CallSummary
 
 log = logging.getLogger(__name__)
+
+#: Open, append, fsync (cut back on failure) and close in one call that releases the GIL once (C), or None:
+#: each system call made in Python hands the GIL over to the event loop's thread and waits to take it back.
+_APPEND_DURABLY = getattr(fast.load(), "append_durably", None)
 
 
 class SummaryLog:
@@ -69,6 +74,13 @@ class SummaryLog:
             return
         data = ("\n".join(lines) + "\n").encode("utf-8")
         try:
+            if _APPEND_DURABLY is not None:
+                try:
+                    _APPEND_DURABLY(os.fsencode(self.path), data)
+                except FileNotFoundError:  # the folder is gone (or never was): made, and tried once more
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    _APPEND_DURABLY(os.fsencode(self.path), data)
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab", buffering=0) as fh:
                 start = fh.seek(0, os.SEEK_END)

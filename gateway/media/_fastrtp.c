@@ -1481,6 +1481,46 @@ static PyObject *fastrtp_write_new(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(append_durably_doc,
+"append_durably(path, data) -> None\n\n"
+"Append `data` whole to the file at `path` (bytes; created if missing) and fsync it.  When the write or the\n"
+"fsync fails, the file is cut back to where it ended (no torn line left for the next append to be glued onto)\n"
+"and OSError is raised.  One release of the GIL (the journal's group commit).");
+
+static PyObject *fastrtp_append_durably(PyObject *module, PyObject *args)
+{
+    const char *path, *data;
+    Py_ssize_t path_len, size;
+    int err = 0;
+    if (!PyArg_ParseTuple(args, "y#y#", &path, &path_len, &data, &size))
+        return NULL;
+    if ((Py_ssize_t)strlen(path) != path_len) {
+        PyErr_SetString(PyExc_ValueError, "append_durably(): embedded null byte in path");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        err = errno;
+    } else {
+        struct stat st;
+        if (fstat(fd, &st) != 0) {
+            err = errno;
+        } else if ((err = write_whole(fd, data, size)) != 0 || (fsync(fd) != 0 && (err = errno) != 0)) {
+            if (ftruncate(fd, st.st_size) != 0) {
+                /* the cut failed too: the error already reported stands */
+            }
+        }
+        close(fd);
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(drain_doc, "drain(fd, limit) -> int: read and drop up to `limit` queued datagrams of a non-blocking "
              "socket; how many were dropped. Holds the GIL (no system call here can block), so the event loop's "
              "thread does not hand the GIL to another thread and wait to get it back.");
@@ -1512,6 +1552,7 @@ static PyMethodDef module_methods[] = {
     {"create_file", fastrtp_create_file, METH_VARARGS, create_file_doc},
     {"seal_read", fastrtp_seal_read, METH_VARARGS, seal_read_doc},
     {"write_new", fastrtp_write_new, METH_VARARGS, write_new_doc},
+    {"append_durably", fastrtp_append_durably, METH_VARARGS, append_durably_doc},
     {"tick_recorders", (PyCFunction)(void (*)(void))fastrtp_tick_recorders, METH_FASTCALL, tick_recorders_doc},
     {"tick_legs", (PyCFunction)(void (*)(void))fastrtp_tick_legs, METH_FASTCALL, tick_legs_doc},
     {"g711_frame", (PyCFunction)(void (*)(void))fastrtp_g711_frame, METH_FASTCALL, g711_frame_doc},
