@@ -165,7 +165,7 @@ def _load_fast_path() -> ModuleType | None:
 class _Idle:
     """A released RTP/RTCP socket pair kept open (readers still registered) for the next leg."""
 
-    __slots__ = ("rtp", "rtcp", "port", "readers", "quiet_since", "strays")
+    __slots__ = ("rtp", "rtcp", "port", "readers", "quiet_since", "strays", "strayed")
 
     def __init__(self, rtp: socket.socket, rtcp: socket.socket, port: int, readers: tuple[_Reader, _Reader],
                  now: float) -> None:
@@ -176,12 +176,16 @@ class _Idle:
         #: When the last datagram arrived (or the release): the pair is reused only after a quiet spell.
         self.quiet_since = now
         self.strays = 0
+        #: A datagram came after the release (``strays`` is reset when the pair is passed over; this is not):
+        #: such a pair is reused only after the full ``reuse_quiet``.
+        self.strayed = False
 
     def discard(self, data: bytes, addr: tuple, now: float) -> None:
         """Reader handler while idle: late RTP of the call that ended, or a scanner: dropped, and it
         restarts the quiet spell, so a stream that keeps coming never reaches the next call."""
         self.quiet_since = now
         self.strays += 1
+        self.strayed = True
 
     def drain(self, drain_fd: Callable[[int, int], int] | None = None) -> None:
         """Drop what arrived since the loop last read these sockets (the next leg starts clean).
@@ -671,12 +675,13 @@ class MediaEngine:
         now = self.clock()
         self._trim_idle(now)
         idle = self._take_idle(now, quiet=True)
-        if (idle is None and self._idle and len(self._idle) >= self.idle_max
+        if (idle is None and self._idle and len(self._idle) >= self.idle_max // 2 and not self._idle[0].strayed
                 and now - self._idle[0].quiet_since >= self.reuse_quiet / 4):
-            # The pool is full (calls end faster than ``reuse_quiet`` lets pairs rest): its oldest pair is
-            # the one the next release would close, to bind a new pair for this leg.  Reusing it, quiet for
-            # a while already, saves four sockets' set-up and tear-down (a tenth of the event loop's time
-            # at 300 calls/s); a pair still receiving strays is not quiet, and a new pair is bound instead.
+            # The pool is at least half full (calls end faster than ``reuse_quiet`` lets pairs rest): binding a
+            # new pair for this leg now means closing the oldest one at a coming release (the pool is bounded).
+            # Reusing that one, quiet for a while already, saves four sockets' set-up and tear-down (a tenth of
+            # the event loop's time at 300-450 calls/s); a pair still receiving strays is not quiet, and a new
+            # pair is bound instead, as for one that received anything since its release.
             idle = self._take_idle(now, quiet=False, oldest=True)
         if idle is None:
             bound = self._bind_pair()

@@ -433,8 +433,9 @@ async def test_released_ports_are_pooled_and_reused_only_after_a_quiet_spell(fas
 
 
 async def test_a_full_pool_hands_out_its_oldest_quiet_pair_instead_of_binding_a_new_one() -> None:
-    """Calls ending faster than ``reuse_quiet`` fill the pool: the pair the next release would close is
-    reused (quiet a quarter of ``reuse_quiet`` at least) rather than closed while a new pair is bound."""
+    """Calls ending faster than ``reuse_quiet`` keep the pool at least half full: its oldest pair, the one a
+    coming release would close, is reused (quiet a quarter of ``reuse_quiet`` at least) rather than closed
+    while a new pair is bound."""
     clock = FakeClock()
     peer = await make_peer()
     eng = MediaEngine(HOST, 41600, 41619, clock=clock, start_clock=False, reuse_quiet=2.0, idle_max=2)
