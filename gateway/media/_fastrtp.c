@@ -1353,6 +1353,39 @@ static int write_whole(int fd, const char *data, Py_ssize_t size)
     return 0;
 }
 
+/* The arguments (path: bytes, data: bytes[, mode: int]) of the file calls below, a path with no NUL inside;
+ * 0, or -1 with an exception set. */
+static int path_data_args(PyObject *args, const char *fn, const char **path, const char **data, Py_ssize_t *size,
+                          int *mode)
+{
+    Py_ssize_t path_len;
+    int ok = mode != NULL ? PyArg_ParseTuple(args, "y#y#i", path, &path_len, data, size, mode)
+                          : PyArg_ParseTuple(args, "y#y#", path, &path_len, data, size);
+    if (!ok)
+        return -1;
+    if ((Py_ssize_t)strlen(*path) != path_len) {
+        PyErr_Format(PyExc_ValueError, "%s(): embedded null byte in path", fn);
+        return -1;
+    }
+    return 0;
+}
+
+/* open(path, flags | O_CREAT | O_TRUNC | O_CLOEXEC, mode) and write `data` whole: the descriptor, or -1 with *err
+ * set (the file closed).  Called with the GIL released. */
+static int create_with(const char *path, int flags, int mode, const char *data, Py_ssize_t size, int *err)
+{
+    int fd = open(path, flags | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        *err = errno;
+        return -1;
+    }
+    if ((*err = write_whole(fd, data, size)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 PyDoc_STRVAR(create_file_doc,
 "create_file(path, data, mode) -> int\n\n"
 "Create (or truncate) the file at `path` (bytes) read-write with permission bits `mode`, write `data`\n"
@@ -1361,22 +1394,12 @@ PyDoc_STRVAR(create_file_doc,
 static PyObject *fastrtp_create_file(PyObject *module, PyObject *args)
 {
     const char *path, *data;
-    Py_ssize_t path_len, size;
+    Py_ssize_t size;
     int mode, fd, err = 0;
-    if (!PyArg_ParseTuple(args, "y#y#i", &path, &path_len, &data, &size, &mode))
+    if (path_data_args(args, "create_file", &path, &data, &size, &mode) < 0)
         return NULL;
-    if ((Py_ssize_t)strlen(path) != path_len) {
-        PyErr_SetString(PyExc_ValueError, "create_file(): embedded null byte in path");
-        return NULL;
-    }
     Py_BEGIN_ALLOW_THREADS
-    fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) {
-        err = errno;
-    } else if ((err = write_whole(fd, data, size)) != 0) {
-        close(fd);
-        fd = -1;
-    }
+    fd = create_with(path, O_RDWR, mode, data, size, &err);
     Py_END_ALLOW_THREADS
     if (fd < 0) {
         errno = err;
@@ -1456,23 +1479,14 @@ PyDoc_STRVAR(write_new_doc,
 static PyObject *fastrtp_write_new(PyObject *module, PyObject *args)
 {
     const char *path, *data;
-    Py_ssize_t path_len, size;
+    Py_ssize_t size;
     int mode, err = 0;
-    if (!PyArg_ParseTuple(args, "y#y#i", &path, &path_len, &data, &size, &mode))
+    if (path_data_args(args, "write_new", &path, &data, &size, &mode) < 0)
         return NULL;
-    if ((Py_ssize_t)strlen(path) != path_len) {
-        PyErr_SetString(PyExc_ValueError, "write_new(): embedded null byte in path");
-        return NULL;
-    }
     Py_BEGIN_ALLOW_THREADS
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) {
+    int fd = create_with(path, O_WRONLY, mode, data, size, &err);
+    if (fd >= 0 && close(fd) != 0)
         err = errno;
-    } else {
-        err = write_whole(fd, data, size);
-        if (close(fd) != 0 && err == 0)
-            err = errno;
-    }
     Py_END_ALLOW_THREADS
     if (err) {
         errno = err;
@@ -1490,14 +1504,10 @@ PyDoc_STRVAR(append_durably_doc,
 static PyObject *fastrtp_append_durably(PyObject *module, PyObject *args)
 {
     const char *path, *data;
-    Py_ssize_t path_len, size;
+    Py_ssize_t size;
     int err = 0;
-    if (!PyArg_ParseTuple(args, "y#y#", &path, &path_len, &data, &size))
+    if (path_data_args(args, "append_durably", &path, &data, &size, NULL) < 0)
         return NULL;
-    if ((Py_ssize_t)strlen(path) != path_len) {
-        PyErr_SetString(PyExc_ValueError, "append_durably(): embedded null byte in path");
-        return NULL;
-    }
     Py_BEGIN_ALLOW_THREADS
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
     if (fd < 0) {
