@@ -75,11 +75,12 @@ class SummaryLog:
         data = ("\n".join(lines) + "\n").encode("utf-8")
         try:
             if _APPEND_DURABLY is not None:
+                path = os.fsencode(self.path)
                 try:
-                    _APPEND_DURABLY(os.fsencode(self.path), data)
+                    _APPEND_DURABLY(path, data)
                 except FileNotFoundError:  # the folder is gone (or never was): made, and tried once more
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                    _APPEND_DURABLY(os.fsencode(self.path), data)
+                    _APPEND_DURABLY(path, data)
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab", buffering=0) as fh:

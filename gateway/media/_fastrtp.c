@@ -1338,74 +1338,53 @@ static PyTypeObject ReaderType = {
 /* Each system call the disk writer's thread makes in Python releases the GIL and takes it back, and  */
 /* the event loop's thread pays for each hand-over; a recording used to cost a dozen of them.          */
 
+/* write_all() for one buffer. */
 static int write_whole(int fd, const char *data, Py_ssize_t size)
 {
-    while (size > 0) {
-        ssize_t done = write(fd, data, (size_t)size);
-        if (done < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno;
-        }
-        data += done;
-        size -= done;
-    }
-    return 0;
+    struct iovec one = {(void *)data, (size_t)size};
+    return size > 0 ? write_all(fd, &one, 1) : 0;
 }
 
-/* The arguments (path: bytes, data: bytes[, mode: int]) of the file calls below, a path with no NUL inside;
- * 0, or -1 with an exception set. */
-static int path_data_args(PyObject *args, const char *fn, const char **path, const char **data, Py_ssize_t *size,
-                          int *mode)
+/* A path given as bytes holds no NUL (the system call would see a shorter one); else ValueError, -1. */
+static int path_ok(const char *fn, const char *path, Py_ssize_t len)
 {
-    Py_ssize_t path_len;
-    int ok = mode != NULL ? PyArg_ParseTuple(args, "y#y#i", path, &path_len, data, size, mode)
-                          : PyArg_ParseTuple(args, "y#y#", path, &path_len, data, size);
-    if (!ok)
-        return -1;
-    if ((Py_ssize_t)strlen(*path) != path_len) {
-        PyErr_Format(PyExc_ValueError, "%s(): embedded null byte in path", fn);
-        return -1;
-    }
-    return 0;
-}
-
-/* open(path, flags | O_CREAT | O_TRUNC | O_CLOEXEC, mode) and write `data` whole: the descriptor, or -1 with *err
- * set (the file closed).  Called with the GIL released. */
-static int create_with(const char *path, int flags, int mode, const char *data, Py_ssize_t size, int *err)
-{
-    int fd = open(path, flags | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0) {
-        *err = errno;
-        return -1;
-    }
-    if ((*err = write_whole(fd, data, size)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
+    if ((Py_ssize_t)strlen(path) == len)
+        return 0;
+    PyErr_Format(PyExc_ValueError, "%s(): embedded null byte in path", fn);
+    return -1;
 }
 
 PyDoc_STRVAR(create_file_doc,
-"create_file(path, data, mode) -> int\n\n"
-"Create (or truncate) the file at `path` (bytes) read-write with permission bits `mode`, write `data`\n"
-"whole and return its descriptor; OSError (the file closed) when a step fails.  One release of the GIL.");
+"create_file(path, data, mode, keep_open) -> int | None\n\n"
+"Create (or truncate) the file at `path` (bytes) with permission bits `mode` and write `data` whole.  With\n"
+"`keep_open` the file is opened read-write and its descriptor returned; else it is closed (not fsync'd) and\n"
+"None returned.  OSError (the file closed) when a step fails.  One release of the GIL.");
 
 static PyObject *fastrtp_create_file(PyObject *module, PyObject *args)
 {
     const char *path, *data;
-    Py_ssize_t size;
-    int mode, fd, err = 0;
-    if (path_data_args(args, "create_file", &path, &data, &size, &mode) < 0)
+    Py_ssize_t path_len, size;
+    int mode, keep_open, fd, err = 0;
+    if (!PyArg_ParseTuple(args, "y#y#ip", &path, &path_len, &data, &size, &mode, &keep_open)
+            || path_ok("create_file", path, path_len) < 0)
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    fd = create_with(path, O_RDWR, mode, data, size, &err);
-    Py_END_ALLOW_THREADS
+    fd = open(path, (keep_open ? O_RDWR : O_WRONLY) | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0) {
+        err = errno;
+    } else if ((err = write_whole(fd, data, size)) != 0) {
+        close(fd);
+    } else if (!keep_open && close(fd) != 0) {
+        err = errno;
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
         errno = err;
         return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
     }
-    return PyLong_FromLong(fd);
+    if (keep_open)
+        return PyLong_FromLong(fd);
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(seal_read_doc,
@@ -1471,30 +1450,6 @@ static PyObject *fastrtp_seal_read(PyObject *module, PyObject *args)
     return out;
 }
 
-PyDoc_STRVAR(write_new_doc,
-"write_new(path, data, mode) -> None\n\n"
-"Create (or truncate) the file at `path` (bytes) with permission bits `mode`, write `data` whole and close\n"
-"it (not fsync'd); OSError when a step fails.  One release of the GIL.");
-
-static PyObject *fastrtp_write_new(PyObject *module, PyObject *args)
-{
-    const char *path, *data;
-    Py_ssize_t size;
-    int mode, err = 0;
-    if (path_data_args(args, "write_new", &path, &data, &size, &mode) < 0)
-        return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    int fd = create_with(path, O_WRONLY, mode, data, size, &err);
-    if (fd >= 0 && close(fd) != 0)
-        err = errno;
-    Py_END_ALLOW_THREADS
-    if (err) {
-        errno = err;
-        return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
-    }
-    Py_RETURN_NONE;
-}
-
 PyDoc_STRVAR(append_durably_doc,
 "append_durably(path, data) -> None\n\n"
 "Append `data` whole to the file at `path` (bytes; created if missing) and fsync it.  When the write or the\n"
@@ -1504,9 +1459,9 @@ PyDoc_STRVAR(append_durably_doc,
 static PyObject *fastrtp_append_durably(PyObject *module, PyObject *args)
 {
     const char *path, *data;
-    Py_ssize_t size;
+    Py_ssize_t path_len, size;
     int err = 0;
-    if (path_data_args(args, "append_durably", &path, &data, &size, NULL) < 0)
+    if (!PyArg_ParseTuple(args, "y#y#", &path, &path_len, &data, &size) || path_ok("append_durably", path, path_len) < 0)
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
@@ -1561,7 +1516,6 @@ static PyMethodDef module_methods[] = {
     {"write_batch", fastrtp_write_batch, METH_O, write_batch_doc},
     {"create_file", fastrtp_create_file, METH_VARARGS, create_file_doc},
     {"seal_read", fastrtp_seal_read, METH_VARARGS, seal_read_doc},
-    {"write_new", fastrtp_write_new, METH_VARARGS, write_new_doc},
     {"append_durably", fastrtp_append_durably, METH_VARARGS, append_durably_doc},
     {"tick_recorders", (PyCFunction)(void (*)(void))fastrtp_tick_recorders, METH_FASTCALL, tick_recorders_doc},
     {"tick_legs", (PyCFunction)(void (*)(void))fastrtp_tick_legs, METH_FASTCALL, tick_legs_doc},

@@ -59,11 +59,11 @@ _FAST = fast.load()
 #: Every due recording's frames, size patch and fsync in one call that releases the GIL once (C), or None.
 _WRITE_BATCH: Callable[[list[tuple[int, list[bytes], bytes | None, bool]]], list[tuple[int, int]]] | None = \
     _FAST.write_batch if _FAST is not None else None
-#: A recording's file created with its header, read back for the hash at the seal, its ``.sha256`` written: each
-#: in one call that releases the GIL once (C), or None (Python, a system call and a GIL hand-over per step).
-_CREATE_FILE: Callable[[bytes, bytes, int], int] | None = getattr(_FAST, "create_file", None)
+#: A file created with its contents (a recording's, kept open; a staged ``.sha256``, closed), and a recording read
+#: back for the hash at the seal: each in one call that releases the GIL once (C), or None (Python, a system
+#: call and a GIL hand-over per step).
+_CREATE_FILE: Callable[[bytes, bytes, int, bool], int | None] | None = getattr(_FAST, "create_file", None)
 _SEAL_READ: Callable[[int, bytes, int], bytes | None] | None = getattr(_FAST, "seal_read", None)
-_WRITE_NEW: Callable[[bytes, bytes, int], None] | None = getattr(_FAST, "write_new", None)
 #: Recordings up to this size are read back whole in one call for the hash; longer ones in 1 MiB reads.
 _SEAL_READ_MAX = 8 << 20
 
@@ -129,6 +129,12 @@ class WavPlayer:
         return payload, pcm
 
 
+def _size_patch(data_bytes: int) -> bytes:
+    """The WAV header's RIFF and data sizes (offsets 4 and 40) for ``data_bytes`` of audio, as write_batch and
+    seal_read take them."""
+    return struct.pack("<II", 36 + data_bytes, data_bytes)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -139,6 +145,9 @@ def write_staged(path: Path, data: bytes, *, sync: bool) -> Path:
     """Write ``data`` whole to ``path`` + ``.tmp`` (fsync'd when ``sync``); returns that name, for the caller
     to rename over ``path`` once it is durable."""
     tmp = path.with_name(path.name + ".tmp")
+    if not sync and _CREATE_FILE is not None:  # open, write and close in one GIL release (a batched seal's)
+        _CREATE_FILE(os.fsencode(tmp), data, 0o644, False)
+        return tmp
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         _write_all(fd, data)
@@ -591,7 +600,7 @@ class StereoRecorder:
             # thread take the interpreter lock and then take it back: a buffered ``open`` also asks for the
             # file's size, position and terminal status, and a second ``open`` for the hash did it all again.
             if _CREATE_FILE is not None:
-                self._file = _Descriptor(_CREATE_FILE(os.fsencode(self.path), wav_header(0), 0o666))
+                self._file = _Descriptor(_CREATE_FILE(os.fsencode(self.path), wav_header(0), 0o666, True))
             else:
                 self._file = open(self.path, "w+b", buffering=0)  # noqa: SIM115 - closed in _seal
                 _write_all(self._file.fileno(), wav_header(0))
@@ -634,10 +643,7 @@ class StereoRecorder:
         data = b"".join(frames)
         fd = f.fileno()
         try:
-            # Straight to the file descriptor (the file is unbuffered).
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)  # straight to the file descriptor (the file is unbuffered)
         except OSError as exc:
             self._write_failed(len(data), exc)
             self._data_bytes += len(data)
@@ -684,8 +690,7 @@ class StereoRecorder:
         size = sum(map(len, frames))
         patch = None
         if self._since_patch + n >= self.PATCH_EVERY:
-            total = self._data_bytes + size
-            patch = struct.pack("<II", 36 + total, total)
+            patch = _size_patch(self._data_bytes + size)
         return size, patch, self._since_fsync + n >= self.FSYNC_EVERY
 
     def _wrote(self, frames: list[bytes], plan: tuple[int, bytes | None, bool], stage: int, err: int) -> None:
@@ -778,9 +783,8 @@ class StereoRecorder:
             self._finish_file(sync=False)
             self._close_and_hash()
         else:  # the same steps, the system calls in two runs (patch, read back, close; then the .sha256)
-            patch = struct.pack("<II", 36 + self._data_bytes, self._data_bytes)
             self._since_patch = 0
-            data = _SEAL_READ(f.fileno(), patch, _SEAL_READ_MAX)
+            data = _SEAL_READ(f.fileno(), _size_patch(self._data_bytes), _SEAL_READ_MAX)
             if data is None:  # a long recording: hashed in 1 MiB reads
                 self._close_and_hash()
             else:
@@ -788,12 +792,7 @@ class StereoRecorder:
                 f.fd = -1  # closed by seal_read: never closed again (the number may be another file's by now)
                 self.sha256 = hashlib.sha256(data).hexdigest()
                 self.size = len(data)
-        path, line = self._sha256_file()
-        if _WRITE_NEW is None:
-            return write_staged(path, line, sync=False)
-        tmp = path.with_name(path.name + ".tmp")
-        _WRITE_NEW(os.fsencode(tmp), line, 0o644)
-        return tmp
+        return write_staged(*self._sha256_file(), sync=False)
 
     def _sha256_file(self) -> tuple[Path, bytes]:
         """The ``.sha256`` beside the recording and its line (``sha256sum -c`` format)."""

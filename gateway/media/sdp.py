@@ -440,6 +440,7 @@ def _check_family(local: str | None, theirs: ipaddress.IPv4Address | ipaddress.I
         raise SdpNegotiationError(f"c= address {theirs} is IPv{theirs.version}, and this gateway's media is on "
                                   f"IPv{ours.version} ({ours})")
 
+
 @functools.lru_cache(maxsize=8)
 def _own_address(local: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """Our media address as an IP literal, or None (parsed once: it is the same for every call)."""

@@ -424,7 +424,7 @@ def test_shared_writer_seals_in_batches_with_two_filesystem_syncs(tmp_path: Path
     with the files created, read back and sealed by the C module (one GIL release per step), by it for files
     too long to read back whole (hashed in 1 MiB reads then), and by Python alone."""
     if file_calls == "Python":
-        for name in ("_CREATE_FILE", "_SEAL_READ", "_WRITE_NEW"):
+        for name in ("_CREATE_FILE", "_SEAL_READ"):
             monkeypatch.setattr(ports, name, None)
     elif ports._SEAL_READ is None:
         pytest.skip("the C module is not built")
